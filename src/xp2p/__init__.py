@@ -1,0 +1,38 @@
+"""xp2p: open IoT-video P2P — cloud, device agent, viewer module and player."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from xp2p.errors import ErrorCode, XP2PError
+
+__version__ = "0.1.0"
+#: The SDK version a device publishes at the end of its xp2pInfo (``XP2P...%<version>``).
+SDK_VERSION = "2.4.0"
+
+if TYPE_CHECKING:
+    from xp2p.viewer import AppParams, FlvParams, P2PModule, StreamInfo
+
+_VIEWER_NAMES = ("AppParams", "FlvParams", "P2PModule", "StreamInfo")
+
+
+def __getattr__(name: str) -> Any:
+    # The viewer pulls in aiohttp, aioice and aioquic: load it on first use, so that
+    # `import xp2p.flv` (or the errors) stays cheap.
+    if name in _VIEWER_NAMES:
+        import xp2p.viewer
+
+        return getattr(xp2p.viewer, name)
+    raise AttributeError(f"module 'xp2p' has no attribute {name!r}")
+
+
+__all__ = [
+    "SDK_VERSION",
+    "AppParams",
+    "ErrorCode",
+    "FlvParams",
+    "P2PModule",
+    "StreamInfo",
+    "XP2PError",
+    "__version__",
+]

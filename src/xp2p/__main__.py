@@ -1,0 +1,5 @@
+import sys
+
+from xp2p.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Event names of the seed's callbacks (SPEC §2), as string enums so they compare equal to
+the seed's strings (``"notify"``, ``"connected"``...)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class XP2PEvent(StrEnum):
+    """First argument of ``msg_callback(event, subtype, detail)``."""
+
+    NOTIFY = "notify"
+    LOG = "log"
+
+
+class NotifySubtype(StrEnum):
+    CONNECTED = "connected"
+    REQUEST = "request"
+    PARSED = "parsed"
+    SUCCESS = "success"
+    EOF = "eof"
+    FAIL = "fail"
+    CLOSE = "close"
+    DISCONNECT = "disconnect"
+
+
+class LogLevel(StrEnum):
+    LOG = "log"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class NatEvent(StrEnum):
+    """Events of ``init(event_handler=...)``."""
+
+    NAT_CHANGED = "natChanged"
+    NAT_ERROR = "natError"
