@@ -1,0 +1,519 @@
+"""Credentials and proofs shared by the cloud, the device and the viewer (SPEC §5).
+
+Everything here is pure: no sockets, no logging, and the verifiers take ``now`` from the
+caller (only the signing helpers default to the wall clock). That keeps the security-relevant
+code small enough to read in one sitting and lets the tests drive time explicitly.
+
+- App requests are signed with HMAC-SHA256 over method, path, timestamp, nonce and body hash;
+  :class:`RequestVerifier` checks them and refuses replays.
+- A device proves it holds its secret by answering a challenge (:func:`device_proof`); the
+  secret itself never travels.
+- The cloud hands a viewer a short-lived :class:`AccessGrant`, signed with Ed25519, which the
+  device checks offline with the cloud's public key.
+- TURN servers (coturn ``use-auth-secret``) get time-limited REST credentials.
+
+Secrets never appear in exception messages or reprs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeGuard
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+# --- app request signing ------------------------------------------------------------------
+
+HEADER_APP = "X-XP2P-App"
+HEADER_TIMESTAMP = "X-XP2P-Timestamp"
+HEADER_NONCE = "X-XP2P-Nonce"
+HEADER_SIGNATURE = "X-XP2P-Signature"
+
+#: How far a request's timestamp may be from the verifier's clock, either way (seconds).
+TIMESTAMP_WINDOW = 300
+#: Remembered nonces before the verifier starts tightening its window (see ``_NonceCache``).
+MAX_REMEMBERED_NONCES = 100_000
+
+_NONCE_RE = re.compile(r"[0-9a-fA-F]{16,64}")
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+_SIGNATURE_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _canonical_request(method: str, path_qs: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    body_hash = hashlib.sha256(body).hexdigest()
+    return f"{method.upper()}\n{path_qs}\n{timestamp}\n{nonce}\n{body_hash}".encode()
+
+
+def _request_signature(app_secret: str, canonical: bytes) -> str:
+    return hmac.new(app_secret.encode(), canonical, hashlib.sha256).hexdigest()
+
+
+def sign_request(
+    app_key: str,
+    app_secret: str,
+    method: str,
+    path_qs: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """Headers that authenticate one app request.
+
+    ``path_qs`` is the path and query exactly as sent on the wire (already percent-encoded):
+    the server signs over the raw request target, so any re-encoding would break the match.
+    """
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    nc = secrets.token_hex(16) if nonce is None else nonce
+    signature = _request_signature(app_secret, _canonical_request(method, path_qs, ts, nc, body))
+    return {
+        HEADER_APP: app_key,
+        HEADER_TIMESTAMP: ts,
+        HEADER_NONCE: nc,
+        HEADER_SIGNATURE: signature,
+    }
+
+
+class AuthFailure(StrEnum):
+    """Why an app request was refused; the value is the cloud's JSON error code."""
+
+    MISSING_AUTH = "missing_auth"
+    UNKNOWN_APP = "unknown_app"
+    BAD_SIGNATURE = "bad_signature"
+    STALE_TIMESTAMP = "stale_timestamp"
+    REPLAYED_NONCE = "replayed_nonce"
+
+
+class AuthError(Exception):
+    """An app request failed verification. ``reason.value`` is a stable snake_case code."""
+
+    def __init__(self, reason: AuthFailure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        return self.reason.value
+
+
+class _NonceCache:
+    """Nonces seen inside the timestamp window, bounded in memory.
+
+    A nonce must be remembered only while its timestamp is still acceptable; after that the
+    window check refuses it anyway. When the cache is full, the entry that would expire first
+    is dropped and ``floor`` rises to its timestamp: requests no newer than a forgotten nonce
+    are then refused, so forgetting never re-opens a replay.
+    """
+
+    def __init__(self, window: int, max_entries: int) -> None:
+        self._window = window
+        self._max = max_entries
+        self._seen: set[tuple[str, str]] = set()
+        self._expiry: list[tuple[int, str, str]] = []
+        self.floor = -1
+
+    def purge(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] + self._window < now:
+            _, app, nonce = heapq.heappop(self._expiry)
+            self._seen.discard((app, nonce))
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        return item in self._seen
+
+    def add(self, app_key: str, nonce: str, timestamp: int) -> None:
+        while len(self._seen) >= self._max:
+            ts, app, old = heapq.heappop(self._expiry)
+            self._seen.discard((app, old))
+            self.floor = max(self.floor, ts)
+        self._seen.add((app_key, nonce))
+        heapq.heappush(self._expiry, (timestamp, app_key, nonce))
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class RequestVerifier:
+    """Checks signed app requests (sans-IO: the caller passes ``now``).
+
+    ``app_secrets`` maps app key → secret; it is read on every call, so a caller may pass a
+    live mapping and add or revoke apps at run time. The signature is checked before the
+    timestamp and the nonce, so only holders of the secret learn those finer reasons and only
+    authentic requests take room in the nonce cache.
+    """
+
+    def __init__(
+        self,
+        app_secrets: Mapping[str, str],
+        *,
+        window: int = TIMESTAMP_WINDOW,
+        max_nonces: int = MAX_REMEMBERED_NONCES,
+    ) -> None:
+        if window <= 0 or max_nonces <= 0:
+            raise ValueError("window and max_nonces must be positive")
+        self._secrets = app_secrets
+        self._window = window
+        self._nonces = _NonceCache(window, max_nonces)
+
+    def verify(
+        self,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float,
+    ) -> str:
+        """Return the authenticated app key, or raise :class:`AuthError`."""
+        app_key = headers.get(HEADER_APP)
+        ts = headers.get(HEADER_TIMESTAMP)
+        nonce = headers.get(HEADER_NONCE)
+        signature = headers.get(HEADER_SIGNATURE)
+        if app_key is None or ts is None or nonce is None or signature is None:
+            raise AuthError(AuthFailure.MISSING_AUTH, "missing authentication headers")
+        if not (
+            _TIMESTAMP_RE.fullmatch(ts)
+            and _NONCE_RE.fullmatch(nonce)
+            and _SIGNATURE_RE.fullmatch(signature)
+        ):
+            raise AuthError(AuthFailure.MISSING_AUTH, "malformed authentication headers")
+        secret = self._secrets.get(app_key)
+        if secret is None:
+            raise AuthError(AuthFailure.UNKNOWN_APP, "unknown app key")
+        expected = _request_signature(secret, _canonical_request(method, path_qs, ts, nonce, body))
+        if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+            raise AuthError(AuthFailure.BAD_SIGNATURE, "request signature does not match")
+        self._nonces.purge(now)
+        timestamp = int(ts)
+        if abs(timestamp - now) > self._window:
+            raise AuthError(
+                AuthFailure.STALE_TIMESTAMP,
+                f"request timestamp is more than {self._window} s from server time",
+            )
+        nonce = nonce.lower()
+        if (app_key, nonce) in self._nonces:
+            raise AuthError(AuthFailure.REPLAYED_NONCE, "request nonce was already used")
+        if timestamp <= self._nonces.floor:
+            # The nonce cache overflowed and forgot requests this old: refuse rather than risk
+            # accepting a replay of one of them.
+            raise AuthError(
+                AuthFailure.STALE_TIMESTAMP, "request timestamp is too old under current load"
+            )
+        self._nonces.add(app_key, nonce, timestamp)
+        return app_key
+
+    @property
+    def remembered_nonces(self) -> int:
+        return len(self._nonces)
+
+
+# --- device sign-in proof -----------------------------------------------------------------
+
+_PROOF_DOMAIN = b"xp2p-device-proof-v1"
+
+
+def _length_prefixed(*parts: bytes) -> bytes:
+    # Length prefixes make the message unambiguous: ("ab", "c") and ("a", "bc") differ.
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def device_proof(device_secret: str, challenge: bytes, product_id: str, device_name: str) -> str:
+    """Hex HMAC-SHA256 proving possession of ``device_secret`` for this challenge and device."""
+    message = _length_prefixed(_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge)
+    return hmac.new(device_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def verify_device_proof(
+    device_secret: str, challenge: bytes, product_id: str, device_name: str, proof: str
+) -> bool:
+    expected = device_proof(device_secret, challenge, product_id, device_name)
+    try:
+        given = proof.lower().encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(expected.encode(), given)
+
+
+# --- access grants ------------------------------------------------------------------------
+
+#: Everything a grant can allow (SPEC §3: live, playback, download, voice, command).
+PERMISSIONS: frozenset[str] = frozenset({"live", "playback", "download", "voice", "command"})
+#: Grants longer than this are refused before any parsing or signature work.
+MAX_GRANT_LENGTH = 2048
+DEFAULT_GRANT_TTL = 300
+_GRANT_VERSION = 1
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Strict unpadded base64url; raises ValueError on anything else."""
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not unpadded base64url") from exc
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """What a viewer may do on one device, until when; signed by the cloud."""
+
+    app_key: str
+    product_id: str
+    device_name: str
+    permissions: frozenset[str]
+    issued_at: int
+    expires_at: int
+    grant_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def allows(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def _payload(self) -> bytes:
+        doc = {
+            "v": _GRANT_VERSION,
+            "app": self.app_key,
+            "pid": self.product_id,
+            "dev": self.device_name,
+            "perm": sorted(self.permissions),
+            "iat": self.issued_at,
+            "exp": self.expires_at,
+            "gid": self.grant_id,
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+class GrantFailure(StrEnum):
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_DEVICE = "wrong_device"
+
+
+class GrantError(Exception):
+    """A grant was refused. The message never quotes the token."""
+
+    def __init__(self, reason: GrantFailure, message: str | None = None) -> None:
+        super().__init__(message or f"access grant refused: {reason.value}")
+        self.reason = reason
+
+
+def normalise_permissions(permissions: Iterable[str] | None) -> frozenset[str]:
+    """``None`` means all; unknown names or an empty set are a ValueError."""
+    if permissions is None:
+        return PERMISSIONS
+    perms = frozenset(permissions)
+    unknown = perms - PERMISSIONS
+    if unknown:
+        raise ValueError(f"unknown permissions: {', '.join(sorted(unknown))}")
+    if not perms:
+        raise ValueError("a grant needs at least one permission")
+    return perms
+
+
+class GrantSigner:
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    def __repr__(self) -> str:
+        return f"GrantSigner(public_key={export_public_key(self.public_key)})"
+
+    def sign(self, grant: AccessGrant) -> str:
+        payload = b64url_encode(grant._payload())
+        signature = self._key.sign(payload.encode("ascii"))
+        token = f"{payload}.{b64url_encode(signature)}"
+        if len(token) > MAX_GRANT_LENGTH:
+            raise ValueError("grant too long; shorten the app key or device name")
+        return token
+
+    def issue(
+        self,
+        app_key: str,
+        product_id: str,
+        device_name: str,
+        permissions: Iterable[str] | None = None,
+        *,
+        now: float | None = None,
+        ttl: int = DEFAULT_GRANT_TTL,
+    ) -> str:
+        """Sign a grant valid from ``now`` (default: the clock) for ``ttl`` seconds.
+
+        ``permissions`` None means all of them.
+        """
+        issued = int(time.time() if now is None else now)
+        return self.sign(
+            AccessGrant(
+                app_key=app_key,
+                product_id=product_id,
+                device_name=device_name,
+                permissions=normalise_permissions(permissions),
+                issued_at=issued,
+                expires_at=issued + ttl,
+            )
+        )
+
+
+class GrantVerifier:
+    """Checks grants offline with the cloud's public key.
+
+    ``leeway`` absorbs clock skew between the cloud that issued a grant and the device that
+    checks it.
+    """
+
+    def __init__(self, public_key: Ed25519PublicKey, *, leeway: int = 30) -> None:
+        self._key = public_key
+        self._leeway = leeway
+
+    def verify(self, token: str, product_id: str, device_name: str, now: float) -> AccessGrant:
+        if len(token) > MAX_GRANT_LENGTH:
+            raise GrantError(GrantFailure.MALFORMED, "access grant too long")
+        payload_b64, sep, sig_b64 = token.partition(".")
+        try:
+            if not sep:
+                raise ValueError("no separator")
+            signature = b64url_decode(sig_b64)
+            payload = b64url_decode(payload_b64)
+        except ValueError:
+            raise GrantError(GrantFailure.MALFORMED) from None
+        try:
+            self._key.verify(signature, payload_b64.encode("ascii"))
+        except InvalidSignature:
+            raise GrantError(GrantFailure.BAD_SIGNATURE) from None
+        grant = _parse_grant_payload(payload)
+        if grant.product_id != product_id or grant.device_name != device_name:
+            raise GrantError(GrantFailure.WRONG_DEVICE)
+        if now + self._leeway < grant.issued_at:
+            raise GrantError(GrantFailure.NOT_YET_VALID)
+        if now - self._leeway >= grant.expires_at:
+            raise GrantError(GrantFailure.EXPIRED)
+        return grant
+
+
+def _parse_grant_payload(payload: bytes) -> AccessGrant:
+    # Only reached for correctly signed payloads, but still parsed defensively: a bug or a
+    # future version on the cloud side must give a clear error, not a crash.
+    try:
+        doc: Any = json.loads(payload)
+        if not isinstance(doc, dict) or doc.get("v") != _GRANT_VERSION:
+            raise ValueError("unknown grant version")
+        names, times = (doc["app"], doc["pid"], doc["dev"], doc["gid"]), (doc["iat"], doc["exp"])
+        if not (
+            all(type(n) is str for n in names)
+            and all(type(t) is int for t in times)
+            and type(doc["perm"]) is list
+        ):
+            raise ValueError("grant field of the wrong type")
+        return AccessGrant(*names[:3], normalise_permissions(doc["perm"]), *times, names[3])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise GrantError(GrantFailure.MALFORMED) from None
+
+
+def export_public_key(key: Ed25519PublicKey) -> str:
+    """The 32 raw bytes of an Ed25519 public key, as unpadded base64url."""
+    return b64url_encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def import_public_key(text: str) -> Ed25519PublicKey:
+    """Inverse of :func:`export_public_key`; raises ValueError on a malformed key."""
+    raw = b64url_decode(text)
+    if len(raw) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+# --- what the cloud hands out for connectivity -------------------------------------------
+#
+# Both the viewer and the device receive ICE servers and the STUN address from the cloud, and
+# neither may import the other, so the checks of that JSON live here, beside the TURN
+# credentials the ICE server entries carry.
+
+
+def turn_credentials(
+    shared_secret: str, user: str, ttl: int, *, now: int | None = None
+) -> tuple[str, str]:
+    """coturn ``use-auth-secret`` credentials: ``("<expiry>:<user>", base64(HMAC-SHA1))``."""
+    expiry = (int(time.time()) if now is None else now) + ttl
+    username = f"{expiry}:{user}"
+    digest = hmac.new(shared_secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode("ascii")
+
+
+#: ``(urls, username, credential)`` of one ICE server entry (WebRTC ``RTCIceServer`` shape).
+IceServerFields = tuple[tuple[str, ...], str | None, str | None]
+
+
+def parse_ice_servers(doc: Any) -> list[IceServerFields]:
+    """Check the cloud's ``ice_servers`` list; raises ValueError on a malformed one."""
+    if not isinstance(doc, list):
+        raise ValueError("ice_servers is not a list")
+    out: list[IceServerFields] = []
+    for entry in doc:
+        if not isinstance(entry, dict):
+            raise ValueError("ICE server entry is not an object")
+        urls = entry.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise ValueError("ICE server entry needs a list of urls")
+        username, credential = entry.get("username"), entry.get("credential")
+        if not (username is None or isinstance(username, str)) or not (
+            credential is None or isinstance(credential, str)
+        ):
+            raise ValueError("ICE server username and credential must be strings")
+        out.append((tuple(urls), username, credential))
+    return out
+
+
+@dataclass(frozen=True)
+class StunInfo:
+    """Where the cloud's STUN responder listens; ``alt_port`` is for NAT-behaviour probing."""
+
+    host: str
+    port: int
+    alt_port: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "alt_port": self.alt_port}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> StunInfo:
+        """Raises ValueError on a malformed entry."""
+        if not isinstance(doc, dict):
+            raise ValueError("stun is not an object")
+        host, port, alt = doc.get("host"), doc.get("port"), doc.get("alt_port")
+        if not isinstance(host, str) or not host or not _is_port(port):
+            raise ValueError("stun needs host and port")
+        if alt is not None and not _is_port(alt):
+            raise ValueError("stun alt_port is not a port")
+        return cls(host, port, alt)
+
+
+def _is_port(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536

@@ -1,0 +1,333 @@
+"""The cloud service: app API, device WebSocket and STUN, in one asyncio shell.
+
+App endpoints (every request signed, see :mod:`xp2p.auth`)::
+
+    POST /api/v1/app/session                                    ICE servers, STUN, time
+    GET  /api/v1/devices/{product_id}/{device_name}/p2p-info    xp2pInfo and presence
+    POST /api/v1/devices/{product_id}/{device_name}/grant       a signed access grant
+    POST /api/v1/devices/{product_id}/{device_name}/connect     offer → device → answer
+
+Errors are ``{"error": {"code": "<snake_case>", "message": "..."}}`` with a matching HTTP
+status; no handler failure takes the server down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from xp2p import __version__
+from xp2p.auth import (
+    AccessGrant,
+    AuthError,
+    GrantSigner,
+    RequestVerifier,
+    StunInfo,
+    export_public_key,
+    normalise_permissions,
+    turn_credentials,
+)
+from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig
+from xp2p.cloud.device_ws import DeviceGateway
+from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
+from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
+from xp2p.cloud.stun import StunServer, start_stun_server
+
+logger = logging.getLogger("xp2p.cloud")
+
+MAX_BODY_SIZE = 64 * 1024
+MAX_OFFER_SIZE = 16 * 1024
+#: How long ``stop()`` lets in-flight requests finish.
+SHUTDOWN_TIMEOUT = 2.0
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> web.Response:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason, headers=allow)
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, "bad_request", "body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    return doc
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class CloudServer:
+    """Runs the cloud: ``await start()``, then ``url`` and ``stun_address`` are known."""
+
+    def __init__(
+        self,
+        config: CloudConfig,
+        *,
+        registry: DeviceRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry: DeviceRegistry = registry or MemoryRegistry()
+        self.hub = SignallingHub()
+        self._clock = clock
+        self._signer = GrantSigner(config.load_grant_key())
+        self._verifier = RequestVerifier({a.key: a.secret for a in config.apps})
+        self._gateway = DeviceGateway(
+            config, self.registry, self.hub, self._device_welcome, clock=clock
+        )
+        self._runner: web.AppRunner | None = None
+        self._stun: StunServer | None = None
+        self._port: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<CloudServer url={self.url if self._port else None}>"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("cloud already started")
+        cfg = self.config
+        self._stun = await start_stun_server(
+            cfg.host, cfg.stun_port, alt_port=cfg.stun_alt_port, advertised_host=cfg.advertised_host
+        )
+        runner = web.AppRunner(self.create_app(), shutdown_timeout=SHUTDOWN_TIMEOUT)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, cfg.host, cfg.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            self._stun.close()
+            self._stun = None
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        logger.info("cloud listening on %s, STUN on %s:%d", self.url, *self.stun_address)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # on_shutdown closes device sockets first
+            self._runner = None
+        if self._stun is not None:
+            self._stun.close()
+            self._stun = None
+        self._port = None
+
+    async def __aenter__(self) -> CloudServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("cloud not started")
+        host = self.config.host
+        if host in WILDCARD_HOSTS:
+            host = self.config.advertised_host
+        return f"http://{_host_in_url(host)}:{self._port}"
+
+    @property
+    def stun_address(self) -> tuple[str, int]:
+        """Where clients send STUN requests (the advertised host, the bound port)."""
+        return self.stun_info.host, self.stun_info.port
+
+    @property
+    def stun_info(self) -> StunInfo:
+        if self._stun is None:
+            raise RuntimeError("cloud not started")
+        alt = self._stun.alt_address
+        return StunInfo(self.config.advertised_host, self._stun.address[1], alt[1] if alt else None)
+
+    @property
+    def grant_public_key(self) -> Ed25519PublicKey:
+        return self._signer.public_key
+
+    def create_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_SIZE, middlewares=[_json_errors])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/version", self._version)
+        app.router.add_post("/api/v1/app/session", self._create_session)
+        device = "/api/v1/devices/{product_id}/{device_name}"
+        app.router.add_get(f"{device}/p2p-info", self._p2p_info)
+        app.router.add_post(f"{device}/grant", self._grant)
+        app.router.add_post(f"{device}/connect", self._connect)
+        app.router.add_get("/api/v1/device/ws", self._gateway.handle)
+
+        async def close_device_sockets(_: web.Application) -> None:
+            await self._gateway.close_all()
+
+        app.on_shutdown.append(close_device_sockets)
+        return app
+
+    # --- what clients are handed ----------------------------------------------------------
+
+    def _ice_servers(self, user: str) -> list[dict[str, Any]]:
+        """STUN first, then each TURN server with REST credentials for ``user``."""
+        stun = self.stun_info
+        servers: list[dict[str, Any]] = [{"urls": [f"stun:{_host_in_url(stun.host)}:{stun.port}"]}]
+        now = int(self._clock())
+        for turn in self.config.turn:
+            username, password = turn_credentials(turn.shared_secret, user, turn.ttl, now=now)
+            servers.append({"urls": list(turn.urls), "username": username, "credential": password})
+        return servers
+
+    def _session_fields(self, session_id: str) -> dict[str, Any]:
+        return {
+            "ice_servers": self._ice_servers(session_id),
+            "stun": self.stun_info.to_json(),
+            "server_time": int(self._clock()),
+        }
+
+    def _device_welcome(self, session_id: str) -> dict[str, Any]:
+        return {
+            "grant_public_key": export_public_key(self.grant_public_key),
+            **self._session_fields(session_id),
+        }
+
+    # --- handlers -------------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"name": "xp2p", "version": __version__})
+
+    async def _authenticate(self, request: web.Request) -> tuple[AppConfig, bytes]:
+        body = await request.read()  # raises 413 past client_max_size
+        try:
+            app_key = self._verifier.verify(
+                request.method, request.raw_path, request.headers, body, self._clock()
+            )
+        except AuthError as exc:
+            raise ApiError(401, exc.code, exc.message) from None
+        app = self.config.app(app_key)
+        assert app is not None  # the verifier only knows configured apps
+        return app, body
+
+    async def _device_target(self, request: web.Request) -> tuple[AppConfig, bytes, str, str]:
+        """Authenticate, then check the app may use the device named in the path."""
+        app, body = await self._authenticate(request)
+        pid, dev = request.match_info["product_id"], request.match_info["device_name"]
+        if not app.allows(pid):
+            raise ApiError(403, "forbidden", "this app may not access that product")
+        if not (NAME_RE.fullmatch(pid) and NAME_RE.fullmatch(dev)) or (
+            self.config.device(pid, dev) is None
+        ):
+            raise ApiError(404, "unknown_device", "no such device")
+        return app, body, pid, dev
+
+    async def _create_session(self, request: web.Request) -> web.Response:
+        app, body = await self._authenticate(request)
+        _json_object(body)
+        session_id = secrets.token_hex(16)
+        logger.info("app %s opened session %s", app.key, session_id)
+        return web.json_response({"session_id": session_id, **self._session_fields(session_id)})
+
+    async def _p2p_info(self, request: web.Request) -> web.Response:
+        _, _, pid, dev = await self._device_target(request)
+        presence = await self.registry.get(pid, dev)
+        return web.json_response(
+            {
+                "xp2p_info": presence.xp2p_info if presence else None,
+                "online": bool(presence and presence.online),
+                "report_time": presence.report_time if presence else None,
+            }
+        )
+
+    async def _grant(self, request: web.Request) -> web.Response:
+        app, body, pid, dev = await self._device_target(request)
+        perms = _json_object(body).get("permissions")
+        if perms is not None and not (
+            isinstance(perms, list) and all(isinstance(p, str) for p in perms)
+        ):
+            raise ApiError(400, "bad_request", "permissions must be a list of strings")
+        try:
+            permissions = normalise_permissions(perms)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        now = int(self._clock())
+        grant = AccessGrant(app.key, pid, dev, permissions, now, now + self.config.grant_ttl)
+        token = self._signer.sign(grant)
+        logger.info(
+            "grant %s for app %s on %s/%s: %s",
+            grant.grant_id,
+            app.key,
+            pid,
+            dev,
+            ",".join(sorted(permissions)),
+        )
+        return web.json_response({"grant": token, "expires_at": grant.expires_at})
+
+    async def _connect(self, request: web.Request) -> web.Response:
+        app, body, pid, dev = await self._device_target(request)
+        offer = _json_object(body).get("offer")
+        if not isinstance(offer, dict):
+            raise ApiError(400, "bad_request", "offer must be a JSON object")
+        if len(json.dumps(offer, separators=(",", ":"))) > MAX_OFFER_SIZE:
+            raise ApiError(400, "bad_request", f"offer exceeds {MAX_OFFER_SIZE} bytes")
+        logger.info("offer from app %s to %s/%s", app.key, pid, dev)
+        try:
+            answer = await self.hub.relay_offer(
+                pid, dev, app.key, offer, answer_within=self.config.connect_timeout
+            )
+        except RelayError as exc:
+            logger.info("offer from app %s to %s/%s failed: %s", app.key, pid, dev, exc.code)
+            extra: dict[str, Any] = {}
+            if isinstance(exc, DeviceRefused):
+                extra = {"device_code": exc.device_code, "device_reason": exc.reason}
+            raise ApiError(exc.status, exc.code, str(exc), **extra) from None
+        return web.json_response({"answer": answer})

@@ -1,0 +1,272 @@
+"""The device end of the cloud: ``GET /api/v1/device/ws``.
+
+Protocol (JSON text frames, each with a ``type``)::
+
+    server → {"type": "challenge", "nonce": hex32}
+    device → {"type": "auth", "product_id", "device_name", "proof"}
+    server → {"type": "welcome", "session_id", "grant_public_key", "ice_servers", "stun",
+              "server_time"}                       or {"type": "error", "code": "auth_failed"}
+    device → {"type": "xp2p_info", "xp2p_info"}    server → {"type": "xp2p_info_ok"}
+    server → {"type": "offer", "request_id", "app_key", "offer"}
+    device → {"type": "answer", "request_id", "answer"}
+           | {"type": "reject", "request_id", "code", "reason"}
+
+Malformed frames get ``{"type": "error", "code": "bad_message"}``; the tenth closes the socket.
+:func:`parse_device_frame` is the pure part; :class:`DeviceGateway` runs one socket per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from xp2p.auth import verify_device_proof
+from xp2p.cloud.config import CloudConfig
+from xp2p.cloud.hub import SignallingHub
+from xp2p.cloud.registry import DeviceRegistry
+
+logger = logging.getLogger("xp2p.cloud")
+
+MAX_MESSAGE_SIZE = 64 * 1024
+MAX_XP2P_INFO_LENGTH = 2048
+MAX_BAD_FRAMES = 10
+HEARTBEAT = 10.0
+#: A device has this long after the challenge to sign in.
+AUTH_TIMEOUT = 10.0
+_CLOSE_AUTH_FAILED = 4001
+_CLOSE_REPLACED = 4002
+_CLOSE_BAD_FRAMES = 4003
+
+
+class BadMessage(Exception):
+    """A frame the protocol does not allow; the message is sent back to the device."""
+
+
+def _str_field(doc: dict[str, Any], name: str, max_len: int) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise BadMessage(f"{name} must be a non-empty string of at most {max_len} characters")
+    return value
+
+
+def parse_device_frame(text: str) -> dict[str, Any]:
+    """Parse and check one frame from a device; raises :class:`BadMessage`."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadMessage("frame is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        raise BadMessage("frame must be a JSON object with a type")
+    kind = doc["type"]
+    if kind == "auth":
+        for name in ("product_id", "device_name", "proof"):
+            _str_field(doc, name, 128)
+    elif kind == "xp2p_info":
+        info = _str_field(doc, "xp2p_info", MAX_XP2P_INFO_LENGTH)
+        if not info.startswith("XP2P"):
+            raise BadMessage("xp2p_info must start with XP2P")
+    elif kind == "answer":
+        _str_field(doc, "request_id", 64)
+        if not isinstance(doc.get("answer"), dict):
+            raise BadMessage("answer must be a JSON object")
+    elif kind == "reject":
+        _str_field(doc, "request_id", 64)
+        code = doc.get("code")
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise BadMessage("code must be an integer")
+        if not isinstance(doc.get("reason", ""), str):
+            raise BadMessage("reason must be a string")
+    else:
+        raise BadMessage(f"unknown frame type {kind[:32]!r}")
+    return doc
+
+
+async def _send_error(ws: web.WebSocketResponse, code: str, message: str) -> None:
+    await ws.send_str(json.dumps({"type": "error", "code": code, "message": message}))
+
+
+class _FrameReader:
+    """Reads one socket's frames; counts malformed ones across the whole connection."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._bad = 0
+
+    async def run(self, on_frame: Callable[[dict[str, Any]], Awaitable[bool]]) -> bool:
+        """Feed well-formed frames to ``on_frame`` until it returns True (then True) or the
+        socket ends (then False). Malformed frames, and frames ``on_frame`` refuses with
+        :class:`BadMessage`, get a ``bad_message`` error; the tenth closes the socket."""
+        async for msg in self._ws:
+            try:
+                if msg.type == WSMsgType.ERROR:
+                    break
+                if msg.type != WSMsgType.TEXT:
+                    raise BadMessage("frames must be JSON text")
+                if await on_frame(parse_device_frame(msg.data)):
+                    return True
+            except BadMessage as exc:
+                self._bad += 1
+                await _send_error(self._ws, "bad_message", str(exc))
+                if self._bad >= MAX_BAD_FRAMES:
+                    logger.warning("closing a device socket after %d bad messages", self._bad)
+                    await self._ws.close(code=_CLOSE_BAD_FRAMES, message=b"too many bad messages")
+                    break
+        return False
+
+
+class _SocketLink:
+    """A signed-in device socket, as the hub sees it."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, product_id: str, device_name: str, *, session_id: str
+    ) -> None:
+        self._ws = ws
+        self.product_id = product_id
+        self.device_name = device_name
+        self.session_id = session_id
+
+    async def send(self, message: dict[str, Any]) -> None:
+        # Safe from several tasks at once (HTTP handlers send offers): aiohttp's writer
+        # serialises frames.
+        await self._ws.send_str(json.dumps(message))
+
+    async def close(self, reason: str) -> None:
+        await self._ws.close(code=_CLOSE_REPLACED, message=reason.encode())
+
+
+class DeviceGateway:
+    def __init__(
+        self,
+        config: CloudConfig,
+        registry: DeviceRegistry,
+        hub: SignallingHub,
+        welcome: Callable[[str], dict[str, Any]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``welcome(session_id)`` gives the per-session welcome fields (ICE servers...)."""
+        self._config = config
+        self._registry = registry
+        self._hub = hub
+        self._welcome = welcome
+        self._clock = clock
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    async def close_all(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"cloud shutting down")
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE_SIZE)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        frames = _FrameReader(ws)
+        link: _SocketLink | None = None
+        try:
+            ident = await self._authenticate(ws, frames, request.remote)
+            if ident is not None:
+                # Assigned before registering so that ``finally`` undoes a half-done sign-in.
+                link = _SocketLink(ws, *ident, session_id=secrets.token_hex(16))
+                await self._register(link, request.remote)
+                await frames.run(lambda doc: self._on_frame(link, doc))
+        except ConnectionError:
+            pass
+        finally:
+            self._sockets.discard(ws)
+            if link is not None:
+                await self._sign_out(link)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _authenticate(
+        self, ws: web.WebSocketResponse, frames: _FrameReader, remote: str | None
+    ) -> tuple[str, str] | None:
+        """Run the challenge; returns (product_id, device_name) once the proof checks out."""
+        nonce = secrets.token_hex(16)
+        await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce}))
+        auth: dict[str, Any] = {}
+
+        async def expect_auth(doc: dict[str, Any]) -> bool:
+            if doc["type"] != "auth":
+                raise BadMessage("sign in first")
+            auth.update(doc)
+            return True
+
+        try:
+            async with asyncio.timeout(AUTH_TIMEOUT):
+                if not await frames.run(expect_auth):
+                    return None
+        except TimeoutError:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"sign-in timeout")
+            return None
+        product_id, device_name = auth["product_id"], auth["device_name"]
+        device = self._config.device(product_id, device_name)
+        # Check a dummy secret for unknown devices so that timing does not tell them apart.
+        secret = device.secret if device is not None else secrets.token_hex(16)
+        valid = verify_device_proof(
+            secret, bytes.fromhex(nonce), product_id, device_name, auth["proof"]
+        )
+        if device is None or not valid:
+            logger.warning(
+                "device sign-in refused for %r/%r from %s", product_id, device_name, remote
+            )
+            await _send_error(ws, "auth_failed", "device authentication failed")
+            await ws.close(code=_CLOSE_AUTH_FAILED, message=b"auth failed")
+            return None
+        return product_id, device_name
+
+    async def _register(self, link: _SocketLink, remote: str | None) -> None:
+        pid, dev, session_id = link.product_id, link.device_name, link.session_id
+        await self._registry.sign_in(pid, dev, session_id, int(self._clock()))
+        old = self._hub.attach(link)
+        logger.info("device %s/%s signed in from %s (session %s)", pid, dev, remote, session_id)
+        await link.send({"type": "welcome", "session_id": session_id, **self._welcome(session_id)})
+        if old is not None:
+            logger.info("device %s/%s: earlier session replaced", pid, dev)
+            await old.close("replaced by a new sign-in")
+
+    async def _on_frame(self, link: _SocketLink, doc: dict[str, Any]) -> bool:
+        """Handle one frame of a signed-in device; False: keep reading."""
+        kind = doc["type"]
+        if kind == "auth":
+            raise BadMessage("already signed in")
+        if kind == "xp2p_info":
+            stored = await self._registry.report_xp2p_info(
+                link.product_id,
+                link.device_name,
+                link.session_id,
+                doc["xp2p_info"],
+                int(self._clock()),
+            )
+            if stored:
+                logger.info("device %s/%s reported xp2pInfo", link.product_id, link.device_name)
+                await link.send({"type": "xp2p_info_ok"})
+        elif kind == "answer":
+            if not self._hub.answer(link, doc["request_id"], doc["answer"]):
+                logger.debug("late or unknown answer from %s/%s", link.product_id, link.device_name)
+        elif kind == "reject":
+            code, reason = doc["code"], doc.get("reason", "")[:200]
+            if self._hub.refuse(link, doc["request_id"], code, reason):
+                logger.info(
+                    "device %s/%s refused a connection: %r (%d)",
+                    link.product_id,
+                    link.device_name,
+                    reason,
+                    code,
+                )
+        return False
+
+    async def _sign_out(self, link: _SocketLink) -> None:
+        self._hub.detach(link)
+        if await self._registry.sign_out(
+            link.product_id, link.device_name, link.session_id, int(self._clock())
+        ):
+            logger.info("device %s/%s went offline", link.product_id, link.device_name)

@@ -1,0 +1,329 @@
+"""The device's signed-in session with the cloud (the device end of ``/api/v1/device/ws``).
+
+It signs in with a proof of the device secret (never the secret), publishes a fresh xp2pInfo
+on every (re)connect, serves connection offers concurrently and reconnects by itself with
+exponential backoff and jitter. The wire protocol is described in ``xp2p.cloud.device_ws``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from xp2p.auth import StunInfo, device_proof, import_public_key, parse_ice_servers
+from xp2p.link.config import IceServer
+
+logger = logging.getLogger("xp2p.device")
+
+MAX_MESSAGE_SIZE = 64 * 1024
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+#: Bound on opening the socket and on the challenge/auth/welcome exchange.
+SIGN_IN_TIMEOUT = 10.0
+_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+
+
+@dataclass(frozen=True)
+class SignInInfo:
+    """What the cloud's welcome tells a device."""
+
+    session_id: str
+    grant_public_key: Ed25519PublicKey
+    ice_servers: tuple[IceServer, ...]
+    stun: StunInfo
+    server_time: int
+
+
+@dataclass(frozen=True)
+class OfferRequest:
+    """A viewer's connection offer, relayed by the cloud."""
+
+    request_id: str
+    app_key: str
+    offer: dict[str, Any]
+
+
+class OfferRejected(Exception):
+    """Raise from ``on_offer`` to refuse a viewer; ``code`` and ``reason`` reach the app."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{reason} ({code})")
+        self.code = code
+        self.reason = reason
+
+
+class CloudSignInError(Exception):
+    """The cloud refused this device's credentials (wrong secret or unknown device)."""
+
+
+class _ProtocolError(Exception):
+    """The cloud sent something this device does not understand: reconnect."""
+
+
+OfferHandler = Callable[[OfferRequest], Awaitable[dict[str, Any]]]
+Xp2pInfoFactory = Callable[[SignInInfo], str]
+
+
+class DeviceCloudSession:
+    def __init__(
+        self,
+        base_url: str,
+        product_id: str,
+        device_name: str,
+        device_secret: str,
+        *,
+        on_offer: OfferHandler,
+        xp2p_info_factory: Xp2pInfoFactory,
+        heartbeat: float = 10.0,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
+        self._ws_url = base_url.rstrip("/").replace("http", "ws", 1) + "/api/v1/device/ws"
+        self.product_id = product_id
+        self.device_name = device_name
+        self._secret = device_secret
+        self._on_offer = on_offer
+        self._xp2p_info_factory = xp2p_info_factory
+        self._heartbeat = heartbeat
+        self._backoff = (backoff_initial, backoff_max)
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._offers: set[asyncio.Task[None]] = set()
+        self._signed_in = asyncio.Event()
+        self._auth_failed = asyncio.Event()
+        self._closing = asyncio.Event()
+        #: The latest welcome; None before the first sign-in.
+        self.info: SignInInfo | None = None
+
+    def __repr__(self) -> str:
+        state = "signed in" if self.signed_in else "signed out"
+        return f"<DeviceCloudSession {self.label} {state}>"
+
+    @property
+    def label(self) -> str:
+        return f"{self.product_id}/{self.device_name}"
+
+    @property
+    def signed_in(self) -> bool:
+        return self._signed_in.is_set()
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("session already started")
+        self._http = aiohttp.ClientSession()
+        self._runner = asyncio.create_task(self._run(), name=f"cloud-session {self.product_id}")
+
+    async def wait_signed_in(self, timeout: float | None = None) -> SignInInfo:
+        """Wait until signed in with xp2pInfo published.
+
+        Raises :class:`CloudSignInError` as soon as the cloud refuses the credentials (the
+        session keeps retrying in the background) and TimeoutError after ``timeout``.
+        """
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._signed_in, self._auth_failed)]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._signed_in.is_set() and self.info is not None:
+            return self.info
+        if self._auth_failed.is_set():
+            raise CloudSignInError(f"the cloud refused the credentials of {self.label}")
+        raise TimeoutError(f"not signed in to the cloud within {timeout} s")
+
+    async def publish_xp2p_info(self) -> None:
+        """Publish a fresh xp2pInfo now (after the device's link identity changed).
+
+        A no-op while signed out: every sign-in publishes a fresh one anyway.
+        """
+        if self.info is not None and self._ws is not None:
+            await self._send({"type": "xp2p_info", "xp2p_info": self._xp2p_info_factory(self.info)})
+
+    async def close(self) -> None:
+        """Sign out cleanly and stop reconnecting."""
+        self._closing.set()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # --- connection loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        while not self._closing.is_set():
+            reached = False
+            try:
+                await self._connect_once()
+            except CloudSignInError as exc:
+                logger.error("%s", exc)
+                self._auth_failed.set()
+            except (aiohttp.ClientError, OSError, TimeoutError, _ProtocolError) as exc:
+                logger.warning("%s: cloud connection failed: %s", self.label, exc or repr(exc))
+            except Exception:
+                # A failing xp2p_info_factory, say: keep retrying rather than go silently dead.
+                logger.exception("%s: cloud session error", self.label)
+            finally:
+                reached = self._signed_in.is_set()
+                self._signed_in.clear()
+            if self._closing.is_set():
+                break
+            if reached:  # a connection that got as far as signing in starts the backoff afresh
+                delay = self._backoff[0]
+            # Jitter spreads the reconnects of many devices after a cloud restart.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._backoff[1])
+
+    async def _connect_once(self) -> None:
+        """One connection: sign in, publish xp2pInfo, serve offers until it ends."""
+        assert self._http is not None
+        connecting = self._http.ws_connect(
+            self._ws_url,
+            heartbeat=self._heartbeat,
+            max_msg_size=MAX_MESSAGE_SIZE,
+            timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+        )
+        async with asyncio.timeout(SIGN_IN_TIMEOUT):
+            ws = await connecting
+        async with ws:
+            self._ws = ws
+            try:
+                info = await self._sign_in(ws)
+                self.info = info
+                await self.publish_xp2p_info()
+                await self._serve(ws)
+            finally:
+                self._ws = None
+                for task in list(self._offers):
+                    task.cancel()  # their answers could no longer be delivered
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:
+        """The next frame as JSON, or None once the socket is closed."""
+        msg = await ws.receive()
+        if msg.type in _CLOSED:
+            return None
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            raise _ProtocolError(f"socket error: {ws.exception()}")
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise _ProtocolError("the cloud sent a non-text frame")
+        try:
+            doc = json.loads(msg.data)
+        except (ValueError, RecursionError):
+            raise _ProtocolError("the cloud sent a non-JSON frame") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+            raise _ProtocolError("the cloud sent a frame without a type")
+        return doc
+
+    async def _sign_in(self, ws: aiohttp.ClientWebSocketResponse) -> SignInInfo:
+        async with asyncio.timeout(SIGN_IN_TIMEOUT):
+            challenge = await self._receive(ws)
+            if challenge is None or challenge["type"] != "challenge":
+                raise _ProtocolError("expected a challenge")
+            try:
+                nonce = bytes.fromhex(challenge["nonce"])
+            except (KeyError, TypeError, ValueError):
+                raise _ProtocolError("malformed challenge") from None
+            proof = device_proof(self._secret, nonce, self.product_id, self.device_name)
+            await self._send(
+                {
+                    "type": "auth",
+                    "product_id": self.product_id,
+                    "device_name": self.device_name,
+                    "proof": proof,
+                }
+            )
+            welcome = await self._receive(ws)
+        if welcome is None:
+            raise _ProtocolError("the cloud closed the connection during sign-in")
+        if welcome["type"] == "error" and welcome.get("code") == "auth_failed":
+            raise CloudSignInError(f"the cloud refused the credentials of {self.label}")
+        if welcome["type"] != "welcome":
+            raise _ProtocolError(f"expected welcome, got {str(welcome['type'])[:32]!r}")
+        try:
+            session_id = welcome["session_id"]
+            server_time = welcome["server_time"]
+            if not isinstance(session_id, str) or type(server_time) is not int:
+                raise ValueError("session_id or server_time")
+            info = SignInInfo(
+                session_id=session_id,
+                grant_public_key=import_public_key(welcome["grant_public_key"]),
+                ice_servers=tuple(IceServer(*f) for f in parse_ice_servers(welcome["ice_servers"])),
+                stun=StunInfo.from_json(welcome["stun"]),
+                server_time=server_time,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _ProtocolError(f"malformed welcome: {exc}") from None
+        self._auth_failed.clear()
+        logger.info("%s signed in to the cloud (session %s)", self.label, session_id)
+        return info
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while (doc := await self._receive(ws)) is not None:
+            kind = doc["type"]
+            if kind == "xp2p_info_ok":
+                self._signed_in.set()
+            elif kind == "offer":
+                request = _parse_offer(doc)
+                if request is None:
+                    logger.warning("%s: malformed offer ignored", self.label)
+                    continue
+                task = asyncio.create_task(self._serve_offer(request))
+                self._offers.add(task)
+                task.add_done_callback(self._offers.discard)
+            elif kind == "error":
+                logger.warning(
+                    "%s: the cloud reported %r: %r", self.label, doc.get("code"), doc.get("message")
+                )
+            else:
+                logger.debug("%s: ignoring a %r frame", self.label, kind)
+
+    async def _serve_offer(self, request: OfferRequest) -> None:
+        reply: dict[str, Any]
+        try:
+            answer = await self._on_offer(request)
+            if not isinstance(answer, dict):
+                raise TypeError("on_offer must return a dict")
+            reply = {"type": "answer", "request_id": request.request_id, "answer": answer}
+        except OfferRejected as exc:
+            reply = _reject(request, exc.code, exc.reason)
+        except Exception:
+            logger.exception("%s: on_offer failed", self.label)
+            reply = _reject(request, 500, "device error")
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._send(reply)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise ConnectionError("not connected to the cloud")
+        # Offer tasks and the main loop may send at once: aiohttp's writer serialises frames.
+        await ws.send_str(json.dumps(message))
+
+
+def _reject(request: OfferRequest, code: int, reason: str) -> dict[str, Any]:
+    return {"type": "reject", "request_id": request.request_id, "code": code, "reason": reason}
+
+
+def _parse_offer(doc: dict[str, Any]) -> OfferRequest | None:
+    request_id, app_key, offer = doc.get("request_id"), doc.get("app_key"), doc.get("offer")
+    if isinstance(request_id, str) and isinstance(app_key, str) and isinstance(offer, dict):
+        return OfferRequest(request_id, app_key, offer)
+    return None

@@ -1,0 +1,188 @@
+"""The app's end of the cloud API: signed HTTP requests over one aiohttp session.
+
+Every request carries the headers of :func:`xp2p.auth.sign_request`; the secret itself never
+leaves this object and is kept out of its repr. Every failure is a :class:`CloudError`, with
+``status`` 0 when the cloud could not be reached or did not answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from xp2p.auth import StunInfo, parse_ice_servers, sign_request
+from xp2p.link.config import IceServer
+
+#: Answers bigger than this are not from our cloud.
+MAX_RESPONSE_SIZE = 1024 * 1024
+
+
+class CloudError(Exception):
+    """A cloud request failed. ``code`` is the cloud's snake_case error code, or
+    ``unreachable``/``timeout``/``bad_response`` for failures on the way."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})" if status else f"{message} ({code})")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True)
+class AppSession:
+    session_id: str
+    ice_servers: tuple[IceServer, ...]
+    stun: StunInfo
+    server_time: int
+
+
+@dataclass(frozen=True)
+class P2PInfo:
+    """DescribeP2PInfo: the device's last xp2pInfo (None before its first report)."""
+
+    xp2p_info: str | None
+    online: bool
+    report_time: int | None
+
+
+class CloudClient:
+    """One app's signed-in client of the cloud; safe to share between tasks."""
+
+    def __init__(
+        self, base_url: str, app_key: str, app_secret: str, *, timeout: float = 10.0
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
+        self.base_url = base_url.rstrip("/")
+        self.app_key = app_key
+        self._app_secret = app_secret
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"CloudClient({self.base_url!r}, app_key={self.app_key!r})"
+
+    async def __aenter__(self) -> CloudClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- API --------------------------------------------------------------------------------
+
+    async def create_session(self) -> AppSession:
+        doc = await self._request("POST", "/api/v1/app/session", {})
+        try:
+            return AppSession(
+                session_id=_typed(doc, "session_id", str),
+                ice_servers=tuple(IceServer(*f) for f in parse_ice_servers(doc.get("ice_servers"))),
+                stun=StunInfo.from_json(doc.get("stun")),
+                server_time=_typed(doc, "server_time", int),
+            )
+        except ValueError as exc:
+            raise CloudError(200, "bad_response", f"malformed session: {exc}") from None
+
+    async def get_p2p_info(self, product_id: str, device_name: str) -> P2PInfo:
+        doc = await self._request("GET", _device_path(product_id, device_name, "p2p-info"))
+        info, online, report = doc.get("xp2p_info"), doc.get("online"), doc.get("report_time")
+        if (
+            not (info is None or isinstance(info, str))
+            or not isinstance(online, bool)
+            or not (report is None or type(report) is int)
+        ):
+            raise CloudError(200, "bad_response", "malformed p2p-info")
+        return P2PInfo(info, online, report)
+
+    async def get_grant(
+        self, product_id: str, device_name: str, permissions: list[str] | None = None
+    ) -> tuple[str, int]:
+        """A signed access grant for the device: (token, expires_at in unix seconds)."""
+        body = {} if permissions is None else {"permissions": list(permissions)}
+        doc = await self._request("POST", _device_path(product_id, device_name, "grant"), body)
+        try:
+            return _typed(doc, "grant", str), _typed(doc, "expires_at", int)
+        except ValueError as exc:
+            raise CloudError(200, "bad_response", str(exc)) from None
+
+    async def connect(
+        self, product_id: str, device_name: str, offer: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Relay ``offer`` to the device through the cloud; returns the device's answer."""
+        path = _device_path(product_id, device_name, "connect")
+        doc = await self._request("POST", path, {"offer": offer})
+        answer = doc.get("answer")
+        if not isinstance(answer, dict):
+            raise CloudError(200, "bad_response", "answer is not a JSON object")
+        return answer
+
+    # --- transport ----------------------------------------------------------------------------
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = sign_request(self.app_key, self._app_secret, method, path, data)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        # encoded=True: the server checks the signature over the request target exactly as
+        # sent, so yarl must not re-quote what _device_path already quoted.
+        url = URL(self.base_url + path, encoded=True)
+        try:
+            async with (
+                asyncio.timeout(self.timeout),
+                self._session.request(method, url, data=data, headers=headers) as resp,
+            ):
+                status = resp.status
+                raw = bytearray()
+                async for chunk in resp.content.iter_any():
+                    raw += chunk
+                    if len(raw) > MAX_RESPONSE_SIZE:
+                        raise CloudError(status, "bad_response", "the cloud's answer is too large")
+        except TimeoutError:
+            raise CloudError(0, "timeout", f"no answer within {self.timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise CloudError(0, "unreachable", f"cannot reach the cloud: {exc}") from None
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise CloudError(status, "bad_response", "the cloud's answer is not a JSON object")
+        if status >= 400:
+            error = doc.get("error")
+            if not isinstance(error, dict):
+                raise CloudError(status, "bad_response", "error without details")
+            details = {k: v for k, v in error.items() if k not in ("code", "message")}
+            code, message = error.get("code"), error.get("message")
+            raise CloudError(
+                status,
+                code if isinstance(code, str) else "unknown",
+                message if isinstance(message, str) else "",
+                **details,
+            )
+        return doc
+
+
+def _device_path(product_id: str, device_name: str, action: str) -> str:
+    return f"/api/v1/devices/{quote(product_id, safe='')}/{quote(device_name, safe='')}/{action}"
+
+
+def _typed(doc: dict[str, Any], name: str, kind: type) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{name} missing or not {kind.__name__}")
+    return value
