@@ -1,0 +1,599 @@
+"""One P2P link: QUIC (aioquic, sans-IO) over the selected ICE pair, HTTP/3 on top.
+
+The QUIC connection never sees an address: ICE picked the path, so every datagram goes to and
+comes from ``PEER``, a fixed placeholder, and this shell moves bytes between
+``QuicConnection`` and the aioice connection. Each HTTP/3 request is a stream with a streamed
+body in each direction; writers wait while their stream has too much unacknowledged data,
+because aioquic's stream buffers grow without bound otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import aioice
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    StopSendingReceived,
+    StreamReset,
+)
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream
+
+from xp2p.link.config import LinkConfig
+from xp2p.link.ice import LinkError, selected_pair
+
+logger = logging.getLogger("xp2p.link")
+
+#: ICE does the routing; QUIC only needs a stable address to tag its network path with.
+PEER = ("192.0.2.1", 4433)
+H3_REQUEST_CANCELLED = 0x010C
+MAX_QUERY_BYTES = 3000  # SPEC §3: the whole query is at most 3000 bytes
+
+RequestHandler = Callable[["IncomingRequest"], Awaitable[None]]
+
+
+class StreamClosed(Exception):
+    """The peer cancelled the request, or the link went down, while data was flowing."""
+
+
+@dataclass
+class _Stream:
+    stream_id: int
+    body: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    headers: asyncio.Future[list[tuple[bytes, bytes]]] | None = None
+    closed: bool = False  #: reset/stopped by the peer, or the link is gone
+    finished: bool = False  #: we have sent our FIN
+    unread: int = 0  #: body bytes queued in ``body`` that the application has not taken yet
+
+
+class ReceiveWindowQuic(QuicConnection):
+    """aioquic's connection, with stream receive windows that follow the reader.
+
+    aioquic raises a stream's window as data *arrives* (doubling it once half is used), so a
+    reader that stops reading never slows the sender: its unread bytes pile up in memory
+    without bound. Here the peer may send at most ``max_stream_data`` bytes beyond what the
+    application has taken; streams the link does not track keep aioquic's behaviour.
+    """
+
+    #: Unread bytes of a stream, or None when the link does not track it (set by ``Link``).
+    stream_unread: Callable[[int], int | None] = staticmethod(lambda stream_id: None)
+
+    def window_limit(self, stream: QuicStream, unread: int) -> int:
+        return stream.receiver.starting_offset() - unread + self._configuration.max_stream_data
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        stream_id = stream.stream_id
+        unread = None if stream_id is None else self.stream_unread(stream_id)
+        if stream_id is None or unread is None or not stream.max_stream_data_local:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        limit = self.window_limit(stream, unread)
+        # Raise in steps of half a window, like aioquic, so MAX_STREAM_DATA frames stay rare.
+        if limit - stream.max_stream_data_local >= self._configuration.max_stream_data // 2:
+            stream.max_stream_data_local = limit
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+
+class Link:
+    """Both ends use this class; ``role`` only says who opened the QUIC connection."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        ice: aioice.Connection,
+        quic: QuicConnection,
+        config: LinkConfig,
+        *,
+        peer_label: str,
+        handler: RequestHandler | None = None,
+    ) -> None:
+        self.id = next(self._ids)
+        self.peer_label = peer_label
+        self.config = config
+        self._ice = ice
+        self._quic = quic
+        self._h3: H3Connection | None = None
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+        self._streams: dict[int, _Stream] = {}
+        self._outbox: deque[bytes] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._handshake: asyncio.Future[None] = self._loop.create_future()
+        self._closed = asyncio.Event()
+        self.close_reason = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ping_ids = itertools.count()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        if isinstance(quic, ReceiveWindowQuic):
+            quic.stream_unread = self._stream_unread
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def start(self, first_datagram: bytes | None = None) -> None:
+        """Begin moving datagrams; a server passes the datagram that created its QUIC side."""
+        if self._quic.configuration.is_client:
+            self._quic.connect(PEER, now=self._loop.time())
+        elif first_datagram is not None:
+            self._receive(first_datagram)
+        self._spawn(self._recv_loop(), "recv")
+        self._spawn(self._send_loop(), "send")
+        self._spawn(self._keepalive_loop(), "keepalive")
+        self._transmit()
+
+    async def wait_handshake(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._handshake), timeout)
+        except TimeoutError as exc:
+            await self.close("handshake timeout")
+            raise LinkError(
+                "quic_timeout", f"QUIC handshake not done within {timeout:.1f} s"
+            ) from exc
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    @property
+    def link_mode(self) -> str:
+        """``direct`` or ``relay`` (the seed's getStreamLinkMode 62/63)."""
+        pair = selected_pair(self._ice)
+        if pair is not None and "relay" in (pair[0].type, pair[1].type):
+            return "relay"
+        return "direct"
+
+    @property
+    def path(self) -> str:
+        pair = selected_pair(self._ice)
+        if pair is None:
+            return "?"
+        local, remote = pair
+        return (
+            f"{local.type} {local.host}:{local.port} <-> {remote.type} {remote.host}:{remote.port}"
+        )
+
+    @property
+    def rtt(self) -> float:
+        """Smoothed RTT in seconds as QUIC's loss recovery measures it."""
+        rtt: float = self._quic._loss._rtt_smoothed  # aioquic exposes no public accessor
+        return rtt
+
+    async def close(self, reason: str = "closed") -> None:
+        if self._closed.is_set():
+            return
+        self._quic.close(error_code=0, reason_phrase=reason)
+        self._transmit()
+        await self._flush(timeout=0.2)
+        self._shutdown(reason)
+        await self._ice.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _shutdown(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self.close_reason = reason
+        logger.info("link %d to %s closed: %s", self.id, self.peer_label, reason)
+        self._closed.set()
+        if not self._handshake.done():
+            self._handshake.set_exception(LinkError("quic_failed", reason))
+            self._handshake.exception()  # retrieved here so an unawaited link logs nothing
+        for stream in self._streams.values():
+            self._close_stream(stream)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake_writers()
+        self._outbox_ready.set()
+        # The ICE side is closed asynchronously; a dead peer must not keep sockets open.
+        self._spawn(self._ice.close(), "ice-close")
+
+    # ---- client side ----------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | AsyncIterable[bytes] | None = None,
+        timeout: float = 10.0,
+    ) -> ResponseStream:
+        """Send a request and return once the response headers arrived (bounded by timeout)."""
+        if self._closed.is_set() or self._h3 is None:
+            raise LinkError("closed", f"link is closed ({self.close_reason or 'not connected'})")
+        stream_id = self._quic.get_next_available_stream_id()
+        stream = _Stream(stream_id, headers=self._loop.create_future())
+        self._streams[stream_id] = stream
+        h3_headers = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", b"device.xp2p"),
+            (b":path", target.encode()),
+        ] + [(k.lower().encode(), v.encode()) for k, v in headers]
+        self._h3.send_headers(stream_id, h3_headers, end_stream=body is None)
+        stream.finished = body is None
+        self._transmit()
+        if isinstance(body, bytes):
+            await self.write(stream_id, body, end=True)
+        elif body is not None:
+            self._spawn(self._upload(stream_id, body), f"upload-{stream_id}")
+        assert stream.headers is not None
+        try:
+            raw = await asyncio.wait_for(asyncio.shield(stream.headers), timeout)
+        except TimeoutError as exc:
+            self.cancel(stream_id)
+            raise LinkError("request_timeout", f"no response within {timeout:.1f} s") from exc
+        return ResponseStream(self, stream, raw)
+
+    async def _upload(self, stream_id: int, body: AsyncIterable[bytes]) -> None:
+        try:
+            async for chunk in body:
+                await self.write(stream_id, chunk)
+            await self.write(stream_id, b"", end=True)
+        except StreamClosed:
+            pass
+
+    # ---- both sides -----------------------------------------------------------------
+
+    async def write(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        """Queue body bytes; waits while the stream has too much unacknowledged data."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.closed or stream.finished:
+            raise StreamClosed(f"stream {stream_id} is closed")
+        while self.backlog(stream_id) > self.config.send_buffer:
+            await self._wait_progress()
+            if stream.closed:
+                raise StreamClosed(f"stream {stream_id} was closed by the peer")
+        assert self._h3 is not None
+        self._h3.send_data(stream_id, data, end_stream=end)
+        stream.finished = end
+        self.bytes_sent += len(data)
+        self._transmit()
+
+    def backlog(self, stream_id: int) -> int:
+        """Bytes written to the stream and not yet acknowledged by the peer."""
+        # aioquic keeps unacknowledged data in the sender's buffer and has no public gauge.
+        quic_stream = self._quic._streams.get(stream_id)
+        return 0 if quic_stream is None else len(quic_stream.sender._buffer)
+
+    def _stream_unread(self, stream_id: int) -> int | None:
+        stream = self._streams.get(stream_id)
+        return None if stream is None else stream.unread
+
+    def _consumed(self, stream: _Stream, size: int) -> None:
+        """The application took ``size`` body bytes: reopen the peer's window when due."""
+        stream.unread -= size
+        quic_stream = self._quic._streams.get(stream.stream_id)
+        if quic_stream is None or not isinstance(self._quic, ReceiveWindowQuic):
+            return
+        window = self.config.max_stream_data
+        limit = self._quic.window_limit(quic_stream, stream.unread)
+        if limit - quic_stream.max_stream_data_local >= window // 2:
+            self._transmit()
+
+    def cancel(self, stream_id: int) -> None:
+        """Abandon a request: stop the peer sending, and reset our side."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None or self._closed.is_set():
+            return
+        with contextlib.suppress(ValueError, AssertionError):
+            self._quic.stop_stream(stream_id, H3_REQUEST_CANCELLED)
+        if not stream.finished:
+            with contextlib.suppress(ValueError, AssertionError):
+                self._quic.reset_stream(stream_id, H3_REQUEST_CANCELLED)
+        self._close_stream(stream)
+        self._transmit()
+
+    def _close_stream(self, stream: _Stream) -> None:
+        if stream.closed:
+            return
+        stream.closed = True
+        stream.body.put_nowait(None)
+        if stream.headers is not None and not stream.headers.done():
+            stream.headers.set_exception(LinkError("closed", "stream closed before a response"))
+            stream.headers.exception()
+        self._wake_writers()
+
+    async def _wait_progress(self) -> None:
+        await self._progress.wait()
+
+    def _wake_writers(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    # ---- datagram plumbing ----------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(f"link{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recv_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = await self._ice.recv()
+            except ConnectionError:
+                self._shutdown("ICE connection lost")
+                return
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        self._quic.receive_datagram(data, PEER, now=self._loop.time())
+        self._process_events()
+        self._transmit()
+        self._wake_writers()  # an ACK may have freed send buffer
+
+    def _transmit(self) -> None:
+        if self._closed.is_set():
+            return
+        for data, _addr in self._quic.datagrams_to_send(now=self._loop.time()):
+            self._outbox.append(data)
+        if self._outbox:
+            self._outbox_ready.set()
+        timer_at = self._quic.get_timer()
+        if timer_at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = timer_at
+            self._timer = None if timer_at is None else self._loop.call_at(timer_at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._quic.handle_timer(now=self._loop.time())
+        self._process_events()
+        self._transmit()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                data = self._outbox.popleft()
+                try:
+                    await self._ice.send(data)
+                except ConnectionError:
+                    self._shutdown("ICE connection lost")
+                    return
+            if self._closed.is_set():
+                return
+
+    async def _flush(self, timeout: float) -> None:
+        deadline = self._loop.time() + timeout
+        while self._outbox and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def _keepalive_loop(self) -> None:
+        # PINGs keep NAT bindings open and let idle_timeout notice a dead peer.
+        while not self._closed.is_set():
+            await asyncio.sleep(self.config.keepalive_interval)
+            self._quic.send_ping(next(self._ping_ids))
+            self._transmit()
+
+    # ---- events ---------------------------------------------------------------------
+
+    def _process_events(self) -> None:
+        while (event := self._quic.next_event()) is not None:
+            if isinstance(event, HandshakeCompleted):
+                self._h3 = H3Connection(self._quic)
+                if not self._handshake.done():
+                    self._handshake.set_result(None)
+            elif isinstance(event, ConnectionTerminated):
+                reason = event.reason_phrase or f"QUIC error 0x{event.error_code:x}"
+                if not self._handshake.done():
+                    self._handshake.set_exception(_handshake_error(event))
+                self._shutdown(reason)
+                return
+            elif isinstance(event, StopSendingReceived | StreamReset):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    self._close_stream(stream)
+            if self._h3 is not None:
+                for h3_event in self._h3.handle_event(event):
+                    self._on_h3_event(h3_event)
+
+    def _on_h3_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                if self._quic.configuration.is_client:
+                    return
+                stream = _Stream(event.stream_id)
+                self._streams[event.stream_id] = stream
+                self._spawn(self._serve(stream, event.headers), f"serve-{event.stream_id}")
+            elif stream.headers is not None and not stream.headers.done():
+                stream.headers.set_result(list(event.headers))
+            if event.stream_ended:
+                stream.body.put_nowait(None)
+        elif isinstance(event, DataReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                return
+            if event.data:
+                self.bytes_received += len(event.data)
+                stream.unread += len(event.data)
+                stream.body.put_nowait(event.data)
+            if event.stream_ended:
+                stream.body.put_nowait(None)
+
+    async def _serve(self, stream: _Stream, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        request = IncomingRequest.from_headers(self, stream, raw_headers)
+        try:
+            if request is None:
+                await _respond_plain(self, stream.stream_id, 400, "malformed request headers")
+            elif self._handler is None:
+                await _respond_plain(self, stream.stream_id, 404, "this end serves no requests")
+            else:
+                await self._handler(request)
+                if not stream.finished and not stream.closed:
+                    await self.write(stream.stream_id, b"", end=True)
+        except StreamClosed:
+            pass
+        except Exception:
+            logger.exception("request handler failed on link %d", self.id)
+            if not stream.closed and not stream.finished:
+                with contextlib.suppress(StreamClosed):
+                    await _respond_plain(self, stream.stream_id, 500, "internal error")
+        finally:
+            self._streams.pop(stream.stream_id, None)
+
+
+def _handshake_error(event: ConnectionTerminated) -> LinkError:
+    # TLS alerts arrive as QUIC CRYPTO_ERROR 0x100 + alert; 42/48/51 are certificate problems.
+    if 0x100 <= event.error_code <= 0x1FF:
+        return LinkError("bad_identity", f"TLS handshake refused: {event.reason_phrase}")
+    return LinkError("quic_failed", f"QUIC handshake failed: {event.reason_phrase}")
+
+
+async def _respond_plain(link: Link, stream_id: int, status: int, text: str) -> None:
+    assert link._h3 is not None
+    link._h3.send_headers(
+        stream_id, [(b":status", str(status).encode()), (b"content-type", b"text/plain")]
+    )
+    await link.write(stream_id, text.encode(), end=True)
+
+
+class IncomingRequest:
+    """A request the peer sent; the handler answers with ``respond`` then ``write``/``end``."""
+
+    def __init__(
+        self, link: Link, stream: _Stream, method: str, target: str, headers: dict[str, str]
+    ) -> None:
+        self.link = link
+        self._stream = stream
+        self.method = method
+        self.target = target
+        self.path, _, self.query = target.partition("?")
+        self.headers = headers
+        self.responded = False
+
+    @classmethod
+    def from_headers(
+        cls, link: Link, stream: _Stream, raw: list[tuple[bytes, bytes]]
+    ) -> IncomingRequest | None:
+        try:
+            headers = {k.decode("ascii").lower(): v.decode("utf-8") for k, v in raw}
+        except UnicodeDecodeError:
+            return None
+        method, target = headers.pop(":method", ""), headers.pop(":path", "")
+        if not method or not target.startswith("/"):
+            return None
+        return cls(link, stream, method, target, headers)
+
+    @property
+    def stream_id(self) -> int:
+        return self._stream.stream_id
+
+    @property
+    def closed(self) -> bool:
+        """The viewer cancelled this request or the link died."""
+        return self._stream.closed or self.link.closed
+
+    def params(self) -> dict[str, str]:
+        """The query as a dict; raises ValueError on a malformed or oversize query."""
+        if len(self.query.encode()) > MAX_QUERY_BYTES:
+            raise ValueError(f"query longer than {MAX_QUERY_BYTES} bytes")
+        pairs = parse_qsl(self.query, keep_blank_values=True, strict_parsing=bool(self.query))
+        return dict(pairs)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._stream.body.get()) is not None:
+            self.link._consumed(self._stream, len(chunk))
+            yield chunk
+
+    async def respond(
+        self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes | None = None
+    ) -> None:
+        if self.closed:
+            raise StreamClosed("request was cancelled")
+        assert self.link._h3 is not None
+        h3_headers = [(b":status", str(status).encode())]
+        h3_headers += [(k.lower().encode(), v.encode()) for k, v in headers]
+        self.link._h3.send_headers(self.stream_id, h3_headers)
+        self.responded = True
+        self.link._transmit()
+        if body is not None:
+            await self.write(body, end=True)
+
+    async def write(self, data: bytes, end: bool = False) -> None:
+        await self.link.write(self.stream_id, data, end=end)
+
+    def backlog(self) -> int:
+        return self.link.backlog(self.stream_id)
+
+
+class ResponseStream:
+    """A response on the requesting side: status, headers, then the body as it arrives."""
+
+    def __init__(self, link: Link, stream: _Stream, raw: list[tuple[bytes, bytes]]) -> None:
+        self._link = link
+        self._stream = stream
+        headers = {k.decode("ascii", "replace"): v.decode("utf-8", "replace") for k, v in raw}
+        self.status = int(headers.pop(":status", "0") or 0)
+        self.headers = headers
+        self.stream_id = stream.stream_id
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._stream.body.get()) is not None:
+            self._link._consumed(self._stream, len(chunk))
+            yield chunk
+        cancelled_by_us = self._stream.stream_id not in self._link._streams
+        if self._stream.finished:
+            self._link._streams.pop(self._stream.stream_id, None)
+        if cancelled_by_us:
+            return
+        if self._stream.closed or self._link.closed:
+            raise LinkError("closed", f"link lost: {self._link.close_reason}")
+
+    async def read(self, limit: int = 16 * 1024 * 1024) -> bytes:
+        """The whole body (bounded)."""
+        out = bytearray()
+        async for chunk in self:
+            out += chunk
+            if len(out) > limit:
+                self.cancel()
+                raise LinkError("too_large", f"response body over {limit} bytes")
+        return bytes(out)
+
+    async def write(self, data: bytes, end: bool = False) -> None:
+        """Send more request body (uploads such as talk-back)."""
+        await self._link.write(self.stream_id, data, end=end)
+
+    def cancel(self) -> None:
+        self._link.cancel(self.stream_id)
