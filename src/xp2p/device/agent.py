@@ -1,0 +1,210 @@
+"""The camera agent: a signed-in cloud session, links accepted from authorised viewers, and the
+channels they watch.
+
+``DeviceAgent`` is also the SDK entry point for camera makers: build a ``DeviceConfig`` with
+your own ``MediaSource`` factories and run ``async with DeviceAgent(config): ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from xp2p import SDK_VERSION
+from xp2p.auth import AccessGrant, GrantError, GrantVerifier
+from xp2p.device.channel import LiveChannel
+from xp2p.device.cloud_session import DeviceCloudSession, OfferRejected, OfferRequest, SignInInfo
+from xp2p.device.routes import QUALITIES, Channel, DeviceRoutes
+from xp2p.link import (
+    IncomingRequest,
+    Link,
+    LinkConfig,
+    LinkError,
+    LinkIdentity,
+    Xp2pInfo,
+    accept_link,
+    parse_offer,
+)
+from xp2p.link.config import IceServer
+from xp2p.media import MediaSource
+
+logger = logging.getLogger("xp2p.device")
+
+SourceFactory = Callable[[], MediaSource]
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """Sources of one channel by quality; ``default`` serves every quality not listed."""
+
+    default: SourceFactory
+    by_quality: dict[str, SourceFactory] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    cloud_url: str
+    product_id: str
+    device_name: str
+    device_secret: str = field(repr=False)
+    channels: dict[int, ChannelConfig] = field(default_factory=dict)
+    link: LinkConfig = field(default_factory=LinkConfig)
+    #: How far behind live a viewer may fall before it skips to the next keyframe.
+    max_lag: float = 3.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.product_id}/{self.device_name}"
+
+
+class DeviceAgent:
+    def __init__(self, config: DeviceConfig) -> None:
+        if not config.channels:
+            raise ValueError("a device needs at least one channel")
+        self.config = config
+        self.identity = LinkIdentity.generate(common_name=config.label)
+        self._channels = self._build_channels(config)
+        self.routes = DeviceRoutes(self._channels)
+        self.links: set[Link] = set()
+        self._pending: set[asyncio.Future[Link]] = set()
+        self._verifier: GrantVerifier | None = None
+        self._ice_servers: tuple[IceServer, ...] = ()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.xp2p_info: str | None = None
+        self._session = DeviceCloudSession(
+            config.cloud_url,
+            config.product_id,
+            config.device_name,
+            config.device_secret,
+            on_offer=self._on_offer,
+            xp2p_info_factory=self._on_sign_in,
+        )
+
+    @staticmethod
+    def _build_channels(config: DeviceConfig) -> dict[int, Channel]:
+        channels: dict[int, Channel] = {}
+        for number, channel_config in config.channels.items():
+            shared = LiveChannel(
+                f"{config.label}/ch{number}", channel_config.default, max_lag=config.max_lag
+            )
+            live = {}
+            for quality in QUALITIES:
+                factory = channel_config.by_quality.get(quality)
+                live[quality] = (
+                    shared
+                    if factory is None
+                    else LiveChannel(
+                        f"{config.label}/ch{number}/{quality}", factory, max_lag=config.max_lag
+                    )
+                )
+            channels[number] = Channel(number, live)
+        return channels
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for channel in self._channels.values():
+            for live in set(channel.live.values()):
+                await live.start()
+        await self._session.start()
+
+    async def wait_signed_in(self, timeout: float = 10.0) -> None:
+        await self._session.wait_signed_in(timeout)
+
+    async def close(self) -> None:
+        """Close every link (and those still being set up), sign out, stop the sources."""
+        for future in self._pending:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.links.add(future.result())
+            else:
+                future.cancel()  # _finish_accept closes a link nobody waits for
+        await asyncio.gather(*(link.close("device shutting down") for link in list(self.links)))
+        await self._session.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for channel in self._channels.values():
+            for live in set(channel.live.values()):
+                await live.aclose()
+        logger.info("device %s stopped", self.config.label)
+
+    async def __aenter__(self) -> DeviceAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- cloud session callbacks ----------------------------------------------------
+
+    def _on_sign_in(self, info: SignInInfo) -> str:
+        """Called on every (re)connect to the cloud: publish a fresh xp2pInfo."""
+        self._verifier = GrantVerifier(info.grant_public_key)
+        self._ice_servers = tuple(
+            IceServer(tuple(s.urls), s.username, s.credential) for s in info.ice_servers
+        )
+        self.xp2p_info = Xp2pInfo(
+            product_id=self.config.product_id,
+            device_name=self.config.device_name,
+            fingerprint=self.identity.fingerprint,
+            session=secrets.token_hex(4),
+            sdk_version=SDK_VERSION,
+        ).encode()
+        return self.xp2p_info
+
+    async def _on_offer(self, request: OfferRequest) -> dict[str, Any]:
+        try:
+            remote, token = parse_offer(request.offer)
+        except LinkError as exc:
+            raise OfferRejected(400, exc.args[0]) from exc
+        grant = self._check_grant(token)
+        label = f"app {grant.app_key} (grant {grant.grant_id[:8]})"
+        link_config = replace(
+            self.config.link, ice_servers=self._ice_servers or self.config.link.ice_servers
+        )
+
+        async def handler(req: IncomingRequest) -> None:
+            await self.routes.handle(req, grant)
+
+        try:
+            pending = await accept_link(
+                link_config, self.identity, remote, handler=handler, peer_label=label
+            )
+        except LinkError as exc:
+            raise OfferRejected(500, f"cannot open a link: {exc}") from exc
+        self._pending.add(pending.link)
+        self._spawn(self._adopt(pending.link, label))
+        return pending.answer
+
+    def _check_grant(self, token: str) -> AccessGrant:
+        if self._verifier is None:
+            raise OfferRejected(503, "device is not signed in")
+        try:
+            return self._verifier.verify(
+                token, self.config.product_id, self.config.device_name, time.time()
+            )
+        except GrantError as exc:
+            logger.warning("refused a viewer: %s", exc)
+            raise OfferRejected(401, f"access grant refused: {exc}") from exc
+
+    async def _adopt(self, future: asyncio.Future[Link], label: str) -> None:
+        try:
+            link = await future
+        except LinkError as exc:
+            logger.warning("link from %s failed: %s", label, exc)
+            return
+        finally:
+            self._pending.discard(future)
+        self.links.add(link)
+        await link.wait_closed()
+        self.links.discard(link)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
