@@ -1,0 +1,1 @@
+"""The local player: HTTP-FLV server and page."""

@@ -1,0 +1,239 @@
+"""The local player: HTTP-FLV on 127.0.0.1 that ffplay, VLC, mpv or a browser can open.
+
+What the seed's P2P-Player plugin does: a player opening ``/live/PRODUCT/DEVICE.flv`` starts
+the pull (playerStartPull), the last player closing it stops the pull (playerStopPull). Several
+players of one device share its one pull: a late one gets the FLV header, the sequence headers
+and the current GOP from a ``GopCache``, then the live bytes, so it starts on a keyframe too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from xp2p.errors import XP2PError
+from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
+from xp2p.viewer import FlvParams, P2PModule, StreamInfo
+
+logger = logging.getLogger("xp2p.player")
+
+QUALITIES = ("standard", "high", "super")
+#: A player whose queue holds this much is too slow for live video and is disconnected.
+MAX_CLIENT_BACKLOG = 8 * 1024 * 1024
+#: Keep the link this long after the last player left, so reopening is instant.
+LINGER = 30.0
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.backlog = 0
+
+    def send(self, data: bytes | None) -> None:
+        if data is not None:
+            self.backlog += len(data)
+        self.queue.put_nowait(data)
+
+
+class DevicePull:
+    """One device's pull, shared by every player watching it."""
+
+    def __init__(self, module: P2PModule, product_id: str, device_name: str) -> None:
+        self.module = module
+        self.product_id = product_id
+        self.device_name = device_name
+        self.service_id = f"player:{product_id}/{device_name}"
+        self.quality: str | None = None
+        self.clients: set[_Client] = set()
+        self._reader = FlvReader()
+        self._gop = GopCache()
+        self._header: FlvHeader | None = None
+        self._lock = asyncio.Lock()
+        self._linger: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def label(self) -> str:
+        return f"{self.product_id}/{self.device_name}"
+
+    async def join(self, quality: str) -> _Client:
+        async with self._lock:
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
+            if self.clients and quality != self.quality:
+                raise web.HTTPConflict(
+                    text=f"{self.label} is playing quality={self.quality}; "
+                    "close that player first\n"
+                )
+            client = _Client()
+            if not self.clients:
+                await self._start(quality)
+            elif self._header is not None:
+                client.send(
+                    self._header.encode() + b"".join(t.encode() for t in self._gop.snapshot())
+                )
+            self.clients.add(client)
+            return client
+
+    async def _start(self, quality: str) -> None:
+        self._reader, self._gop, self._header = FlvReader(), GopCache(), None
+        if not self.module.has_service(self.service_id):
+            await self.module.start_p2p_service(
+                self.service_id,
+                StreamInfo(product_id=self.product_id, device_name=self.device_name),
+                msg_callback=self._on_msg,
+            )
+        flv = FlvParams(params=f"action=live&channel=0&quality={quality}")
+        await self.module.start_stream(self.service_id, self._on_data, flv)
+        self.quality = quality
+        logger.info("player: pull of %s (quality=%s) started", self.label, quality)
+
+    def _on_data(self, data: bytes) -> None:
+        try:
+            for item in self._reader.feed(data):
+                if isinstance(item, FlvHeader):
+                    self._header = item
+                elif isinstance(item, FlvTag):
+                    self._gop.add(item)
+        except FlvError as exc:
+            logger.error(
+                "player: %s sent malformed FLV (%s); disconnecting players", self.label, exc
+            )
+            self._end_all()
+            return
+        for client in list(self.clients):
+            if client.backlog > MAX_CLIENT_BACKLOG:
+                logger.warning("player: a player of %s is too slow; disconnecting it", self.label)
+                self.clients.discard(client)
+                client.send(None)
+            else:
+                client.send(data)
+
+    def _on_msg(self, event: str, subtype: str, detail: Any) -> None:
+        if subtype in ("eof", "disconnect", "fail"):
+            logger.warning("player: %s %s %s", self.label, subtype, detail or "")
+            self._end_all()
+            if subtype == "disconnect":
+                # The link is gone; the next player starts a new service (fresh xp2pInfo).
+                self._stop_service_soon(0)
+
+    def _end_all(self) -> None:
+        for client in self.clients:
+            client.send(None)
+        self.clients.clear()
+
+    async def leave(self, client: _Client) -> None:
+        async with self._lock:
+            self.clients.discard(client)
+            if self.clients:
+                return
+            with contextlib.suppress(XP2PError):
+                await self.module.stop_stream(self.service_id)
+            logger.info("player: last player of %s left; pull stopped", self.label)
+            self._stop_service_soon(LINGER)
+
+    def _stop_service_soon(self, delay: float) -> None:
+        def stop() -> None:
+            task = asyncio.ensure_future(self.module.stop_p2p_service(self.service_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        if self._linger is not None:
+            self._linger.cancel()
+        self._linger = asyncio.get_running_loop().call_later(delay, stop)
+
+    def close(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        self._end_all()
+
+
+class PlayerServer:
+    def __init__(
+        self,
+        module: P2PModule,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        devices: Iterable[str] = (),
+    ) -> None:
+        self.module = module
+        self.host = host
+        self.port = port
+        self.devices = list(devices)
+        self._pulls: dict[tuple[str, str], DevicePull] = {}
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def live_url(self, device: str, quality: str = "high") -> str:
+        return f"{self.url}/live/{device}.flv?quality={quality}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._index)
+        app.router.add_get("/live/{product}/{device}.flv", self._live)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        logger.info("player: serving %s", self.url)
+
+    async def stop(self) -> None:
+        for pull in self._pulls.values():
+            pull.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _index(self, request: web.Request) -> web.Response:
+        rows = []
+        for device in self.devices:
+            links = " ".join(
+                f'<a href="{html.escape(self.live_url(device, q))}">{q}</a>' for q in QUALITIES
+            )
+            rows.append(
+                f"<li><b>{html.escape(device)}</b> — live: {links}<br>"
+                f"<code>ffplay -fflags nobuffer {html.escape(self.live_url(device))}"
+                "</code></li>"
+            )
+        body = (
+            "<!doctype html><meta charset=utf-8><title>xp2p player</title>"
+            "<h1>xp2p local player</h1><p>Open a stream in ffplay, VLC or mpv:</p>"
+            f"<ul>{''.join(rows) or '<li>no devices configured</li>'}</ul>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        product, device = request.match_info["product"], request.match_info["device"]
+        quality = request.query.get("quality", "high")
+        if quality not in QUALITIES:
+            raise web.HTTPBadRequest(text=f"quality must be one of {', '.join(QUALITIES)}\n")
+        pull = self._pulls.setdefault((product, device), DevicePull(self.module, product, device))
+        try:
+            client = await pull.join(quality)
+        except XP2PError as exc:
+            logger.warning("player: cannot play %s/%s: %s", product, device, exc)
+            raise web.HTTPBadGateway(text=f"{exc}\n") from exc
+        response = web.StreamResponse(
+            headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"}
+        )
+        try:
+            await response.prepare(request)
+            while (data := await client.queue.get()) is not None:
+                client.backlog -= len(data)
+                await response.write(data)
+        except ConnectionResetError:
+            pass  # the player went away
+        finally:
+            await pull.leave(client)
+        return response

@@ -1,0 +1,318 @@
+"""P2PModule: the seed's X-P2P module for Python apps (SPEC §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from xp2p.errors import ErrorCode, XP2PError
+from xp2p.events import NatEvent, NotifySubtype
+from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
+from xp2p.link.config import IceServer
+from xp2p.link.nat import NatProbe, probe_mapping
+from xp2p.viewer.cloud_client import AppSession, CloudClient, CloudError
+from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, Service, StreamInfo
+
+logger = logging.getLogger("xp2p.viewer")
+
+EventHandler = Callable[[str, Any], None]
+MAX_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class AppParams:
+    """What the seed calls appParams: which cloud, and the app's key and secret."""
+
+    cloud_url: str
+    app_key: str
+    app_secret: str = field(repr=False)
+
+
+class P2PModule:
+    """One per app. Every method except ``get_uuid`` needs ``init`` first (-2002)."""
+
+    def __init__(self, link_config: LinkConfig | None = None) -> None:
+        self._uuid = uuid.uuid4().hex
+        self._link_config = link_config or LinkConfig()
+        self._cloud: CloudClient | None = None
+        self._session: AppSession | None = None
+        self._event_handler: EventHandler | None = None
+        self._services: dict[str, Service] = {}
+        self._starting: set[str] = set()
+        self._probing = False
+        self.nat: NatProbe | None = None
+
+    def get_uuid(self) -> str:
+        return self._uuid
+
+    @property
+    def nat_type(self) -> str:
+        return "unknown" if self.nat is None else self.nat.nat_type
+
+    # ---- module lifecycle -----------------------------------------------------------
+
+    async def init(self, app_params: AppParams, event_handler: EventHandler | None = None) -> None:
+        if self._cloud is not None:
+            raise XP2PError(ErrorCode.INIT_REPEATED, "the module is already initialised")
+        if not (app_params.cloud_url and app_params.app_key and app_params.app_secret):
+            raise XP2PError(
+                ErrorCode.BAD_PARAM, "app_params needs cloud_url, app_key and app_secret"
+            )
+        cloud = CloudClient(app_params.cloud_url, app_params.app_key, app_params.app_secret)
+        try:
+            self._session = await cloud.create_session()
+        except CloudError as exc:
+            await cloud.close()
+            raise XP2PError(ErrorCode.BAD_PARAM, f"cloud sign-in failed: {exc}") from exc
+        self._cloud = cloud
+        self._event_handler = event_handler
+        self._link_config = replace(
+            self._link_config,
+            ice_servers=tuple(
+                IceServer(tuple(s.urls), s.username, s.credential)
+                for s in self._session.ice_servers
+            )
+            or self._link_config.ice_servers,
+        )
+        logger.info(
+            "module %s signed in to %s as app %s",
+            self._uuid,
+            app_params.cloud_url,
+            app_params.app_key,
+        )
+        await self._probe_nat()
+
+    async def reset_p2p(self) -> None:
+        """Re-probe the network (after a network change)."""
+        self._require_init()
+        await self._probe_nat()
+
+    async def _probe_nat(self) -> None:
+        assert self._session is not None
+        if self._probing:
+            raise XP2PError(ErrorCode.NAT_PROBE_STARTED_TWICE, "a NAT probe is already running")
+        self._probing = True
+        stun = self._session.stun
+        try:
+            probe = await probe_mapping((stun.host, stun.port), timeout=2.0)
+        except (LinkError, OSError) as exc:
+            logger.warning("module %s: NAT probe failed: %s", self._uuid, exc)
+            self._fire(
+                NatEvent.NAT_ERROR, {"code": int(ErrorCode.NAT_PROBE_ERROR), "message": str(exc)}
+            )
+            return
+        finally:
+            self._probing = False
+        previous, self.nat = self.nat, probe
+        logger.info(
+            "module %s: NAT %s (local %s:%d, mapped %s:%d)",
+            self._uuid,
+            probe.nat_type,
+            *probe.local,
+            *probe.mapped,
+        )
+        if previous is not None and previous != probe:
+            self._fire(
+                NatEvent.NAT_CHANGED,
+                {
+                    "nat_type": probe.nat_type,
+                    "previous": previous.nat_type,
+                    "mapped": f"{probe.mapped[0]}:{probe.mapped[1]}",
+                },
+            )
+
+    def _fire(self, event: NatEvent, detail: Any) -> None:
+        if self._event_handler is not None:
+            try:
+                self._event_handler(event.value, detail)
+            except Exception:
+                logger.exception("event_handler raised")
+
+    async def destroy(self) -> None:
+        """Stop every service and sign out. The module can be initialised again afterwards."""
+        for service_id in list(self._services):
+            await self.stop_p2p_service(service_id)
+        if self._cloud is not None:
+            await self._cloud.close()
+        self._cloud = None
+        self._session = None
+
+    def _require_init(self) -> CloudClient:
+        if self._cloud is None:
+            raise XP2PError(ErrorCode.NOT_INITIALISED, "call init() first")
+        return self._cloud
+
+    def has_service(self, service_id: str) -> bool:
+        return service_id in self._services
+
+    def _service(self, service_id: str) -> Service:
+        self._require_init()
+        service = self._services.get(service_id)
+        if service is None:
+            raise XP2PError(ErrorCode.SERVICE_NOT_STARTED, f"no service {service_id!r}")
+        return service
+
+    # ---- services -------------------------------------------------------------------
+
+    async def start_p2p_service(
+        self,
+        service_id: str,
+        stream_info: StreamInfo,
+        msg_callback: MsgCallback | None = None,
+        data_callback: DataCallback | None = None,
+    ) -> None:
+        """Connect to a device (1v1). Returns once the link is up (``connected`` notified);
+        with ``data_callback`` the live pull starts too, as in the seed."""
+        cloud = self._require_init()
+        if not service_id or len(service_id) > MAX_ID_LENGTH:
+            raise XP2PError(ErrorCode.BAD_PARAM, "service id must be 1-128 characters")
+        if service_id in self._services or service_id in self._starting:
+            raise XP2PError(
+                ErrorCode.SERVICE_ALREADY_STARTED,
+                f"service {service_id!r} is already started; stop it first",
+            )
+        if not stream_info.is_1v1:
+            raise XP2PError(ErrorCode.UNSUPPORTED, "1vN (url) services are not supported yet")
+        if not (stream_info.product_id and stream_info.device_name):
+            raise XP2PError(ErrorCode.BAD_PARAM, "1v1 needs product_id and device_name")
+        self._starting.add(service_id)
+        try:
+            service = await self._connect(cloud, service_id, stream_info, msg_callback)
+        finally:
+            self._starting.discard(service_id)
+        self._services[service_id] = service
+        service.notify(NotifySubtype.CONNECTED, {"link_mode": service.link.link_mode})
+        if data_callback is not None:
+            await self.start_stream(service_id, data_callback)
+
+    async def _connect(
+        self,
+        cloud: CloudClient,
+        service_id: str,
+        info: StreamInfo,
+        msg_callback: MsgCallback | None,
+    ) -> Service:
+        pid, dev = info.product_id, info.device_name
+        label = f"{pid}/{dev}"
+        try:
+            xp2p_info = info.xp2p_info or (await cloud.get_p2p_info(pid, dev)).xp2p_info
+            if not xp2p_info:
+                raise XP2PError(ErrorCode.BAD_XP2P_INFO, f"device {label} has no xp2pInfo yet")
+            parsed = Xp2pInfo.parse(xp2p_info)
+            if (parsed.product_id, parsed.device_name) != (pid, dev):
+                raise XP2PError(
+                    ErrorCode.BAD_XP2P_INFO,
+                    f"xp2pInfo belongs to {parsed.product_id}/{parsed.device_name}, not {label}",
+                )
+            grant, _expires = await cloud.get_grant(pid, dev)
+
+            async def signal(offer: dict[str, Any]) -> dict[str, Any]:
+                return await cloud.connect(pid, dev, offer)
+
+            link = await open_link(
+                self._link_config,
+                signal,
+                fingerprint=parsed.fingerprint,
+                grant=grant,
+                peer_label=label,
+            )
+        except CloudError as exc:
+            raise _cloud_error(label, exc) from exc
+        except LinkError as exc:
+            code = (
+                ErrorCode.BAD_XP2P_INFO
+                if exc.reason == "bad_identity"
+                else ErrorCode.START_STREAM_FAILED
+            )
+            raise XP2PError(code, f"cannot connect to {label}: {exc}") from exc
+        return Service(service_id, info, link, msg_callback, f"module {self._uuid}")
+
+    def update_service_callbacks(
+        self, service_id: str, msg_callback: MsgCallback | None = None
+    ) -> None:
+        service = self._service(service_id)
+        if msg_callback is None:
+            raise XP2PError(ErrorCode.BAD_PARAM, "msg_callback is required")
+        service.msg_callback = msg_callback
+
+    async def stop_p2p_service(self, service_id: str) -> None:
+        service = self._services.pop(service_id, None)
+        if service is not None:
+            await service.stop()
+
+    async def start_stream(
+        self, service_id: str, data_callback: DataCallback, flv: FlvParams | None = None
+    ) -> None:
+        if not callable(data_callback):
+            raise XP2PError(ErrorCode.BAD_PARAM, "data_callback must be callable")
+        await self._service(service_id).start_stream(data_callback, flv or FlvParams())
+
+    async def stop_stream(self, service_id: str) -> None:
+        await self._service(service_id).stop_stream()
+
+    def stream(self, service_id: str, flv: FlvParams | None = None) -> LiveStream:
+        """The async-iterator form of start_stream::
+
+            async with module.stream("cam") as chunks:
+                async for chunk in chunks:
+                    ...
+
+        Leaving the ``async with`` block stops the pull; the iteration ends at eof,
+        disconnect or failure."""
+        return LiveStream(self._service(service_id), flv or FlvParams())
+
+
+class LiveStream:
+    """FLV bytes of one pull as an async iterator (see ``P2PModule.stream``)."""
+
+    def __init__(self, service: Service, flv: FlvParams) -> None:
+        self._service = service
+        self._flv = flv
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._previous: MsgCallback | None = None
+
+    async def __aenter__(self) -> LiveStream:
+        self._previous = self._service.msg_callback
+        previous = self._previous
+
+        def on_msg(event: str, subtype: str, detail: Any) -> None:
+            if subtype in ("eof", "disconnect", "fail"):
+                self._queue.put_nowait(None)
+            if previous is not None:
+                previous(event, subtype, detail)
+
+        self._service.msg_callback = on_msg
+        try:
+            await self._service.start_stream(self._queue.put_nowait, self._flv)
+        except BaseException:
+            self._service.msg_callback = previous
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._service.msg_callback = self._previous
+        await self._service.stop_stream()
+
+    def __aiter__(self) -> LiveStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._queue.get()
+        if chunk is None:
+            self._queue.put_nowait(None)  # stay ended for later calls
+            raise StopAsyncIteration
+        return chunk
+
+
+def _cloud_error(label: str, exc: CloudError) -> XP2PError:
+    if exc.code in ("device_offline", "unknown_device"):
+        return XP2PError(
+            ErrorCode.BAD_XP2P_INFO, f"device {label} is offline or unknown ({exc.code})"
+        )
+    if exc.code == "device_refused":
+        return XP2PError(ErrorCode.START_STREAM_FAILED, f"device {label} refused: {exc.message}")
+    return XP2PError(ErrorCode.START_STREAM_FAILED, f"cloud error for {label}: {exc}")

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real cloud, a real test-pattern device and a viewer, in one event loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from xp2p.cloud.app import CloudServer
+from xp2p.cloud.config import CloudConfig
+from xp2p.device.agent import ChannelConfig, DeviceAgent, DeviceConfig
+from xp2p.media import TestPatternConfig, TestPatternSource
+from xp2p.viewer import AppParams, P2PModule
+
+#: Small and fast: tests need real H.264/AAC, not pretty pictures.
+PATTERN = TestPatternConfig(width=320, height=180, fps=25, bitrate=300_000, gop=25)
+
+
+@dataclass
+class Stack:
+    cloud: CloudServer
+    config: CloudConfig
+    device: DeviceAgent
+
+    @property
+    def app_params(self) -> AppParams:
+        app = self.config.apps[0]
+        return AppParams(self.cloud.url, app.key, app.secret)
+
+    def device_config(self, **overrides: object) -> DeviceConfig:
+        account = self.config.devices[0]
+        fields: dict[str, object] = {
+            "cloud_url": self.cloud.url,
+            "product_id": account.product_id,
+            "device_name": account.device_name,
+            "device_secret": account.secret,
+            "channels": {0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
+        }
+        fields.update(overrides)
+        return DeviceConfig(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def cloud() -> AsyncIterator[tuple[CloudServer, CloudConfig]]:
+    config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=3.0)
+    server = CloudServer(config)
+    await server.start()
+    yield server, config
+    await server.stop()
+
+
+@pytest.fixture
+async def stack(cloud: tuple[CloudServer, CloudConfig]) -> AsyncIterator[Stack]:
+    server, config = cloud
+    partial = Stack(server, config, device=None)  # type: ignore[arg-type]
+    device = DeviceAgent(partial.device_config())
+    await device.start()
+    await device.wait_signed_in(timeout=10)
+    partial.device = device
+    yield partial
+    await device.close()
+
+
+@pytest.fixture
+async def module(stack: Stack) -> AsyncIterator[P2PModule]:
+    p2p = P2PModule()
+    await p2p.init(stack.app_params)
+    yield p2p
+    await p2p.destroy()
