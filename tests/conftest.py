@@ -9,7 +9,7 @@ import pytest
 
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
-from xp2p.device.agent import ChannelConfig, DeviceAgent, DeviceConfig
+from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
 from xp2p.media import TestPatternConfig, TestPatternSource
 from xp2p.viewer import AppParams, P2PModule
 

@@ -11,7 +11,7 @@ import pytest
 
 from xp2p import ErrorCode, XP2PError
 from xp2p.auth import GrantSigner
-from xp2p.device.agent import ChannelConfig, DeviceAgent
+from xp2p.device import ChannelConfig, DeviceAgent
 from xp2p.flv import FlvHeader, FlvReader, FlvTag
 from xp2p.link import LinkIdentity, Xp2pInfo
 from xp2p.media import MediaSource, TestPatternSource

@@ -11,19 +11,18 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from xp2p import SDK_VERSION
 from xp2p.auth import AccessGrant, GrantError, GrantVerifier
 from xp2p.device.channel import LiveChannel
 from xp2p.device.cloud_session import DeviceCloudSession, OfferRejected, OfferRequest, SignInInfo
+from xp2p.device.config import DeviceConfig
 from xp2p.device.routes import QUALITIES, Channel, DeviceRoutes
 from xp2p.link import (
     IncomingRequest,
     Link,
-    LinkConfig,
     LinkError,
     LinkIdentity,
     Xp2pInfo,
@@ -31,35 +30,8 @@ from xp2p.link import (
     parse_offer,
 )
 from xp2p.link.config import IceServer
-from xp2p.media import MediaSource
 
 logger = logging.getLogger("xp2p.device")
-
-SourceFactory = Callable[[], MediaSource]
-
-
-@dataclass(frozen=True)
-class ChannelConfig:
-    """Sources of one channel by quality; ``default`` serves every quality not listed."""
-
-    default: SourceFactory
-    by_quality: dict[str, SourceFactory] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DeviceConfig:
-    cloud_url: str
-    product_id: str
-    device_name: str
-    device_secret: str = field(repr=False)
-    channels: dict[int, ChannelConfig] = field(default_factory=dict)
-    link: LinkConfig = field(default_factory=LinkConfig)
-    #: How far behind live a viewer may fall before it skips to the next keyframe.
-    max_lag: float = 3.0
-
-    @property
-    def label(self) -> str:
-        return f"{self.product_id}/{self.device_name}"
 
 
 class DeviceAgent:
@@ -69,7 +41,7 @@ class DeviceAgent:
         self.config = config
         self.identity = LinkIdentity.generate(common_name=config.label)
         self._channels = self._build_channels(config)
-        self.routes = DeviceRoutes(self._channels)
+        self.routes = DeviceRoutes(config, self._channels)
         self.links: set[Link] = set()
         self._pending: set[asyncio.Future[Link]] = set()
         self._verifier: GrantVerifier | None = None
@@ -145,9 +117,7 @@ class DeviceAgent:
     def _on_sign_in(self, info: SignInInfo) -> str:
         """Called on every (re)connect to the cloud: publish a fresh xp2pInfo."""
         self._verifier = GrantVerifier(info.grant_public_key)
-        self._ice_servers = tuple(
-            IceServer(tuple(s.urls), s.username, s.credential) for s in info.ice_servers
-        )
+        self._ice_servers = info.ice_servers
         self.xp2p_info = Xp2pInfo(
             product_id=self.config.product_id,
             device_name=self.config.device_name,

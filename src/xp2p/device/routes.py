@@ -1,23 +1,31 @@
-"""The requests a device serves on a link (SPEC §3): parameter rules, status codes, live video."""
+"""The requests a device serves on a link (SPEC §3): parameter rules, status codes, dispatch.
+
+Each kind of request has its own module (``live``, ``playback``, ``files``, ``voice``,
+``commands``) with one ``serve(ctx)`` coroutine; this module checks what every request shares
+and picks the handler.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from xp2p.auth import AccessGrant
 from xp2p.device.channel import LiveChannel
+from xp2p.device.config import DeviceConfig
 from xp2p.link import IncomingRequest, StreamClosed
 
 logger = logging.getLogger("xp2p.device")
 
 QUALITIES = ("standard", "high", "super")
-#: A new viewer waits at most this long for a channel whose source is still starting.
-CHANNEL_START_TIMEOUT = 5.0
 
 
 class BadRequest(Exception):
+    """Answer the request with ``status`` and ``reason`` as a text body."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
@@ -30,6 +38,34 @@ class Channel:
 
     number: int
     live: dict[str, LiveChannel]
+    #: per-channel state other modules keep (recorder, playback sessions...), by module name
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RequestContext:
+    """Everything a handler needs about one request."""
+
+    routes: DeviceRoutes
+    request: IncomingRequest
+    params: dict[str, str]
+    grant: AccessGrant
+
+    def require(self, permission: str) -> None:
+        if permission not in self.grant.permissions:
+            raise BadRequest(403, f"the access grant does not allow {permission}")
+
+    def channel(self) -> Channel:
+        raw = self.params.get("channel", "0")
+        if not raw.isdigit() or len(raw) > 4:
+            raise BadRequest(400, f"channel must be a small non-negative integer, got {raw!r}")
+        channel = self.routes.channels.get(int(raw))
+        if channel is None:
+            raise BadRequest(404, f"no channel {int(raw)}")
+        return channel
+
+
+Handler = Callable[[RequestContext], Awaitable[None]]
 
 
 def check_params(params: dict[str, str]) -> None:
@@ -39,32 +75,47 @@ def check_params(params: dict[str, str]) -> None:
             raise BadRequest(400, f"unknown internal parameter {key!r}")
 
 
-def channel_number(params: dict[str, str]) -> int:
-    raw = params.get("channel", "0")
-    if not raw.isdigit() or len(raw) > 4:
-        raise BadRequest(400, f"channel must be a small non-negative integer, got {raw!r}")
-    return int(raw)
-
-
 class DeviceRoutes:
-    def __init__(self, channels: dict[int, Channel]) -> None:
+    def __init__(self, config: DeviceConfig, channels: dict[int, Channel]) -> None:
+        from xp2p.device import commands, files, live, playback, voice
+
+        self.config = config
         self.channels = channels
+        #: state shared across links (talk session, viewer slots...), by module name
+        self.extras: dict[str, Any] = {}
         self.requests_served = 0
+        # (method, path, action) -> handler; action None = any
+        self._table: dict[tuple[str, str, str | None], Handler] = {
+            ("GET", "/ipc.flv", "live"): live.serve,
+            ("GET", "/ipc.flv", "playback"): playback.serve,
+            ("GET", "/ipc.flv", "download"): files.serve,
+            ("POST", "/voice", None): voice.serve,
+            ("GET", "/command", None): commands.serve,
+        }
+
+    def _handler(self, method: str, path: str, action: str) -> Handler:
+        handler = self._table.get((method, path, action)) or self._table.get((method, path, None))
+        if handler is not None:
+            return handler
+        if any(p == path for _m, p, _a in self._table):
+            if path == "/ipc.flv" and method == "GET":
+                raise BadRequest(400, "action must be live, playback or download")
+            raise BadRequest(404, f"{method} is not served on {path}")
+        raise BadRequest(404, f"no such path: {path}")
 
     async def handle(self, request: IncomingRequest, grant: AccessGrant) -> None:
         started = time.monotonic()
+        status = 200
         try:
-            params = request.params()
-        except ValueError as exc:
-            await _plain(request, 400, f"bad query: {exc}")
-            return
-        try:
+            try:
+                params = request.params()
+            except ValueError as exc:
+                raise BadRequest(400, f"bad query: {exc}") from exc
             check_params(params)
-            if request.path == "/ipc.flv" and request.method == "GET":
-                await self._ipc_flv(request, params, grant)
-            else:
-                raise BadRequest(404, f"no such path: {request.method} {request.path}")
+            handler = self._handler(request.method, request.path, params.get("action", ""))
+            await handler(RequestContext(self, request, params, grant))
         except BadRequest as exc:
+            status = exc.status
             logger.info(
                 "link %d: %s %s -> %d %s",
                 request.link.id,
@@ -73,66 +124,21 @@ class DeviceRoutes:
                 exc.status,
                 exc.reason,
             )
-            await _plain(request, exc.status, exc.reason)
+            await respond_text(request, exc.status, exc.reason)
         finally:
             self.requests_served += 1
             logger.debug(
-                "link %d: %s %s done in %.3f s",
+                "link %d: %s %s -> %d in %.3f s",
                 request.link.id,
                 request.method,
                 request.path,
+                status,
                 time.monotonic() - started,
             )
 
-    async def _ipc_flv(
-        self, request: IncomingRequest, params: dict[str, str], grant: AccessGrant
-    ) -> None:
-        action = params.get("action", "")
-        if action != "live":
-            if action in ("playback", "download"):
-                raise BadRequest(400, f"action={action} is not supported by this device")
-            raise BadRequest(400, "action must be live, playback or download")
-        if "live" not in grant.permissions:
-            raise BadRequest(403, "the access grant does not allow live video")
-        quality = params.get("quality", "high")
-        if quality not in QUALITIES:
-            raise BadRequest(400, f"quality must be one of {', '.join(QUALITIES)}")
-        number = channel_number(params)
-        channel = self.channels.get(number)
-        if channel is None:
-            raise BadRequest(404, f"no channel {number}")
-        await self._serve_live(request, channel.live[quality])
 
-    async def _serve_live(self, request: IncomingRequest, live: LiveChannel) -> None:
-        if not await live.wait_ready(CHANNEL_START_TIMEOUT):
-            raise BadRequest(503, f"channel {live.name} has no video ({live.failed or 'starting'})")
-        start, subscription = live.subscribe()
-        logger.info(
-            "link %d: live %s starts (%d viewers)", request.link.id, live.name, live.viewers
-        )
-        try:
-            await request.respond(
-                200, [("content-type", "video/x-flv"), ("cache-control", "no-store")]
-            )
-            await request.write(start)
-            while not request.closed:
-                batch = await subscription.next_batch()
-                if not batch:
-                    break  # the channel stopped
-                await request.write(b"".join(tag.encode() for tag in batch))
-        except StreamClosed:
-            pass
-        finally:
-            subscription.close()
-            logger.info(
-                "link %d: live %s ends (skipped to keyframe %d times)",
-                request.link.id,
-                live.name,
-                subscription.skips,
-            )
-
-
-async def _plain(request: IncomingRequest, status: int, text: str) -> None:
+async def respond_text(request: IncomingRequest, status: int, text: str) -> None:
+    """A short text answer (errors, command replies); silently dropped if the viewer left."""
     if request.responded or request.closed:
         return
     try:

@@ -42,6 +42,8 @@ logger = logging.getLogger("xp2p.link")
 PEER = ("192.0.2.1", 4433)
 H3_REQUEST_CANCELLED = 0x010C
 MAX_QUERY_BYTES = 3000  # SPEC §3: the whole query is at most 3000 bytes
+#: Most datagrams handed to QUIC before it may answer (acks, window updates) in one go.
+RECV_BATCH = 64
 
 RequestHandler = Callable[["IncomingRequest"], Awaitable[None]]
 
@@ -342,16 +344,31 @@ class Link:
         task.add_done_callback(self._tasks.discard)
 
     async def _recv_loop(self) -> None:
+        # aioice queues every datagram and wakes this task for each; taking all that are
+        # already queued in one go lets QUIC ack, transmit and wake writers once per burst.
+        queue: asyncio.Queue[tuple[bytes, int] | None] = self._ice._queue
         while not self._closed.is_set():
             try:
-                data = await self._ice.recv()
+                batch = [await self._ice.recv()]
             except ConnectionError:
                 self._shutdown("ICE connection lost")
                 return
-            self._receive(data)
+            lost = False
+            while not queue.empty() and len(batch) < RECV_BATCH:
+                item = queue.get_nowait()
+                if item is None:  # aioice's "connection lost" marker
+                    lost = True
+                    break
+                batch.append(item[0])
+            self._receive(*batch)
+            if lost:
+                self._shutdown("ICE connection lost")
+                return
 
-    def _receive(self, data: bytes) -> None:
-        self._quic.receive_datagram(data, PEER, now=self._loop.time())
+    def _receive(self, *datagrams: bytes) -> None:
+        now = self._loop.time()
+        for data in datagrams:
+            self._quic.receive_datagram(data, PEER, now=now)
         self._process_events()
         self._transmit()
         self._wake_writers()  # an ACK may have freed send buffer

@@ -93,7 +93,7 @@ class DevicePull:
         flv = FlvParams(params=f"action=live&channel=0&quality={quality}")
         await self.module.start_stream(self.service_id, self._on_data, flv)
         self.quality = quality
-        logger.info("player: pull of %s (quality=%s) started", self.label, quality)
+        logger.info("pull of %s (quality=%s) started", self.label, quality)
 
     def _on_data(self, data: bytes) -> None:
         try:
@@ -104,13 +104,13 @@ class DevicePull:
                     self._gop.add(item)
         except FlvError as exc:
             logger.error(
-                "player: %s sent malformed FLV (%s); disconnecting players", self.label, exc
+                "%s sent malformed FLV (%s); disconnecting players", self.label, exc
             )
             self._end_all()
             return
         for client in list(self.clients):
             if client.backlog > MAX_CLIENT_BACKLOG:
-                logger.warning("player: a player of %s is too slow; disconnecting it", self.label)
+                logger.warning("a player of %s is too slow; disconnecting it", self.label)
                 self.clients.discard(client)
                 client.send(None)
             else:
@@ -118,7 +118,7 @@ class DevicePull:
 
     def _on_msg(self, event: str, subtype: str, detail: Any) -> None:
         if subtype in ("eof", "disconnect", "fail"):
-            logger.warning("player: %s %s %s", self.label, subtype, detail or "")
+            logger.warning("%s %s %s", self.label, subtype, detail or "")
             self._end_all()
             if subtype == "disconnect":
                 # The link is gone; the next player starts a new service (fresh xp2pInfo).
@@ -136,7 +136,7 @@ class DevicePull:
                 return
             with contextlib.suppress(XP2PError):
                 await self.module.stop_stream(self.service_id)
-            logger.info("player: last player of %s left; pull stopped", self.label)
+            logger.info("last player of %s left; pull stopped", self.label)
             self._stop_service_soon(LINGER)
 
     def _stop_service_soon(self, delay: float) -> None:
@@ -187,7 +187,7 @@ class PlayerServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        logger.info("player: serving %s", self.url)
+        logger.info("serving %s", self.url)
 
     async def stop(self) -> None:
         for pull in self._pulls.values():
@@ -222,7 +222,7 @@ class PlayerServer:
         try:
             client = await pull.join(quality)
         except XP2PError as exc:
-            logger.warning("player: cannot play %s/%s: %s", product, device, exc)
+            logger.warning("cannot play %s/%s: %s", product, device, exc)
             raise web.HTTPBadGateway(text=f"{exc}\n") from exc
         response = web.StreamResponse(
             headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"}

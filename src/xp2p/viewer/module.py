@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import NatEvent, NotifySubtype
 from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
-from xp2p.link.config import IceServer
 from xp2p.link.nat import NatProbe, probe_mapping
+from xp2p.viewer import command as command_module
+from xp2p.viewer import download as download_module
+from xp2p.viewer import voice as voice_module
 from xp2p.viewer.cloud_client import AppSession, CloudClient, CloudError
+from xp2p.viewer.command import CommandResult
+from xp2p.viewer.download import DownloadCallback
 from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, Service, StreamInfo
+from xp2p.viewer.voice import VoiceWriter
 
 logger = logging.getLogger("xp2p.viewer")
 
@@ -72,11 +77,7 @@ class P2PModule:
         self._event_handler = event_handler
         self._link_config = replace(
             self._link_config,
-            ice_servers=tuple(
-                IceServer(tuple(s.urls), s.username, s.credential)
-                for s in self._session.ice_servers
-            )
-            or self._link_config.ice_servers,
+            ice_servers=self._session.ice_servers or self._link_config.ice_servers,
         )
         logger.info(
             "module %s signed in to %s as app %s",
@@ -253,6 +254,64 @@ class P2PModule:
 
     async def stop_stream(self, service_id: str) -> None:
         await self._service(service_id).stop_stream()
+
+    # ---- the 1v1 extended functions (SPEC §2); each lives in its own module ----------
+
+    async def send_command(
+        self, service_id: str, command: str, timeout: float = 7.5
+    ) -> CommandResult:
+        """``command`` is the query of ``GET /command``, e.g.
+        ``"action=inner_define&channel=0&cmd=get_device_st&type=live"``."""
+        return await command_module.send_command(self._service(service_id), command, timeout)
+
+    async def start_voice(
+        self,
+        service_id: str,
+        pcm_source: AsyncIterable[bytes],
+        sample_rate: int = 8000,
+        channels: int = 1,
+        url_params: str = "channel=0",
+    ) -> None:
+        """Talk-back from raw PCM (s16le); ends when ``pcm_source`` ends or ``stop_voice``."""
+        await voice_module.start_voice(
+            self._service(service_id), pcm_source, sample_rate, channels, url_params
+        )
+
+    async def start_voice_data(
+        self, service_id: str, url_params: str = "channel=0&calltype=audio"
+    ) -> VoiceWriter:
+        """Talk-back from FLV (header + AAC audio tags) the app adds with ``add_chunk``."""
+        return await voice_module.start_voice_data(self._service(service_id), url_params)
+
+    async def stop_voice(self, service_id: str) -> None:
+        await voice_module.stop_voice(self._service(service_id))
+
+    async def start_local_download(
+        self,
+        service_id: str,
+        url_params: str,
+        *,
+        on_headers_received: DownloadCallback | None = None,
+        on_chunk_received: DownloadCallback | None = None,
+        on_success: DownloadCallback | None = None,
+        on_failure: DownloadCallback | None = None,
+        on_error: DownloadCallback | None = None,
+        on_complete: DownloadCallback | None = None,
+    ) -> None:
+        """Download a file from the device: ``url_params`` like
+        ``"channel=0&file_name=x.mp4&offset=0"``; resumable with ``offset``."""
+        callbacks = {
+            "on_headers_received": on_headers_received,
+            "on_chunk_received": on_chunk_received,
+            "on_success": on_success,
+            "on_failure": on_failure,
+            "on_error": on_error,
+            "on_complete": on_complete,
+        }
+        await download_module.start_local_download(self._service(service_id), url_params, callbacks)
+
+    async def stop_local_download(self, service_id: str) -> None:
+        await download_module.stop_local_download(self._service(service_id))
 
     def stream(self, service_id: str, flv: FlvParams | None = None) -> LiveStream:
         """The async-iterator form of start_stream::

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,8 @@ class Service:
         self._pull: asyncio.Task[None] | None = None
         self._response: ResponseStream | None = None
         self._stopping = False
+        #: what else runs on this service (voice, downloads): stopped with it, by kind
+        self.closers: dict[str, Callable[[], Awaitable[None]]] = {}
         self._watch = asyncio.create_task(self._watch_link(), name=f"watch-{service_id}")
 
     # ---- events ---------------------------------------------------------------------
@@ -158,6 +160,12 @@ class Service:
     async def stop(self) -> None:
         self._stopping = True
         await self.stop_stream()
+        for kind, closer in list(self.closers.items()):
+            try:
+                await closer()
+            except Exception:
+                logger.exception("stopping %s of service %s failed", kind, self.id)
+        self.closers.clear()
         await self.link.close("viewer stopped the service")
         self._watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,119 +1,22 @@
-"""The ``xp2p`` command: demo, cloud, device and watch (SPEC §9)."""
+"""The long-running commands: demo, cloud, device, watch."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import logging
-import os
-import signal
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from xp2p import __version__
+from xp2p.cli.common import (
+    DEFAULT_CLOUD,
+    Subparsers,
+    add_source_args,
+    secret,
+    source_factory,
+    split_device,
+)
 from xp2p.errors import XP2PError
-
-logger = logging.getLogger("xp2p.cli")
-
-DEFAULT_CLOUD = "http://127.0.0.1:8080"
-
-
-# ---- shared helpers ---------------------------------------------------------------------
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    # Third-party chatter only when asked for twice.
-    for noisy in ("aioice", "quic", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
-
-
-def _secret(args: argparse.Namespace, env: str, what: str) -> str:
-    """Secrets come from a file or the environment, never from argv (visible in ps)."""
-    if getattr(args, "secret_file", None):
-        return Path(args.secret_file).read_text().strip()
-    value = os.environ.get(env, "")
-    if not value:
-        raise SystemExit(f"xp2p: no {what}: set {env} or pass --secret-file")
-    return value
-
-
-def _split_device(text: str) -> tuple[str, str]:
-    product, sep, device = text.partition("/")
-    if not sep or not product or not device or "/" in device:
-        raise SystemExit(f"xp2p: expected PRODUCT/DEVICE, got {text!r}")
-    return product, device
-
-
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    try:
-        return int(width), int(height)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 640x360, got {text!r}") from None
-
-
-def _bitrate(text: str) -> int:
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
-    try:
-        return int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"bitrate must look like 800k or 2M, got {text!r}"
-        ) from None
-
-
-def _add_source_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("video source")
-    group.add_argument(
-        "--source",
-        default="testpattern",
-        help="'testpattern' (default), a file (FLV/MP4, looped) or an "
-        "rtsp:// / http(s):// URL (remuxed, not re-encoded)",
-    )
-    group.add_argument("--size", type=_size, default=(640, 360), help="test pattern WxH (640x360)")
-    group.add_argument("--fps", type=int, default=25, help="test pattern frame rate (25)")
-    group.add_argument(
-        "--bitrate",
-        type=_bitrate,
-        default=800_000,
-        help="test pattern video bitrate, e.g. 800k or 2M (800k)",
-    )
-    group.add_argument(
-        "--gop", type=int, default=50, help="test pattern keyframe interval in frames"
-    )
-
-
-def _source_factory(args: argparse.Namespace) -> Callable[[], object]:
-    from xp2p.media import FileSource, TestPatternConfig, TestPatternSource, UrlSource
-
-    if args.source == "testpattern":
-        width, height = args.size
-        config = TestPatternConfig(
-            width=width, height=height, fps=args.fps, bitrate=args.bitrate, gop=args.gop
-        )
-        return lambda: TestPatternSource(config)
-    if "://" in args.source:
-        return lambda: UrlSource(args.source)
-    if not Path(args.source).is_file():
-        raise SystemExit(f"xp2p: no such file: {args.source}")
-    return lambda: FileSource(args.source, loop=True)
-
-
-async def _run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await main(stop)
-
 
 # ---- commands ---------------------------------------------------------------------------
 
@@ -154,15 +57,15 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 
 async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from xp2p.device.agent import ChannelConfig, DeviceAgent, DeviceConfig
+    from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
 
-    product, device = _split_device(args.device)
+    product, device = split_device(args.device)
     config = DeviceConfig(
         cloud_url=args.cloud,
         product_id=product,
         device_name=device,
-        device_secret=_secret(args, "XP2P_DEVICE_SECRET", "device secret"),
-        channels={0: ChannelConfig(default=_source_factory(args))},  # type: ignore[arg-type]
+        device_secret=secret(args, "XP2P_DEVICE_SECRET", "device secret"),
+        channels={0: ChannelConfig(default=source_factory(args))},  # type: ignore[arg-type]
     )
     agent = DeviceAgent(config)
     await agent.start()
@@ -179,9 +82,9 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import AppParams, P2PModule
 
-    product, device = _split_device(args.device)
+    product, device = split_device(args.device)
     module = P2PModule()
-    params = AppParams(args.cloud, args.app_key, _secret(args, "XP2P_APP_SECRET", "app secret"))
+    params = AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
     try:
         await module.init(params)
     except XP2PError as exc:
@@ -198,7 +101,7 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
 async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import CloudConfig
-    from xp2p.device.agent import ChannelConfig, DeviceAgent, DeviceConfig
+    from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import AppParams, P2PModule
 
@@ -212,7 +115,7 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
             product_id=device_account.product_id,
             device_name=device_account.device_name,
             device_secret=device_account.secret,
-            channels={0: ChannelConfig(default=_source_factory(args))},  # type: ignore[arg-type]
+            channels={0: ChannelConfig(default=source_factory(args))},  # type: ignore[arg-type]
         )
     )
     await agent.start()
@@ -240,18 +143,7 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
 # ---- argument parsing -------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="xp2p",
-        description="Open IoT-video P2P: a viewer reaches a camera directly through NATs "
-        "(ICE/STUN + QUIC), with a local HTTP-FLV player.",
-    )
-    parser.add_argument("--version", action="version", version=f"xp2p {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logs (-vv adds ICE/QUIC internals)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(commands: Subparsers) -> None:
     demo = commands.add_parser(
         "demo",
         help="cloud + test-pattern camera DEMO/cam1 + viewer and player, in one process",
@@ -261,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
-    _add_source_args(demo)
+    add_source_args(demo)
 
     cloud = commands.add_parser(
         "cloud",
@@ -292,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("device", metavar="PRODUCT/DEVICE")
     device.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
     device.add_argument("--secret-file", help="file holding the device secret")
-    _add_source_args(device)
+    add_source_args(device)
 
     watch = commands.add_parser(
         "watch",
@@ -307,26 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--secret-file", help="file holding the app secret")
     watch.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
     watch.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
-    return parser
-
-
-COMMANDS = {"demo": _cmd_demo, "cloud": _cmd_cloud, "device": _cmd_device, "watch": _cmd_watch}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
-    command = COMMANDS[args.command]
-    try:
-        asyncio.run(_run_until_stopped(lambda stop: command(args, stop)))
-    except XP2PError as exc:
-        print(f"xp2p {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"xp2p {args.command}: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    demo.set_defaults(run=_cmd_demo)
+    cloud.set_defaults(run=_cmd_cloud)
+    device.set_defaults(run=_cmd_device)
+    watch.set_defaults(run=_cmd_watch)

@@ -1,0 +1,111 @@
+"""What the xp2p subcommands share: logging, secrets, names, source options, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CLOUD = "http://127.0.0.1:8080"
+
+#: What a subcommand runs: ``await run(args, stop)``; ``stop`` is set by Ctrl-C / SIGTERM.
+Runner = Callable[[argparse.Namespace, asyncio.Event], Awaitable[None]]
+#: ``commands.add_parser(...)`` of the top-level parser.
+Subparsers = Any
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    # Third-party chatter only when asked for twice.
+    for noisy in ("aioice", "quic", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def secret(args: argparse.Namespace, env: str, what: str) -> str:
+    """Secrets come from a file or the environment, never from argv (visible in ps)."""
+    if getattr(args, "secret_file", None):
+        return Path(args.secret_file).read_text().strip()
+    value = os.environ.get(env, "")
+    if not value:
+        raise SystemExit(f"xp2p: no {what}: set {env} or pass --secret-file")
+    return value
+
+
+def split_device(text: str) -> tuple[str, str]:
+    product, sep, device = text.partition("/")
+    if not sep or not product or not device or "/" in device:
+        raise SystemExit(f"xp2p: expected PRODUCT/DEVICE, got {text!r}")
+    return product, device
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        return int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 640x360, got {text!r}") from None
+
+
+def _bitrate(text: str) -> int:
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    try:
+        return int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bitrate must look like 800k or 2M, got {text!r}"
+        ) from None
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("video source")
+    group.add_argument(
+        "--source",
+        default="testpattern",
+        help="'testpattern' (default), a file (FLV/MP4, looped) or an "
+        "rtsp:// / http(s):// URL (remuxed, not re-encoded)",
+    )
+    group.add_argument("--size", type=_size, default=(640, 360), help="test pattern WxH (640x360)")
+    group.add_argument("--fps", type=int, default=25, help="test pattern frame rate (25)")
+    group.add_argument(
+        "--bitrate",
+        type=_bitrate,
+        default=800_000,
+        help="test pattern video bitrate, e.g. 800k or 2M (800k)",
+    )
+    group.add_argument(
+        "--gop", type=int, default=50, help="test pattern keyframe interval in frames"
+    )
+
+
+def source_factory(args: argparse.Namespace) -> Callable[[], object]:
+    from xp2p.media import FileSource, TestPatternConfig, TestPatternSource, UrlSource
+
+    if args.source == "testpattern":
+        width, height = args.size
+        config = TestPatternConfig(
+            width=width, height=height, fps=args.fps, bitrate=args.bitrate, gop=args.gop
+        )
+        return lambda: TestPatternSource(config)
+    if "://" in args.source:
+        return lambda: UrlSource(args.source)
+    if not Path(args.source).is_file():
+        raise SystemExit(f"xp2p: no such file: {args.source}")
+    return lambda: FileSource(args.source, loop=True)
+
+
+async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await main(stop)
