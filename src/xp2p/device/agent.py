@@ -83,6 +83,7 @@ class DeviceAgent:
         for channel in self._channels.values():
             for live in set(channel.live.values()):
                 await live.start()
+        await self.routes.start()
         await self._session.start()
 
     async def wait_signed_in(self, timeout: float = 10.0) -> None:
@@ -97,6 +98,7 @@ class DeviceAgent:
                 future.cancel()  # _finish_accept closes a link nobody waits for
         await asyncio.gather(*(link.close("device shutting down") for link in list(self.links)))
         await self._session.close()
+        await self.routes.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

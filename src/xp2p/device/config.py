@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from xp2p.link import LinkConfig
 from xp2p.media import MediaSource
@@ -29,6 +31,18 @@ class DeviceConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     #: How far behind live a viewer may fall before it skips to the next keyframe.
     max_lag: float = 3.0
+    #: Viewers that may pull live video at once; more get 503 (SPEC §7).
+    max_viewers: int = 4
+    #: Recordings live in ``<recordings_dir>/ch<N>/``; None = no recording, no files.
+    recordings_dir: Path | None = None
+    #: Length of one recorded segment file, and what the recorder keeps.
+    segment_seconds: float = 60.0
+    retention_bytes: int = 2 * 1024**3
+    retention_days: float = 7.0
+    #: Where talk-back audio goes (see ``xp2p.device.voice``); None = the default WAV sink.
+    voice_sink: Callable[..., Any] | None = None
+    #: Handler of ``action=user_define`` commands; None = the default PTZ simulator.
+    user_command_handler: Callable[..., Any] | None = None
 
     @property
     def label(self) -> str:

@@ -93,6 +93,18 @@ class DeviceRoutes:
             ("GET", "/command", None): commands.serve,
         }
 
+    async def start(self) -> None:
+        """Start what runs beside the links (recorders); the agent calls this once."""
+        from xp2p.device import recordings
+
+        await recordings.start(self)
+
+    async def close(self) -> None:
+        from xp2p.device import recordings, voice
+
+        await voice.close(self)
+        await recordings.close(self)
+
     def _handler(self, method: str, path: str, action: str) -> Handler:
         handler = self._table.get((method, path, action)) or self._table.get((method, path, None))
         if handler is not None:
