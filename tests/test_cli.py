@@ -1,0 +1,53 @@
+"""The xp2p command line: every subcommand explains itself; bad input is a clear error."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from xp2p.cli import build_parser, main
+
+
+def subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(action.choices)
+
+
+def test_the_main_commands_exist() -> None:
+    assert {"demo", "cloud", "device", "watch"} <= set(subcommands())
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: xp2p {command}")
+    # A description, not just the usage line.
+    assert len(text.splitlines()) > 4
+
+
+def test_bad_device_name_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XP2P_APP_SECRET", "x" * 16)
+    with pytest.raises(SystemExit) as exit_:
+        main(["watch", "no-slash", "--app-key", "k"])
+    assert "PRODUCT/DEVICE" in str(exit_.value.code)
+
+
+def test_missing_secret_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XP2P_DEVICE_SECRET", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["device", "DEMO/cam1"])
+    assert "XP2P_DEVICE_SECRET" in str(exit_.value.code)
+
+
+def test_bad_size_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--size", "big"])
+    assert exit_.value.code == 2
+    assert "640x360" in capsys.readouterr().err
