@@ -59,7 +59,7 @@ async def stack(cloud: tuple[CloudServer, CloudConfig]) -> AsyncIterator[Stack]:
     await device.wait_signed_in(timeout=10)
     partial.device = device
     yield partial
-    await device.close()
+    await partial.device.close()  # a test may have swapped in a new device
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from xp2p import SDK_VERSION
 from xp2p.auth import AccessGrant, GrantError, GrantVerifier
 from xp2p.device.channel import LiveChannel
 from xp2p.device.cloud_session import DeviceCloudSession, OfferRejected, OfferRequest, SignInInfo
+from xp2p.device.commands import UserCommandHandler, set_user_command_handler
 from xp2p.device.config import DeviceConfig
 from xp2p.device.routes import QUALITIES, Channel, DeviceRoutes
 from xp2p.link import (
@@ -76,6 +77,16 @@ class DeviceAgent:
                 )
             channels[number] = Channel(number, live)
         return channels
+
+    def user_command(self, handler: UserCommandHandler) -> UserCommandHandler:
+        """Decorator: ``handler(channel, command_text)`` answers ``action=user_define``
+        commands (str, dict or list, or an awaitable of one), replacing the PTZ simulator::
+
+            @agent.user_command
+            async def on_command(channel: int, command: str) -> dict[str, str]: ...
+        """
+        set_user_command_handler(self.routes, handler)
+        return handler
 
     # ---- lifecycle ------------------------------------------------------------------
 

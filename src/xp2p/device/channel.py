@@ -175,6 +175,16 @@ class LiveChannel:
     def viewers(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def running(self) -> bool:
+        """The source is started and has neither failed nor ended (a channel's "online")."""
+        return self._task is not None and not self._task.done() and self.failed is None
+
+    def request_keyframe(self) -> None:
+        """Ask the source for an IDR soon (``request_keyframe`` command, SPEC §4)."""
+        if self._source is not None:
+            self._source.request_keyframe()
+
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -19,6 +19,8 @@ class ChannelConfig:
 
     default: SourceFactory
     by_quality: dict[str, SourceFactory] = field(default_factory=dict)
+    #: The channel's DeviceName in ``get_nvr_list`` (an NVR's camera); "" = ``<device>-ch<N>``.
+    name: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from xp2p.device.capacity import viewer_slot
+from xp2p.device.channel import LiveChannel
 from xp2p.device.routes import QUALITIES, BadRequest, RequestContext
 from xp2p.link import StreamClosed
 
@@ -19,6 +21,11 @@ async def serve(ctx: RequestContext) -> None:
     if quality not in QUALITIES:
         raise BadRequest(400, f"quality must be one of {', '.join(QUALITIES)}")
     live = ctx.channel().live[quality]
+    with viewer_slot(ctx):  # 503 when full; freed however the pull ends
+        await _pull(ctx, live)
+
+
+async def _pull(ctx: RequestContext, live: LiveChannel) -> None:
     request = ctx.request
     if not await live.wait_ready(CHANNEL_START_TIMEOUT):
         raise BadRequest(503, f"channel {live.name} has no video ({live.failed or 'starting'})")

@@ -92,6 +92,10 @@ class DeviceRoutes:
             ("POST", "/voice", None): voice.serve,
             ("GET", "/command", None): commands.serve,
         }
+        #: paths whose query has its own rules (a command may be 16 KiB, SPEC §3)
+        self._query_parsers: dict[str, Callable[[str], dict[str, str]]] = {
+            "/command": commands.parse_query
+        }
 
     async def start(self) -> None:
         """Start what runs beside the links (recorders); the agent calls this once."""
@@ -120,7 +124,8 @@ class DeviceRoutes:
         status = 200
         try:
             try:
-                params = request.params()
+                parse = self._query_parsers.get(request.path)
+                params = request.params() if parse is None else parse(request.query)
             except ValueError as exc:
                 raise BadRequest(400, f"bad query: {exc}") from exc
             check_params(params)

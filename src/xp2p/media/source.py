@@ -31,6 +31,10 @@ class MediaSource(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None: ...
 
+    def request_keyframe(self) -> None:  # noqa: B027 - a no-op unless a source can do it
+        """Ask for an IDR frame soon (a viewer's decoder needs one). Sources that cannot
+        force one (files, remuxed streams) ignore it and the next keyframe comes on its own."""
+
     async def __aenter__(self) -> MediaSource:
         return self
 

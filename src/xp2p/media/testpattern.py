@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,14 @@ def _add_video_stream(container: Any, config: TestPatternConfig) -> Any:
     stream = container.add_stream(
         encoder,
         rate=config.fps,
-        options={"preset": "ultrafast", "tune": "zerolatency", params_option: params},
+        # forced-idr: a frame the caller marks I (request_keyframe) becomes an IDR, which a
+        # decoder can start from, not just an intra frame.
+        options={
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "forced-idr": "1",
+            params_option: params,
+        },
     )
     stream.width = config.width
     stream.height = config.height
@@ -92,9 +100,13 @@ def _add_video_stream(container: Any, config: TestPatternConfig) -> Any:
 
 
 def pattern_items(
-    config: TestPatternConfig, seconds: float | None = None
+    config: TestPatternConfig,
+    seconds: float | None = None,
+    keyframe_requests: threading.Event | None = None,
 ) -> Iterator[FlvHeader | FlvTag]:
-    """Encode the pattern (forever if ``seconds`` is None) and yield the FLV items, unpaced."""
+    """Encode the pattern (forever if ``seconds`` is None) and yield the FLV items, unpaced.
+
+    Setting ``keyframe_requests`` (from any thread) makes the next video frame an IDR."""
     try:
         source = av.open(_filter_graph(config, seconds), format="lavfi")
     except (av.error.FFmpegError, ValueError) as exc:
@@ -112,8 +124,11 @@ def pattern_items(
             for frame in packet.decode():
                 if isinstance(frame, av.VideoFrame):
                     # lavfi marks every raw frame as I; x264/x265 would obey and send
-                    # nothing but keyframes. Let the encoder's GOP decide.
+                    # nothing but keyframes. Let the encoder's GOP decide, unless asked.
                     frame.pict_type = PictureType.NONE
+                    if keyframe_requests is not None and keyframe_requests.is_set():
+                        keyframe_requests.clear()
+                        frame.pict_type = PictureType.I
                 for out_packet in encoder.encode(frame):
                     yield from capture.mux(out_packet)
         for encoder in encoders.values():
@@ -151,6 +166,12 @@ class TestPatternSource(ThreadedSource):
             self.config.description,
             queue_size=queue_size,
         )
+        self._keyframe_requests = threading.Event()
+
+    def request_keyframe(self) -> None:
+        # The worker may run up to ``queue_size`` tags ahead of playback, so the IDR reaches
+        # viewers after what is already queued (well under a second at the defaults).
+        self._keyframe_requests.set()
 
     def _produce(self) -> Iterator[FlvHeader | FlvTag]:
-        return pattern_items(self.config)
+        return pattern_items(self.config, keyframe_requests=self._keyframe_requests)

@@ -1,0 +1,83 @@
+"""The device's viewer capacity (``DeviceConfig.max_viewers``, SPEC §3 and §7).
+
+A *viewer* is a link that currently pulls live or playback video: a link with two pulls holds
+one slot, a link that only sends commands or talks holds none. ``ViewerSlots`` is the
+accounting alone (sans-IO, no clock, no links); ``viewer_slot`` is the thin shell a pull
+handler wraps its whole life in, so the slot is freed the moment the pull ends for any reason:
+the viewer stopped it, closed its link, or vanished and its link timed out (the pull's next
+write raises ``StreamClosed``).
+
+Other request modules (playback) share the same slots through ``slots(routes)``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from xp2p.device.routes import BadRequest
+
+if TYPE_CHECKING:
+    from xp2p.device.routes import DeviceRoutes, RequestContext
+
+#: ``DeviceRoutes.extras`` key of the device's ViewerSlots.
+EXTRAS_KEY = "capacity"
+
+
+class ViewerSlots:
+    """Which viewers (by link id) hold a slot, and how many pulls each has running."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("max_viewers must be 0 or more")
+        self.limit = limit
+        self._pulls: Counter[int] = Counter()
+
+    @property
+    def in_use(self) -> int:
+        """Viewers holding a slot (``appConnectNum`` of get_device_st)."""
+        return len(self._pulls)
+
+    def holds(self, viewer: int) -> bool:
+        return viewer in self._pulls
+
+    def would_admit(self, viewer: int) -> bool:
+        """Whether a new pull from ``viewer`` would be admitted now."""
+        return self.holds(viewer) or self.in_use < self.limit
+
+    def claim(self, viewer: int) -> bool:
+        """Start one pull of ``viewer``; False (and nothing changes) when the device is full."""
+        if not self.would_admit(viewer):
+            return False
+        self._pulls[viewer] += 1
+        return True
+
+    def release(self, viewer: int) -> None:
+        """End one pull of ``viewer``; its slot is free once its last pull ended."""
+        if self._pulls.get(viewer, 0) <= 1:
+            self._pulls.pop(viewer, None)
+        else:
+            self._pulls[viewer] -= 1
+
+
+def slots(routes: DeviceRoutes) -> ViewerSlots:
+    """The device's slots, made on first use from its config."""
+    found = routes.extras.get(EXTRAS_KEY)
+    if not isinstance(found, ViewerSlots):
+        found = routes.extras[EXTRAS_KEY] = ViewerSlots(routes.config.max_viewers)
+    return found
+
+
+@contextmanager
+def viewer_slot(ctx: RequestContext) -> Iterator[None]:
+    """Hold a slot for the request's link while the block runs; 503 when the device is full."""
+    device_slots = slots(ctx.routes)
+    viewer = ctx.request.link.id
+    if not device_slots.claim(viewer):
+        raise BadRequest(503, f"device is at its viewer capacity ({device_slots.limit})")
+    try:
+        yield
+    finally:
+        device_slots.release(viewer)
