@@ -19,6 +19,7 @@ from aiohttp import web
 
 from xp2p.errors import XP2PError
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
+from xp2p.player.playback import serve_playback
 from xp2p.viewer import FlvParams, P2PModule, StreamInfo
 
 logger = logging.getLogger("xp2p.player")
@@ -178,10 +179,15 @@ class PlayerServer:
     def live_url(self, device: str, quality: str = "high") -> str:
         return f"{self.url}/live/{device}.flv?quality={quality}"
 
+    def playback_url(self, device: str, start_time: int, end_time: int, channel: int = 0) -> str:
+        query = f"start_time={start_time}&end_time={end_time}&channel={channel}"
+        return f"{self.url}/playback/{device}.flv?{query}"
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/", self._index)
         app.router.add_get("/live/{product}/{device}.flv", self._live)
+        app.router.add_get("/playback/{product}/{device}.flv", self._playback)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -237,3 +243,7 @@ class PlayerServer:
         finally:
             await pull.leave(client)
         return response
+
+    async def _playback(self, request: web.Request) -> web.StreamResponse:
+        """Recordings: one pull of its own per player request (``xp2p.player.playback``)."""
+        return await serve_playback(self.module, request)
