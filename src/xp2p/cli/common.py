@@ -10,7 +10,10 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xp2p.media import MediaSource
 
 DEFAULT_CLOUD = "http://127.0.0.1:8080"
 
@@ -86,7 +89,7 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def source_factory(args: argparse.Namespace) -> Callable[[], object]:
+def source_factory(args: argparse.Namespace) -> Callable[[], MediaSource]:
     from xp2p.media import FileSource, TestPatternConfig, TestPatternSource, UrlSource
 
     if args.source == "testpattern":

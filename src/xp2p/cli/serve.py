@@ -16,6 +16,7 @@ from xp2p.cli.common import (
     source_factory,
     split_device,
 )
+from xp2p.device.config import DeviceConfig
 from xp2p.errors import XP2PError
 
 # ---- commands ---------------------------------------------------------------------------
@@ -57,7 +58,7 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 
 async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
+    from xp2p.device import ChannelConfig, DeviceAgent
 
     product, device = split_device(args.device)
     config = DeviceConfig(
@@ -65,9 +66,9 @@ async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
         product_id=product,
         device_name=device,
         device_secret=secret(args, "XP2P_DEVICE_SECRET", "device secret"),
-        channels={0: ChannelConfig(default=source_factory(args))},  # type: ignore[arg-type]
+        channels={0: ChannelConfig(default=source_factory(args))},
     )
-    agent = DeviceAgent(config)
+    agent = DeviceAgent(with_device_options(config, args))
     await agent.start()
     try:
         await agent.wait_signed_in(timeout=15.0)
@@ -101,7 +102,7 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
 async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import CloudConfig
-    from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
+    from xp2p.device import ChannelConfig, DeviceAgent
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import AppParams, P2PModule
 
@@ -109,15 +110,14 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     cloud = CloudServer(config)
     await cloud.start()
     device_account = config.devices[0]
-    agent = DeviceAgent(
-        DeviceConfig(
-            cloud_url=cloud.url,
-            product_id=device_account.product_id,
-            device_name=device_account.device_name,
-            device_secret=device_account.secret,
-            channels={0: ChannelConfig(default=source_factory(args))},  # type: ignore[arg-type]
-        )
+    demo_device = DeviceConfig(
+        cloud_url=cloud.url,
+        product_id=device_account.product_id,
+        device_name=device_account.device_name,
+        device_secret=device_account.secret,
+        channels={0: ChannelConfig(default=source_factory(args))},
     )
+    agent = DeviceAgent(with_device_options(demo_device, args))
     await agent.start()
     await agent.wait_signed_in(timeout=10.0)
     module = P2PModule()
@@ -143,6 +143,33 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
 # ---- argument parsing -------------------------------------------------------------------
 
 
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("device")
+    group.add_argument(
+        "--recordings-dir",
+        type=Path,
+        help="record the live stream into FLV segments here (and serve playback, file "
+        "lists and downloads from it); without it the camera records nothing",
+    )
+    group.add_argument(
+        "--segment-seconds", type=float, default=60.0, help="length of one recording (60)"
+    )
+    group.add_argument(
+        "--max-viewers", type=int, default=4, help="viewers that may pull video at once (4)"
+    )
+
+
+def with_device_options(config: DeviceConfig, args: argparse.Namespace) -> DeviceConfig:
+    if args.max_viewers < 1 or args.segment_seconds < 1:
+        raise SystemExit("xp2p: --max-viewers and --segment-seconds must be at least 1")
+    return dataclasses.replace(
+        config,
+        recordings_dir=args.recordings_dir,
+        segment_seconds=args.segment_seconds,
+        max_viewers=args.max_viewers,
+    )
+
+
 def register(commands: Subparsers) -> None:
     demo = commands.add_parser(
         "demo",
@@ -154,6 +181,7 @@ def register(commands: Subparsers) -> None:
     demo.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
     add_source_args(demo)
+    add_device_args(demo)
 
     cloud = commands.add_parser(
         "cloud",
@@ -185,6 +213,7 @@ def register(commands: Subparsers) -> None:
     device.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
     device.add_argument("--secret-file", help="file holding the device secret")
     add_source_args(device)
+    add_device_args(device)
 
     watch = commands.add_parser(
         "watch",
