@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xp2p.device.voice_sink import VoiceSinkFactory
 from xp2p.link import LinkConfig
 from xp2p.media import MediaSource
 
@@ -41,8 +42,9 @@ class DeviceConfig:
     segment_seconds: float = 60.0
     retention_bytes: int = 2 * 1024**3
     retention_days: float = 7.0
-    #: Where talk-back audio goes (see ``xp2p.device.voice``); None = the default WAV sink.
-    voice_sink: Callable[..., Any] | None = None
+    #: Where talk-back audio goes (``xp2p.device.voice_sink``): called once per talk session;
+    #: None = ``VoiceFiles``: a WAV file per session in ``<recordings_dir>/voice/``.
+    voice_sink: VoiceSinkFactory | None = None
     #: Handler of ``action=user_define`` commands; None = the default PTZ simulator.
     user_command_handler: Callable[..., Any] | None = None
 
