@@ -102,12 +102,12 @@ async def read_all(stream: AsyncIterator[bytes] | Any) -> bytes:
 @pytest.mark.timeout(60)
 async def test_response_body_5mb_is_byte_exact() -> None:
     payload = random.Random(1).randbytes(5 * 1024 * 1024)
+    seen: list[tuple[str, str, dict[str, str], str | None]] = []
 
     async def handler(request: IncomingRequest) -> None:
-        assert request.method == "GET"
-        assert request.path == "/bulk"
-        assert request.params() == {"size": "5m", "x": ""}
-        assert request.headers["x-test"] == "yes"
+        seen.append((request.method, request.path, request.params(), request.headers.get("x-test")))
+        if request.path == "/boom":
+            raise RuntimeError("handler bug")
         await request.respond(200, [("Content-Type", "application/octet-stream")])
         for i in range(0, len(payload), 65536):
             await request.write(payload[i : i + 65536])
@@ -119,12 +119,16 @@ async def test_response_body_5mb_is_byte_exact() -> None:
         assert response.status == 200
         assert response.headers["content-type"] == "application/octet-stream"
         body = await read_all(response)
+        assert seen == [("GET", "/bulk", {"size": "5m", "x": ""}, "yes")]
         assert len(body) == len(payload)
         assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
-        # The link stays usable for further requests.
-        again = await viewer.request("GET", "/other")
-        assert again.status == 500  # the handler's assertion failed: a 500, not a dead link
+        # A handler that raises costs its request a 500, not the link.
+        failed = await viewer.request("GET", "/boom")
+        assert failed.status == 500
+        assert await failed.read() == b"internal error"
         assert not viewer.closed and not device.closed
+        again = await viewer.request("GET", "/bulk")
+        assert len(await read_all(again)) == len(payload)
 
 
 @pytest.mark.timeout(60)
@@ -179,8 +183,9 @@ async def test_fingerprint_mismatch_is_refused_before_ice() -> None:
     device = Device(LinkIdentity.generate(), replace(LOOPBACK, connect_timeout=2.0), _no_handler)
     other = LinkIdentity.generate()
     with pytest.raises(LinkError) as info:
-        await open_link(LOOPBACK, device.signal, fingerprint=other.fingerprint, grant=GRANT,
-                        peer_label="device")
+        await open_link(
+            LOOPBACK, device.signal, fingerprint=other.fingerprint, grant=GRANT, peer_label="device"
+        )
     assert info.value.reason == "bad_identity"
     # The device answered but no link ever forms: its half gives up at connect_timeout.
     with pytest.raises(LinkError):
@@ -192,16 +197,20 @@ async def test_swapped_certificate_is_refused_by_tls() -> None:
     """A cloud in the middle rewrites the answer's certificate to the one xp2pInfo names,
     while the peer really holds another key: the QUIC handshake must fail, not connect."""
     expected = LinkIdentity.generate()
-    impostor = Device(LinkIdentity.generate(), replace(LOOPBACK, connect_timeout=3.0),
-                      _no_handler)
+    impostor = Device(LinkIdentity.generate(), replace(LOOPBACK, connect_timeout=3.0), _no_handler)
 
     async def mitm(offer: dict[str, Any]) -> dict[str, Any]:
         answer = await impostor.signal(offer)
         return {**answer, "certificate": expected.certificate_pem}
 
     with pytest.raises(LinkError) as info:
-        await open_link(replace(LOOPBACK, connect_timeout=3.0), mitm,
-                        fingerprint=expected.fingerprint, grant=GRANT, peer_label="device")
+        await open_link(
+            replace(LOOPBACK, connect_timeout=3.0),
+            mitm,
+            fingerprint=expected.fingerprint,
+            grant=GRANT,
+            peer_label="device",
+        )
     assert info.value.reason == "bad_identity"
     with pytest.raises(LinkError):
         await asyncio.wait_for(impostor.pending[0].link, 6)
@@ -228,8 +237,10 @@ BAD_ANSWERS: dict[str, tuple[Any, set[str]]] = {
     "certificate-not-str": ({**_GOOD_ANSWER, "certificate": 42}, {"bad_signal"}),
     "certificate-not-pem": ({**_GOOD_ANSWER, "certificate": "hello"}, {"bad_signal"}),
     "certificate-bad-base64": (
-        {**_GOOD_ANSWER,
-         "certificate": "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"},
+        {
+            **_GOOD_ANSWER,
+            "certificate": "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        },
         # ssl's PEM decoder skips non-base64 characters: this is an empty DER, whose
         # fingerprint cannot match.
         {"bad_signal", "bad_identity"},
@@ -246,15 +257,24 @@ BAD_ANSWERS: dict[str, tuple[Any, set[str]]] = {
     "candidates-not-str": (_with_candidates(1, None, {}), {"bad_signal"}),
     "candidates-empty": (_with_candidates(), {"no_candidates"}),
     "candidates-garbage": (
-        _with_candidates("", "garbage", "1 1 udp x 127.0.0.1 9 typ host",
-                         "1 1 udp 1 127.0.0.1 port typ host", "\x00" * 50),
+        _with_candidates(
+            "",
+            "garbage",
+            "1 1 udp x 127.0.0.1 9 typ host",
+            "1 1 udp 1 127.0.0.1 port typ host",
+            "\x00" * 50,
+        ),
         {"no_candidates"},
     ),
     # These parse as SDP but aioice refuses them, so ICE has nothing to check.
     "candidates-unusable": (
-        _with_candidates("1 1 udp 1 not-an-ip 9 typ host", "1 1 udp 1 127.0.0.1 9 typ bogus",
-                         "1 1 tcp 1 127.0.0.1 9 typ host", "1 1 udp 1 ::1 9 typ host",
-                         "1 2 udp 1 127.0.0.1 9 typ host"),
+        _with_candidates(
+            "1 1 udp 1 not-an-ip 9 typ host",
+            "1 1 udp 1 127.0.0.1 9 typ bogus",
+            "1 1 tcp 1 127.0.0.1 9 typ host",
+            "1 1 udp 1 ::1 9 typ host",
+            "1 2 udp 1 127.0.0.1 9 typ host",
+        ),
         {"no_candidates", "ice_failed", "ice_timeout"},
     ),
     "candidates-bad-port": (
@@ -262,8 +282,12 @@ BAD_ANSWERS: dict[str, tuple[Any, set[str]]] = {
         {"no_candidates", "ice_failed", "ice_timeout"},
     ),
     "candidates-mdns": (
-        _with_candidates(*[f"{i} 1 udp 1 {i:08x}-0000-4000-8000-000000000000.local 9 typ host"
-                           for i in range(32)]),
+        _with_candidates(
+            *[
+                f"{i} 1 udp 1 {i:08x}-0000-4000-8000-000000000000.local 9 typ host"
+                for i in range(32)
+            ]
+        ),
         {"no_candidates", "ice_failed", "ice_timeout"},
     ),
 }
@@ -281,8 +305,9 @@ async def test_malformed_answer_raises_link_error(case: str) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(LinkError) as info:
-        await open_link(config, signal, fingerprint=_IDENTITY.fingerprint, grant=GRANT,
-                        peer_label="device")
+        await open_link(
+            config, signal, fingerprint=_IDENTITY.fingerprint, grant=GRANT, peer_label="device"
+        )
     assert info.value.reason in reasons, info.value
     assert loop.time() - started < config.connect_timeout + 3
 
@@ -292,18 +317,25 @@ async def test_bad_candidates_beside_good_ones_do_not_break_the_link() -> None:
     """Junk in the peer's list is skipped; it must not cost the usable pair (an out-of-range
     port once made asyncio close the local socket that the good pair needed)."""
     device = Device(LinkIdentity.generate(), LOOPBACK, _no_handler)
-    junk = ["1 1 udp 2130706432 127.0.0.1 70000 typ host", "garbage",
-            "2 1 udp 9 0a0b0c0d-0000-4000-8000-000000000000.local 9 typ host",
-            "3 1 udp 9 not-an-ip 9 typ host"]
+    junk = [
+        "1 1 udp 2130706432 127.0.0.1 70000 typ host",
+        "garbage",
+        "2 1 udp 9 0a0b0c0d-0000-4000-8000-000000000000.local 9 typ host",
+        "3 1 udp 9 not-an-ip 9 typ host",
+    ]
 
     async def signal(offer: dict[str, Any]) -> dict[str, Any]:
         answer = await device.signal(offer)
         ice = answer["ice"]
         return {**answer, "ice": {**ice, "candidates": junk + ice["candidates"]}}
 
-    viewer = await open_link(replace(LOOPBACK, connect_timeout=3.0), signal,
-                             fingerprint=device.identity.fingerprint, grant=GRANT,
-                             peer_label="device")
+    viewer = await open_link(
+        replace(LOOPBACK, connect_timeout=3.0),
+        signal,
+        fingerprint=device.identity.fingerprint,
+        grant=GRANT,
+        peer_label="device",
+    )
     try:
         response = await viewer.request("GET", "/x")
         assert response.status == 404
@@ -323,8 +355,9 @@ async def test_signal_timeout_raises_link_error() -> None:
         raise AssertionError("unreachable")
 
     with pytest.raises(LinkError):
-        await open_link(config, never, fingerprint=_IDENTITY.fingerprint, grant=GRANT,
-                        peer_label="device")
+        await open_link(
+            config, never, fingerprint=_IDENTITY.fingerprint, grant=GRANT, peer_label="device"
+        )
 
 
 BAD_OFFERS: dict[str, Any] = {
@@ -337,7 +370,9 @@ BAD_OFFERS: dict[str, Any] = {
     "no-ice": {"v": 1, "grant": GRANT},
     "ice-no-pwd": {"v": 1, "ice": {**_ICE, "pwd": 5}, "grant": GRANT},
     "candidates-oversize": {
-        "v": 1, "grant": GRANT, "ice": {**_ICE, "candidates": ["1 1 udp 1 127.0.0.1 9 typ host"] * 33},
+        "v": 1,
+        "grant": GRANT,
+        "ice": {**_ICE, "candidates": ["1 1 udp 1 127.0.0.1 9 typ host"] * 33},
     },
     "candidates-not-str": {"v": 1, "grant": GRANT, "ice": {**_ICE, "candidates": [b"x"]}},
 }
@@ -375,8 +410,9 @@ async def test_unreachable_candidates_fail_within_connect_timeout() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(LinkError) as info:
-        await open_link(config, signal, fingerprint=_IDENTITY.fingerprint, grant=GRANT,
-                        peer_label="device")
+        await open_link(
+            config, signal, fingerprint=_IDENTITY.fingerprint, grant=GRANT, peer_label="device"
+        )
     elapsed = loop.time() - started
     assert info.value.reason in {"ice_timeout", "ice_failed"}
     assert elapsed < config.connect_timeout + 3
@@ -515,6 +551,42 @@ async def test_reader_that_stops_reading_blocks_the_writer() -> None:
         assert state["done"]
         frame_slack = 16  # a DATA frame header per write
         assert state["max_backlog"] <= config.send_buffer + write_size + frame_slack
+
+
+@pytest.mark.timeout(60)
+async def test_bursty_reader_with_small_window_never_stalls() -> None:
+    """The reader pauses often with a small window and small writes (so HTTP/3 framing is a
+    visible share of the stream). Keep-alives are far apart, so a window update that was due
+    but never sent would stall the transfer for the whole interval instead of hiding."""
+    total = 4 * 1024 * 1024
+    config = replace(
+        LOOPBACK,
+        max_stream_data=256 * 1024,
+        send_buffer=64 * 1024,
+        keepalive_interval=60.0,
+        idle_timeout=120.0,
+    )
+    payload = random.Random(6).randbytes(total)
+
+    async def handler(request: IncomingRequest) -> None:
+        await request.respond(200)
+        for i in range(0, total, 1000):
+            await request.write(payload[i : i + 1000])
+
+    async with link_pair(handler, config) as (viewer, _device):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await viewer.request("GET", "/bulk")
+        out = bytearray()
+        next_pause = 64 * 1024
+        async for chunk in response:
+            out += chunk
+            if len(out) >= next_pause:
+                next_pause += 64 * 1024
+                await asyncio.sleep(0.01)
+        assert bytes(out) == payload
+        # 64 pauses of 10 ms plus the transfer; one missed window update alone costs 60 s.
+        assert loop.time() - started < 30
 
 
 # ---- the conditioner on real links ---------------------------------------------------------------

@@ -100,8 +100,13 @@ FINGERPRINT = LinkIdentity.generate().fingerprint
 
 
 def _info(**overrides: str) -> Xp2pInfo:
-    fields = {"product_id": "PRODUCT1", "device_name": "cam-01", "fingerprint": FINGERPRINT,
-              "session": "a1b2c3d4", "sdk_version": "2.4.0"}
+    fields = {
+        "product_id": "PRODUCT1",
+        "device_name": "cam-01",
+        "fingerprint": FINGERPRINT,
+        "session": "a1b2c3d4",
+        "sdk_version": "2.4.0",
+    }
     fields.update(overrides)
     return Xp2pInfo(**fields)
 
@@ -183,8 +188,9 @@ def test_xp2pinfo_fuzz_arbitrary_text(text: str) -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner,
-                                                                max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner, max_size=6)
+    ),
     max_leaves=30,
 )
 _versions = st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3}){0,4}\n?", fullmatch=True) | st.text(max_size=8)
@@ -192,10 +198,15 @@ _versions = st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3}){0,4}\n?", fullmatch=True) |
 
 @settings(max_examples=400, deadline=None)
 @given(
-    payload=_json | st.fixed_dictionaries(
-        {"v": st.sampled_from([1, 1.0, True, "1", 2]), "p": _json, "d": st.text(max_size=5),
-         "f": st.sampled_from([FINGERPRINT, FINGERPRINT[:-1], FINGERPRINT + "\n", ""]),
-         "s": _json}
+    payload=_json
+    | st.fixed_dictionaries(
+        {
+            "v": st.sampled_from([1, 1.0, True, "1", 2]),
+            "p": _json,
+            "d": st.text(max_size=5),
+            "f": st.sampled_from([FINGERPRINT, FINGERPRINT[:-1], FINGERPRINT + "\n", ""]),
+            "s": _json,
+        }
     ),
     version=_versions,
     raw_bytes=st.binary(max_size=64),
@@ -213,9 +224,14 @@ _field = st.text(min_size=1, max_size=40)
 
 
 @settings(max_examples=200, deadline=None)
-@given(product=_field, device=_field, session=_field,
-       version=st.from_regex(r"[2-9](\.[0-9]{1,3}){0,3}", fullmatch=True))
-def test_xp2pinfo_round_trip_property(product: str, device: str, session: str,
-                                      version: str) -> None:
+@given(
+    product=_field,
+    device=_field,
+    session=_field,
+    version=st.from_regex(r"[2-9](\.[0-9]{1,3}){0,3}", fullmatch=True),
+)
+def test_xp2pinfo_round_trip_property(
+    product: str, device: str, session: str, version: str
+) -> None:
     info = Xp2pInfo(product, device, FINGERPRINT, session, version)
     assert Xp2pInfo.parse(info.encode()) == info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +74,27 @@ class IceConnection(aioice.Connection):
     def __init__(self, *, host_addresses: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._xp2p_host_addresses = host_addresses
+        #: Set by the link once QUIC runs: each datagram then goes straight to it from the
+        #: socket's callback, instead of through aioice's queue and a task switch each.
+        self.datagram_handler: Callable[[bytes], None] | None = None
+
+    def data_received(self, data: bytes, component: int) -> None:
+        if self.datagram_handler is not None:
+            self.datagram_handler(data)
+        else:
+            super().data_received(data, component)
+
+    def send_now(self, data: bytes) -> None:
+        """``send()`` without a coroutine per datagram.
+
+        aioice's ``send`` only looks up the nominated pair and calls its transport's
+        ``sendto`` (a TURN relay's transport queues the send itself), so doing the same here
+        sends exactly the same way. Raises ConnectionError when there is no pair (closed).
+        """
+        pair = self._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        pair.protocol.transport.sendto(data, pair.remote_addr)
 
     async def gather_candidates(self) -> None:
         if not self._local_candidates_start:

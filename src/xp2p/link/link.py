@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
 import aioice
@@ -34,7 +35,7 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
 from xp2p.link.config import LinkConfig
-from xp2p.link.ice import LinkError, selected_pair
+from xp2p.link.ice import IceConnection, LinkError, selected_pair
 
 logger = logging.getLogger("xp2p.link")
 
@@ -42,8 +43,6 @@ logger = logging.getLogger("xp2p.link")
 PEER = ("192.0.2.1", 4433)
 H3_REQUEST_CANCELLED = 0x010C
 MAX_QUERY_BYTES = 3000  # SPEC §3: the whole query is at most 3000 bytes
-#: Most datagrams handed to QUIC before it may answer (acks, window updates) in one go.
-RECV_BATCH = 64
 
 RequestHandler = Callable[["IncomingRequest"], Awaitable[None]]
 
@@ -60,6 +59,7 @@ class _Stream:
     closed: bool = False  #: reset/stopped by the peer, or the link is gone
     finished: bool = False  #: we have sent our FIN
     unread: int = 0  #: body bytes queued in ``body`` that the application has not taken yet
+    taken: int = 0  #: body bytes the application took since the window was last looked at
 
 
 class ReceiveWindowQuic(QuicConnection):
@@ -71,23 +71,26 @@ class ReceiveWindowQuic(QuicConnection):
     application has taken; streams the link does not track keep aioquic's behaviour.
     """
 
-    #: Unread bytes of a stream, or None when the link does not track it (set by ``Link``).
-    stream_unread: Callable[[int], int | None] = staticmethod(lambda stream_id: None)
-
-    def window_limit(self, stream: QuicStream, unread: int) -> int:
-        return stream.receiver.starting_offset() - unread + self._configuration.max_stream_data
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: The link's streams by id (``Link`` shares its dict); only those get reader windows.
+        self.tracked: dict[int, _Stream] = {}
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
     ) -> None:
+        # Called for every stream (HTTP/3 has seven) in every packet built: keep it cheap.
+        if not stream.max_stream_data_local:
+            return  # a stream we only send on: aioquic does nothing for it either
         stream_id = stream.stream_id
-        unread = None if stream_id is None else self.stream_unread(stream_id)
-        if stream_id is None or unread is None or not stream.max_stream_data_local:
+        tracked = None if stream_id is None else self.tracked.get(stream_id)
+        if stream_id is None or tracked is None:
             super()._write_stream_limits(builder, space, stream)
             return
-        limit = self.window_limit(stream, unread)
+        window = self._configuration.max_stream_data
+        limit = stream.receiver.starting_offset() - tracked.unread + window
         # Raise in steps of half a window, like aioquic, so MAX_STREAM_DATA frames stay rare.
-        if limit - stream.max_stream_data_local >= self._configuration.max_stream_data // 2:
+        if limit - stream.max_stream_data_local >= window // 2:
             stream.max_stream_data_local = limit
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(
@@ -127,6 +130,7 @@ class Link:
         self._outbox: deque[bytes] = deque()
         self._outbox_ready = asyncio.Event()
         self._progress = asyncio.Event()
+        self._blocked: set[int] = set()  #: streams whose writer waits for send buffer
         self._handshake: asyncio.Future[None] = self._loop.create_future()
         self._closed = asyncio.Event()
         self.close_reason = ""
@@ -137,7 +141,7 @@ class Link:
         self.bytes_received = 0
         self.bytes_sent = 0
         if isinstance(quic, ReceiveWindowQuic):
-            quic.stream_unread = self._stream_unread
+            quic.tracked = self._streams
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -147,6 +151,8 @@ class Link:
             self._quic.connect(PEER, now=self._loop.time())
         elif first_datagram is not None:
             self._receive(first_datagram)
+        if isinstance(self._ice, IceConnection):
+            self._ice.datagram_handler = self._receive
         self._spawn(self._recv_loop(), "recv")
         self._spawn(self._send_loop(), "send")
         self._spawn(self._keepalive_loop(), "keepalive")
@@ -219,6 +225,8 @@ class Link:
             self._timer.cancel()
         self._wake_writers()
         self._outbox_ready.set()
+        if isinstance(self._ice, IceConnection):
+            self._ice.datagram_handler = None
         # The ICE side is closed asynchronously; a dead peer must not keep sockets open.
         self._spawn(self._ice.close(), "ice-close")
 
@@ -275,7 +283,11 @@ class Link:
         if stream is None or stream.closed or stream.finished:
             raise StreamClosed(f"stream {stream_id} is closed")
         while self.backlog(stream_id) > self.config.send_buffer:
-            await self._wait_progress()
+            self._blocked.add(stream_id)
+            try:
+                await self._wait_progress()
+            finally:
+                self._blocked.discard(stream_id)
             if stream.closed:
                 raise StreamClosed(f"stream {stream_id} was closed by the peer")
         assert self._h3 is not None
@@ -290,20 +302,20 @@ class Link:
         quic_stream = self._quic._streams.get(stream_id)
         return 0 if quic_stream is None else len(quic_stream.sender._buffer)
 
-    def _stream_unread(self, stream_id: int) -> int | None:
-        stream = self._streams.get(stream_id)
-        return None if stream is None else stream.unread
-
     def _consumed(self, stream: _Stream, size: int) -> None:
         """The application took ``size`` body bytes: reopen the peer's window when due."""
         stream.unread -= size
-        quic_stream = self._quic._streams.get(stream.stream_id)
-        if quic_stream is None or not isinstance(self._quic, ReceiveWindowQuic):
-            return
+        stream.taken += size
         window = self.config.max_stream_data
-        limit = self._quic.window_limit(quic_stream, stream.unread)
+        if stream.taken < window // 8:  # look now and then, not per chunk
+            return
+        stream.taken = 0
+        quic_stream = self._quic._streams.get(stream.stream_id)
+        if quic_stream is None:
+            return
+        limit = quic_stream.receiver.starting_offset() - stream.unread + window
         if limit - quic_stream.max_stream_data_local >= window // 2:
-            self._transmit()
+            self._transmit()  # ReceiveWindowQuic puts the raise in the next packet
 
     def cancel(self, stream_id: int) -> None:
         """Abandon a request: stop the peer sending, and reset our side."""
@@ -344,42 +356,42 @@ class Link:
         task.add_done_callback(self._tasks.discard)
 
     async def _recv_loop(self) -> None:
-        # aioice queues every datagram and wakes this task for each; taking all that are
-        # already queued in one go lets QUIC ack, transmit and wake writers once per burst.
-        queue: asyncio.Queue[tuple[bytes, int] | None] = self._ice._queue
+        # With an IceConnection datagrams arrive through datagram_handler; aioice's queue
+        # then only holds what came before start() and its "connection lost" marker.
         while not self._closed.is_set():
             try:
-                batch = [await self._ice.recv()]
+                data = await self._ice.recv()
             except ConnectionError:
                 self._shutdown("ICE connection lost")
                 return
-            lost = False
-            while not queue.empty() and len(batch) < RECV_BATCH:
-                item = queue.get_nowait()
-                if item is None:  # aioice's "connection lost" marker
-                    lost = True
-                    break
-                batch.append(item[0])
-            self._receive(*batch)
-            if lost:
-                self._shutdown("ICE connection lost")
-                return
+            self._receive(data)
 
-    def _receive(self, *datagrams: bytes) -> None:
-        now = self._loop.time()
-        for data in datagrams:
-            self._quic.receive_datagram(data, PEER, now=now)
+    def _receive(self, data: bytes) -> None:
+        self._quic.receive_datagram(data, PEER, now=self._loop.time())
         self._process_events()
         self._transmit()
-        self._wake_writers()  # an ACK may have freed send buffer
+        # An ACK may have freed send buffer: wake writers whose stream drained enough (not
+        # on every ACK, which would cost a task switch per datagram).
+        if any(self.backlog(sid) <= self.config.send_buffer for sid in self._blocked):
+            self._wake_writers()
 
     def _transmit(self) -> None:
         if self._closed.is_set():
             return
-        for data, _addr in self._quic.datagrams_to_send(now=self._loop.time()):
-            self._outbox.append(data)
-        if self._outbox:
-            self._outbox_ready.set()
+        datagrams = self._quic.datagrams_to_send(now=self._loop.time())
+        if isinstance(self._ice, IceConnection) and not self._outbox:
+            # Straight to the socket: a send task woken per transmit costs more than QUIC.
+            try:
+                for data, _addr in datagrams:
+                    self._ice.send_now(data)
+            except ConnectionError:
+                self._shutdown("ICE connection lost")
+                return
+        else:
+            for data, _addr in datagrams:
+                self._outbox.append(data)
+            if self._outbox:
+                self._outbox_ready.set()
         timer_at = self._quic.get_timer()
         if timer_at != self._timer_at:
             if self._timer is not None:
@@ -410,7 +422,8 @@ class Link:
 
     async def _flush(self, timeout: float) -> None:
         deadline = self._loop.time() + timeout
-        while self._outbox and self._loop.time() < deadline:
+        # A short bounded poll on close; with an IceConnection the outbox is always empty.
+        while self._outbox and self._loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
     async def _keepalive_loop(self) -> None:
