@@ -625,3 +625,14 @@ async def test_conditioner_loss_still_delivers_byte_exact() -> None:
         response = await viewer.request("GET", "/bulk", timeout=20)
         body = await asyncio.wait_for(read_all(response), 60)
         assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
+
+
+@pytest.mark.timeout(30)
+async def test_close_reaches_the_peer_through_a_delayed_path() -> None:
+    """The conditioner holds datagrams back; closing must still deliver the last ones (the
+    CONNECTION_CLOSE), or the peer would only notice after its idle timeout."""
+    viewer_config = replace(LOOPBACK, conditions=Conditions(rtt_ms=100))
+    async with link_pair(_no_handler, viewer_config, LOOPBACK) as (viewer, device_link):
+        await viewer.close()
+        await asyncio.wait_for(device_link.wait_closed(), 2.0)
+        assert device_link.close_reason == "closed"

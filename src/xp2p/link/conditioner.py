@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -58,40 +57,64 @@ def attach(ice: Any, conditions: Conditions) -> ConditionerCore | None:
     if not conditions.active:
         return None
     core = ConditionerCore(conditions)
-    loop = asyncio.get_running_loop()
-
-    def schedule(direction: Direction, size: int, deliver: Callable[[], None]) -> None:
-        delay = core.delay_for(direction, size, loop.time())
-        if delay is None:
-            return
-        if delay <= 0:
-            deliver()
-        else:
-            loop.call_later(delay, deliver)
-
     # aioice keeps its sockets as StunProtocol objects with a datagram transport each.
     for protocol in list(getattr(ice, "_protocols", [])):
         transport = getattr(protocol, "transport", None)
-        if transport is None or not hasattr(transport, "sendto"):
-            continue
-        _wrap(protocol, transport, schedule)
+        if transport is not None and hasattr(transport, "sendto"):
+            _ConditionedSocket(core, protocol, transport)
     return core
 
 
-def _wrap(protocol: Any, transport: Any, schedule: Callable[..., None]) -> None:
-    raw_sendto = transport.sendto
-    raw_received = protocol.datagram_received
+class _ConditionedSocket:
+    """Routes one socket's datagrams through the core's schedule.
 
-    def sendto(data: bytes, addr: Any = None) -> None:
-        schedule(Direction.OUT, len(data), lambda: _send_if_open(transport, raw_sendto, data, addr))
+    Closing waits for datagrams still held back (up to MAX_QUEUE_DELAY + the RTT), so what a
+    closing link sent last — its CONNECTION_CLOSE — still reaches the peer, as it would on a
+    real delayed path.
+    """
 
-    def datagram_received(data: bytes, addr: Any) -> None:
-        schedule(Direction.IN, len(data), lambda: raw_received(data, addr))
+    def __init__(self, core: ConditionerCore, protocol: Any, transport: Any) -> None:
+        self._core = core
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._raw_sendto = transport.sendto
+        self._raw_close = transport.close
+        self._raw_received = protocol.datagram_received
+        self._held_out = 0
+        self._close_requested = False
+        transport.sendto = self.sendto
+        transport.close = self.close
+        protocol.datagram_received = self.datagram_received
 
-    transport.sendto = sendto
-    protocol.datagram_received = datagram_received
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        delay = self._core.delay_for(Direction.OUT, len(data), self._loop.time())
+        if delay is None:
+            return
+        if delay <= 0:
+            self._raw_sendto(data, addr)
+            return
+        self._held_out += 1
+        self._loop.call_later(delay, self._send_held, data, addr)
 
+    def _send_held(self, data: bytes, addr: Any) -> None:
+        self._held_out -= 1
+        if not self._transport.is_closing():
+            self._raw_sendto(data, addr)
+        if self._close_requested and not self._held_out:
+            self._raw_close()
 
-def _send_if_open(transport: Any, raw_sendto: Callable[..., None], data: bytes, addr: Any) -> None:
-    if not transport.is_closing():
-        raw_sendto(data, addr)
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._close_requested:
+            return
+        delay = self._core.delay_for(Direction.IN, len(data), self._loop.time())
+        if delay is None:
+            return
+        if delay <= 0:
+            self._raw_received(data, addr)
+        else:
+            self._loop.call_later(delay, self._raw_received, data, addr)
+
+    def close(self) -> None:
+        self._close_requested = True
+        if not self._held_out:
+            self._raw_close()

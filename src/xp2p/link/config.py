@@ -46,10 +46,16 @@ class LinkConfig:
     keepalive_interval: float = 2.5
     #: A link with no packet from the peer for this long is dead.
     idle_timeout: float = 8.0
-    #: QUIC flow-control windows; the defaults cap one stream at ~84 Mbit/s at 100 ms RTT.
+    #: QUIC flow-control windows. A reader re-offers ``max_stream_data`` in half-window steps,
+    #: so a stream always has >= 2 MiB of credit: ~168 Mbit/s at 100 ms RTT, more than the
+    #: link's CPU allows on a small machine (bench/download.py never saw credit bind).
     max_stream_data: int = 4 * 1024 * 1024
     max_data: int = 16 * 1024 * 1024
-    #: Unacknowledged bytes one response may have queued before its writer waits.
-    send_buffer: int = 512 * 1024
-    congestion_control: str = "cubic"
+    #: Unacknowledged bytes one response may have queued before its writer waits. It caps one
+    #: response at send_buffer / RTT (512 KiB: 42 Mbit/s at 100 ms; 1 MiB: 84), and on a path
+    #: slower than a live stream it is also video queued where the channel's lag skipping
+    #: cannot see it (1 MiB = 10 s of 800 kbit/s): keep it near one BDP (bench/README.md).
+    send_buffer: int = 1024 * 1024
+    #: ``xp2p-cubic`` (link.congestion): cubic with a first-frame-sized initial window.
+    congestion_control: str = "xp2p-cubic"
     conditions: Conditions = Conditions()

@@ -25,6 +25,7 @@ from aioquic.quic.packet import pull_quic_header
 
 from xp2p.link import conditioner
 from xp2p.link.config import LinkConfig
+from xp2p.link.congestion import CONGESTION_CONTROL, use_burst_pacer
 from xp2p.link.ice import (
     IceConnection,
     IceParameters,
@@ -44,6 +45,13 @@ MAX_CERTIFICATE_PEM = 4096
 SIGNAL_VERSION = 1
 
 Signaller = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _new_quic(configuration: QuicConfiguration, **kwargs: Any) -> ReceiveWindowQuic:
+    quic = ReceiveWindowQuic(configuration=configuration, **kwargs)
+    if configuration.congestion_control_algorithm == CONGESTION_CONTROL:
+        use_burst_pacer(quic)
+    return quic
 
 
 def _quic_configuration(config: LinkConfig, *, is_client: bool) -> QuicConfiguration:
@@ -91,9 +99,7 @@ async def open_link(
         quic_config = _quic_configuration(config, is_client=True)
         quic_config.verify_mode = ssl.CERT_REQUIRED
         quic_config.cadata = certificate_pem.encode("ascii")
-        link = Link(
-            ice, ReceiveWindowQuic(configuration=quic_config), config, peer_label=peer_label
-        )
+        link = Link(ice, _new_quic(quic_config), config, peer_label=peer_label)
     except BaseException:
         await ice.close()
         raise
@@ -190,7 +196,7 @@ async def _finish_accept(
         quic_config = _quic_configuration(config, is_client=False)
         quic_config.certificate = identity.certificate
         quic_config.private_key = identity.private_key
-        quic = ReceiveWindowQuic(
+        quic = _new_quic(
             configuration=quic_config, original_destination_connection_id=header.destination_cid
         )
         link = Link(ice, quic, config, peer_label=peer_label, handler=handler)
