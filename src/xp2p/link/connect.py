@@ -202,7 +202,9 @@ async def _finish_accept(
         link = Link(ice, quic, config, peer_label=peer_label, handler=handler)
         link.start(first_datagram=first)
         await link.wait_handshake(max(0.1, deadline - loop.time()))
-    except (LinkError, TimeoutError, ConnectionError) as exc:
+    except Exception as exc:  # whatever failed, the device's waiter must hear of it
+        if not isinstance(exc, LinkError | TimeoutError | ConnectionError):
+            logger.exception("accepting a link from %s failed", peer_label)
         await ice.close()
         if not future.done():
             error = exc if isinstance(exc, LinkError) else LinkError("accept_failed", str(exc))
