@@ -104,9 +104,7 @@ class DevicePull:
                 elif isinstance(item, FlvTag):
                     self._gop.add(item)
         except FlvError as exc:
-            logger.error(
-                "%s sent malformed FLV (%s); disconnecting players", self.label, exc
-            )
+            logger.error("%s sent malformed FLV (%s); disconnecting players", self.label, exc)
             self._end_all()
             return
         for client in list(self.clients):
