@@ -9,7 +9,7 @@ import sys
 from typing import NoReturn
 from urllib.parse import quote
 
-from xp2p.cli.common import DEFAULT_CLOUD, Subparsers, secret, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
 from xp2p.errors import XP2PError
 
 #: Exit statuses besides 0 (success) and argparse's 2 (bad usage).
@@ -53,11 +53,11 @@ def build_query(args: argparse.Namespace) -> str:
 
 
 async def _cmd_cmd(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from xp2p.viewer import AppParams, CommandResult, P2PModule, StreamInfo
+    from xp2p.viewer import CommandResult, P2PModule, StreamInfo
 
     product, device = split_device(args.device)
     query = build_query(args)
-    params = AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
+    params = app_params(args)
     module = P2PModule()
 
     async def exchange() -> CommandResult:
@@ -137,7 +137,5 @@ def register(commands: Subparsers) -> None:
     cmd.add_argument(
         "--timeout", type=_positive, default=7.5, help="seconds to wait for the reply (7.5)"
     )
-    cmd.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
-    cmd.add_argument("--app-key", required=True, help="the app's key")
-    cmd.add_argument("--secret-file", help="file holding the app secret")
+    add_app_args(cmd)
     cmd.set_defaults(run=_cmd_cmd)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xp2p.media import MediaSource
+    from xp2p.viewer import AppParams
 
 DEFAULT_CLOUD = "http://127.0.0.1:8080"
 
@@ -112,3 +113,16 @@ async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) ->
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await main(stop)
+
+
+def add_app_args(parser: argparse.ArgumentParser) -> None:
+    """What every viewer-side command needs to reach the cloud as an app."""
+    parser.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
+    parser.add_argument("--app-key", required=True, help="the app's key")
+    parser.add_argument("--secret-file", help="file holding the app secret")
+
+
+def app_params(args: argparse.Namespace) -> AppParams:
+    from xp2p.viewer import AppParams
+
+    return AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))

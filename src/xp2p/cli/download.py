@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from xp2p.cli.common import DEFAULT_CLOUD, Subparsers, secret, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
 from xp2p.errors import XP2PError
 
 #: Bytes gathered from the link's small chunks before they are hashed and written.
@@ -332,10 +332,10 @@ async def download(args: argparse.Namespace, module: Any, stop: asyncio.Event) -
 
 
 async def _cmd_download(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from xp2p.viewer import AppParams, P2PModule, StreamInfo
+    from xp2p.viewer import P2PModule, StreamInfo
 
     product, device = split_device(args.device)
-    params = AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
+    params = app_params(args)
     module = P2PModule()
     try:
         await module.init(params)
@@ -365,7 +365,5 @@ def register(commands: Subparsers) -> None:
         "-o", "--output", metavar="PATH", help="where to save (a file or a folder; default ./FILE)"
     )
     parser.add_argument("--channel", type=int, default=0, help="camera channel (0)")
-    parser.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
-    parser.add_argument("--app-key", required=True, help="the app's key")
-    parser.add_argument("--secret-file", help="file holding the app secret")
+    add_app_args(parser)
     parser.set_defaults(run=_cmd_download)

@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from xp2p.cli.common import DEFAULT_CLOUD, Subparsers, secret, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
 
 if TYPE_CHECKING:
     from xp2p.viewer import P2PModule
@@ -86,7 +86,7 @@ async def _ask(module: P2PModule, channel: int, cmd: str) -> Any:
 
 async def _run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.errors import XP2PError
-    from xp2p.viewer import AppParams, P2PModule, StreamInfo
+    from xp2p.viewer import P2PModule, StreamInfo
 
     product, device = split_device(args.device)
     if args.until is not None and args.since is None:
@@ -101,7 +101,7 @@ async def _run(args: argparse.Namespace, stop: asyncio.Event) -> None:
         month = args.month or datetime.now(UTC).strftime("%Y%m")
         start, end = month_window(month)
     module = P2PModule()
-    params = AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
+    params = app_params(args)
     try:
         await module.init(params)
         await module.start_p2p_service(
@@ -152,9 +152,7 @@ def register(commands: Subparsers) -> None:
         "they carry an offset. The app secret comes from $XP2P_APP_SECRET or --secret-file.",
     )
     parser.add_argument("device", metavar="PRODUCT/DEVICE")
-    parser.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
-    parser.add_argument("--app-key", required=True, help="the app's key")
-    parser.add_argument("--secret-file", help="file holding the app secret")
+    add_app_args(parser)
     parser.add_argument("--channel", type=int, default=0, help="camera channel (0)")
     window = parser.add_mutually_exclusive_group()
     window.add_argument(

@@ -11,7 +11,9 @@ from xp2p import __version__
 from xp2p.cli.common import (
     DEFAULT_CLOUD,
     Subparsers,
+    add_app_args,
     add_source_args,
+    app_params,
     secret,
     source_factory,
     split_device,
@@ -81,11 +83,11 @@ async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.player.server import PlayerServer
-    from xp2p.viewer import AppParams, P2PModule
+    from xp2p.viewer import P2PModule
 
     product, device = split_device(args.device)
     module = P2PModule()
-    params = AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
+    params = app_params(args)
     try:
         await module.init(params)
     except XP2PError as exc:
@@ -223,9 +225,7 @@ def register(commands: Subparsers) -> None:
         "The app secret comes from $XP2P_APP_SECRET or --secret-file.",
     )
     watch.add_argument("device", metavar="PRODUCT/DEVICE")
-    watch.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
-    watch.add_argument("--app-key", required=True, help="the app's key")
-    watch.add_argument("--secret-file", help="file holding the app secret")
+    add_app_args(watch)
     watch.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
     watch.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
     demo.set_defaults(run=_cmd_demo)

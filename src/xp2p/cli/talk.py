@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from xp2p.cli.common import DEFAULT_CLOUD, Subparsers, secret, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
 from xp2p.errors import ErrorCode, XP2PError
 
 SERVICE_ID = "talk"
@@ -139,14 +139,12 @@ def _on_voice_close(future: asyncio.Future[dict[str, Any]]) -> Callable[[str, st
 
 
 async def _cmd_talk(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from xp2p.viewer import AppParams, P2PModule, StreamInfo
+    from xp2p.viewer import P2PModule, StreamInfo
 
     product, device = split_device(args.device)
     pcm = await _load_pcm(args)
     module = P2PModule()
-    await module.init(
-        AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
-    )
+    await module.init(app_params(args))
     finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
     try:
         await module.start_p2p_service(
@@ -193,7 +191,5 @@ def register(commands: Subparsers) -> None:
     )
     talk.add_argument("--channel", type=int, default=0, help="device channel (0)")
     talk.add_argument("--bitrate", type=int, default=24_000, help="AAC bit rate in bit/s (24000)")
-    talk.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
-    talk.add_argument("--app-key", required=True, help="the app's key")
-    talk.add_argument("--secret-file", help="file holding the app secret")
+    add_app_args(talk)
     talk.set_defaults(run=_cmd_talk)
