@@ -329,3 +329,17 @@ async def test_offline_device_is_a_clear_error(stack: Stack, module: P2PModule) 
         await module.start_p2p_service("cam", DEVICE)
     assert e.value.code == ErrorCode.BAD_XP2P_INFO
     assert "offline" in e.value.message
+
+
+async def test_unencodable_flv_params_are_a_bad_param_and_the_link_survives(
+    module: P2PModule,
+) -> None:
+    await module.start_p2p_service("cam", DEVICE)
+    for params in ("action=live&x=a b", "action=live\r\nx: y", "action=live&x=\x00"):
+        with pytest.raises(XP2PError) as e:
+            await module.start_stream("cam", lambda _b: None, FlvParams(params=params))
+        assert e.value.code == ErrorCode.BAD_PARAM
+        assert "percent-encode" in e.value.message
+    rec = Recorder()
+    await module.start_stream("cam", rec.on_data)
+    await rec.wait_bytes(10_000)

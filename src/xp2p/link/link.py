@@ -47,6 +47,16 @@ MAX_QUERY_BYTES = 3000  # SPEC §3: the whole query is at most 3000 bytes
 RequestHandler = Callable[["IncomingRequest"], Awaitable[None]]
 
 
+def check_target(target: str) -> None:
+    """A request target must be a path with no spaces or control characters: aioquic's peer
+    treats one as a protocol error and closes the whole link, not just the request."""
+    if not target.startswith("/"):
+        raise ValueError("a request target starts with '/'")
+    bad = next((c for c in target if ord(c) <= 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"request target contains {bad!r}; percent-encode it")
+
+
 class StreamClosed(Exception):
     """The peer cancelled the request, or the link went down, while data was flowing."""
 
@@ -243,6 +253,10 @@ class Link:
         """Send a request and return once the response headers arrived (bounded by timeout)."""
         if self._closed.is_set() or self._h3 is None:
             raise LinkError("closed", f"link is closed ({self.close_reason or 'not connected'})")
+        try:
+            check_target(target)
+        except ValueError as exc:
+            raise LinkError("bad_request", str(exc)) from exc
         stream_id = self._quic.get_next_available_stream_id()
         stream = _Stream(stream_id, headers=self._loop.create_future())
         self._streams[stream_id] = stream

@@ -12,6 +12,7 @@ from typing import Any
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import LogLevel, NotifySubtype, XP2PEvent
 from xp2p.link import Link, LinkError, ResponseStream
+from xp2p.link.link import check_target
 
 logger = logging.getLogger("xp2p.viewer")
 
@@ -109,6 +110,10 @@ class Service:
                 ErrorCode.START_STREAM_FAILED,
                 f"service {self.id} is already pulling a stream; stop it first",
             )
+        try:
+            check_target(flv.target)
+        except ValueError as exc:
+            raise XP2PError(ErrorCode.BAD_PARAM, f"bad flv params: {exc}") from exc
         if self.link.closed:
             raise XP2PError(
                 ErrorCode.START_STREAM_FAILED,
