@@ -13,13 +13,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import aioice
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
@@ -121,7 +119,7 @@ class Link:
 
     def __init__(
         self,
-        ice: aioice.Connection,
+        ice: IceConnection,
         quic: QuicConnection,
         config: LinkConfig,
         *,
@@ -137,8 +135,6 @@ class Link:
         self._handler = handler
         self._loop = asyncio.get_running_loop()
         self._streams: dict[int, _Stream] = {}
-        self._outbox: deque[bytes] = deque()
-        self._outbox_ready = asyncio.Event()
         self._progress = asyncio.Event()
         self._blocked: set[int] = set()  #: streams whose writer waits for send buffer
         self._handshake: asyncio.Future[None] = self._loop.create_future()
@@ -161,10 +157,8 @@ class Link:
             self._quic.connect(PEER, now=self._loop.time())
         elif first_datagram is not None:
             self._receive(first_datagram)
-        if isinstance(self._ice, IceConnection):
-            self._ice.datagram_handler = self._receive
+        self._ice.datagram_handler = self._receive
         self._spawn(self._recv_loop(), "recv")
-        self._spawn(self._send_loop(), "send")
         self._spawn(self._keepalive_loop(), "keepalive")
         self._transmit()
 
@@ -212,8 +206,7 @@ class Link:
         if self._closed.is_set():
             return
         self._quic.close(error_code=0, reason_phrase=reason)
-        self._transmit()
-        await self._flush(timeout=0.2)
+        self._transmit()  # sends the CONNECTION_CLOSE now: _transmit writes to the socket
         self._shutdown(reason)
         await self._ice.close()
         for task in list(self._tasks):
@@ -234,9 +227,7 @@ class Link:
         if self._timer is not None:
             self._timer.cancel()
         self._wake_writers()
-        self._outbox_ready.set()
-        if isinstance(self._ice, IceConnection):
-            self._ice.datagram_handler = None
+        self._ice.datagram_handler = None
         # The ICE side is closed asynchronously; a dead peer must not keep sockets open.
         self._spawn(self._ice.close(), "ice-close")
 
@@ -392,20 +383,13 @@ class Link:
     def _transmit(self) -> None:
         if self._closed.is_set():
             return
-        datagrams = self._quic.datagrams_to_send(now=self._loop.time())
-        if isinstance(self._ice, IceConnection) and not self._outbox:
-            # Straight to the socket: a send task woken per transmit costs more than QUIC.
-            try:
-                for data, _addr in datagrams:
-                    self._ice.send_now(data)
-            except ConnectionError:
-                self._shutdown("ICE connection lost")
-                return
-        else:
-            for data, _addr in datagrams:
-                self._outbox.append(data)
-            if self._outbox:
-                self._outbox_ready.set()
+        # Straight to the socket: a send task woken per transmit costs more than QUIC does.
+        try:
+            for data, _addr in self._quic.datagrams_to_send(now=self._loop.time()):
+                self._ice.send_now(data)
+        except ConnectionError:
+            self._shutdown("ICE connection lost")
+            return
         timer_at = self._quic.get_timer()
         if timer_at != self._timer_at:
             if self._timer is not None:
@@ -419,26 +403,6 @@ class Link:
         self._quic.handle_timer(now=self._loop.time())
         self._process_events()
         self._transmit()
-
-    async def _send_loop(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                data = self._outbox.popleft()
-                try:
-                    await self._ice.send(data)
-                except ConnectionError:
-                    self._shutdown("ICE connection lost")
-                    return
-            if self._closed.is_set():
-                return
-
-    async def _flush(self, timeout: float) -> None:
-        deadline = self._loop.time() + timeout
-        # A short bounded poll on close; with an IceConnection the outbox is always empty.
-        while self._outbox and self._loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
     async def _keepalive_loop(self) -> None:
         # PINGs keep NAT bindings open and let idle_timeout notice a dead peer.
