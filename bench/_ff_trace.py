@@ -175,7 +175,7 @@ def install_device_trace() -> Events:
     """Device side: the offer, gather, ICE, QUIC, the request and the first writes."""
     from xp2p.device.agent import DeviceAgent
     from xp2p.device.routes import DeviceRoutes
-    from xp2p.link.link import IncomingRequest
+    from xp2p.link.requests import IncomingRequest
 
     rec = Recorder()
     _install_common(rec)

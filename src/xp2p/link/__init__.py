@@ -4,7 +4,8 @@ from xp2p.link.config import Conditions, IceServer, LinkConfig
 from xp2p.link.connect import PendingLink, accept_link, open_link, parse_offer
 from xp2p.link.ice import IceParameters, LinkError
 from xp2p.link.identity import LinkIdentity, certificate_fingerprint
-from xp2p.link.link import IncomingRequest, Link, ResponseStream, StreamClosed
+from xp2p.link.link import Link
+from xp2p.link.requests import IncomingRequest, ResponseStream, StreamClosed
 from xp2p.link.xp2pinfo import Xp2pInfo
 
 __all__ = [

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, quote
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import LogLevel
 from xp2p.link import LinkError, ResponseStream
-from xp2p.link.link import MAX_QUERY_BYTES
+from xp2p.link.requests import MAX_QUERY_BYTES
 from xp2p.viewer.service import Service
 
 logger = logging.getLogger("xp2p.viewer")

@@ -12,7 +12,7 @@ from typing import Any
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import LogLevel, NotifySubtype, XP2PEvent
 from xp2p.link import Link, LinkError, ResponseStream
-from xp2p.link.link import check_target
+from xp2p.link.requests import check_target
 
 logger = logging.getLogger("xp2p.viewer")
 
