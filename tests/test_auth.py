@@ -27,17 +27,16 @@ from xp2p.auth import (
     GrantSigner,
     GrantVerifier,
     RequestVerifier,
-    StunInfo,
     b64url_decode,
     b64url_encode,
     device_proof,
     export_public_key,
     import_public_key,
-    parse_ice_servers,
     sign_request,
     turn_credentials,
     verify_device_proof,
 )
+from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
 
 APP, SECRET = "app-1", "s3cret-s3cret"
 NOW = 1_700_000_000
@@ -311,7 +310,10 @@ def test_parse_ice_servers_and_stun() -> None:
         {"urls": ["stun:h:1"]},
         {"urls": "turn:h:2", "username": "u", "credential": "c"},
     ]
-    assert parse_ice_servers(doc) == [(("stun:h:1",), None, None), (("turn:h:2",), "u", "c")]
+    assert parse_ice_servers(doc) == (
+        IceServer(("stun:h:1",)),
+        IceServer(("turn:h:2",), "u", "c"),
+    )
     bad_lists: list[object] = [None, [1], [{"urls": []}], [{"urls": ["x"], "username": 5}]]
     for bad in bad_lists:
         with pytest.raises(ValueError):

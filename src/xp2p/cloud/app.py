@@ -29,7 +29,6 @@ from xp2p.auth import (
     AuthError,
     GrantSigner,
     RequestVerifier,
-    StunInfo,
     export_public_key,
     normalise_permissions,
     turn_credentials,
@@ -39,6 +38,7 @@ from xp2p.cloud.device_ws import DeviceGateway
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.stun import StunServer, start_stun_server
+from xp2p.link.config import StunInfo
 
 logger = logging.getLogger("xp2p.cloud")
 

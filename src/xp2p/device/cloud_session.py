@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from xp2p.auth import StunInfo, device_proof, import_public_key, parse_ice_servers
-from xp2p.link.config import IceServer
+from xp2p.auth import device_proof, import_public_key
+from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
 
 logger = logging.getLogger("xp2p.device")
 
@@ -265,7 +265,7 @@ class DeviceCloudSession:
             info = SignInInfo(
                 session_id=session_id,
                 grant_public_key=import_public_key(welcome["grant_public_key"]),
-                ice_servers=tuple(IceServer(*f) for f in parse_ice_servers(welcome["ice_servers"])),
+                ice_servers=parse_ice_servers(welcome["ice_servers"]),
                 stun=StunInfo.from_json(welcome["stun"]),
                 server_time=server_time,
             )

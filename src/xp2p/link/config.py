@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,54 @@ class LinkConfig:
     #: ``xp2p-cubic`` (link.congestion): cubic with a first-frame-sized initial window.
     congestion_control: str = "xp2p-cubic"
     conditions: Conditions = Conditions()
+
+
+def parse_ice_servers(doc: Any) -> tuple[IceServer, ...]:
+    """The cloud's ``ice_servers`` list (WebRTC ``RTCIceServer`` shape); raises ValueError on
+    a malformed one."""
+    if not isinstance(doc, list):
+        raise ValueError("ice_servers is not a list")
+    out: list[IceServer] = []
+    for entry in doc:
+        if not isinstance(entry, dict):
+            raise ValueError("ICE server entry is not an object")
+        urls = entry.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise ValueError("ICE server entry needs a list of urls")
+        username, credential = entry.get("username"), entry.get("credential")
+        if not (username is None or isinstance(username, str)) or not (
+            credential is None or isinstance(credential, str)
+        ):
+            raise ValueError("ICE server username and credential must be strings")
+        out.append(IceServer(tuple(urls), username, credential))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class StunInfo:
+    """Where the cloud's STUN responder listens; ``alt_port`` is for NAT-behaviour probing."""
+
+    host: str
+    port: int
+    alt_port: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "alt_port": self.alt_port}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> StunInfo:
+        """Raises ValueError on a malformed entry."""
+        if not isinstance(doc, dict):
+            raise ValueError("stun is not an object")
+        host, port, alt = doc.get("host"), doc.get("port"), doc.get("alt_port")
+        if not isinstance(host, str) or not host or not _is_port(port):
+            raise ValueError("stun needs host and port")
+        if alt is not None and not _is_port(alt):
+            raise ValueError("stun alt_port is not a port")
+        return cls(host, port, alt)
+
+
+def _is_port(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from xp2p.auth import StunInfo, parse_ice_servers, sign_request
-from xp2p.link.config import IceServer
+from xp2p.auth import sign_request
+from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
 
 #: Answers bigger than this are not from our cloud.
 MAX_RESPONSE_SIZE = 1024 * 1024
@@ -87,7 +87,7 @@ class CloudClient:
         try:
             return AppSession(
                 session_id=_typed(doc, "session_id", str),
-                ice_servers=tuple(IceServer(*f) for f in parse_ice_servers(doc.get("ice_servers"))),
+                ice_servers=parse_ice_servers(doc.get("ice_servers")),
                 stun=StunInfo.from_json(doc.get("stun")),
                 server_time=_typed(doc, "server_time", int),
             )
