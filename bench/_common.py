@@ -8,6 +8,7 @@ A bench prints a table and, with ``--json PATH``, writes
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import math
@@ -18,7 +19,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from xp2p.device.channel import LiveChannel
 
 
 @dataclass(frozen=True)
@@ -125,3 +131,24 @@ def standard_arguments(description: str) -> argparse.ArgumentParser:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+async def serve_live_channel(live: LiveChannel, request: web.Request) -> web.StreamResponse:
+    """The HTTP-FLV-over-TCP baseline: what a link viewer gets from the same LiveChannel (the
+    GOP-cache start, then batches), written to a plain aiohttp response."""
+    from aiohttp import web
+
+    start, subscription = live.subscribe()
+    response = web.StreamResponse(
+        headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"}
+    )
+    try:
+        await response.prepare(request)
+        await response.write(start)
+        while batch := await subscription.next_batch():
+            await response.write(b"".join(tag.encode() for tag in batch))
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        subscription.close()
+    return response

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from _common import serve_live_channel
+
 if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,20 +44,7 @@ def baseline_app(live: LiveChannel, trace: list[dict[str, object]] | None) -> we
     async def live_flv(request: web.Request) -> web.StreamResponse:
         if not await live.wait_ready(5.0):
             raise web.HTTPServiceUnavailable(text="channel has no video yet")
-        start, subscription = live.subscribe()
-        response = web.StreamResponse(
-            headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"}
-        )
-        try:
-            await response.prepare(request)
-            await response.write(start)
-            while batch := await subscription.next_batch():
-                await response.write(b"".join(tag.encode() for tag in batch))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            subscription.close()
-        return response
+        return await serve_live_channel(live, request)
 
     async def get_trace(request: web.Request) -> web.Response:
         events = [] if trace is None else list(trace)

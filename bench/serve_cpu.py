@@ -38,7 +38,15 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Row, log, print_rows, print_table, standard_arguments, write_json
+from _common import (
+    Row,
+    log,
+    print_rows,
+    print_table,
+    serve_live_channel,
+    standard_arguments,
+    write_json,
+)
 
 HERE = Path(__file__).resolve()
 WIDTH, HEIGHT, FPS, BITRATE, GOP = 1280, 720, 25, 4_000_000, 50
@@ -126,18 +134,7 @@ async def device_role() -> None:
         raise RuntimeError(f"the file source did not start: {live.failed}")
 
     async def live_flv(request: web.Request) -> web.StreamResponse:
-        start, subscription = live.subscribe()
-        response = web.StreamResponse(headers={"Content-Type": "video/x-flv"})
-        try:
-            await response.prepare(request)
-            await response.write(start)
-            while batch := await subscription.next_batch():
-                await response.write(b"".join(tag.encode() for tag in batch))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            subscription.close()
-        return response
+        return await serve_live_channel(live, request)
 
     app = web.Application()
     app.router.add_get("/live.flv", live_flv)
