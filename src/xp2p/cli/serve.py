@@ -30,7 +30,13 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
     overrides = {
         k: v
-        for k, v in (("host", args.host), ("port", args.port), ("stun_port", args.stun_port))
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("stun_port", args.stun_port),
+            ("stun_alt_port", args.stun_alt_port),
+            ("stun_alt_host", args.stun_alt_host),
+        )
         if v is not None
     }
     if args.config:
@@ -199,6 +205,14 @@ def register(commands: Subparsers) -> None:
     cloud.add_argument("--host", help="listen address (overrides the config)")
     cloud.add_argument("--port", type=int, help="HTTP port (overrides the config)")
     cloud.add_argument("--stun-port", type=int, help="STUN UDP port (overrides the config)")
+    cloud.add_argument(
+        "--stun-alt-port", type=int, help="second STUN UDP port, for NAT-behaviour probing"
+    )
+    cloud.add_argument(
+        "--stun-alt-host",
+        help="second IP address of this machine for STUN (needs --stun-alt-port and a specific "
+        "--host or public_host): NAT-behaviour probing per RFC 5780",
+    )
     cloud.add_argument(
         "--print-secrets",
         action="store_true",

@@ -139,7 +139,11 @@ class CloudServer:
             raise RuntimeError("cloud already started")
         cfg = self.config
         self._stun = await start_stun_server(
-            cfg.host, cfg.stun_port, alt_port=cfg.stun_alt_port, advertised_host=cfg.advertised_host
+            cfg.stun_host,
+            cfg.stun_port,
+            alt_port=cfg.stun_alt_port,
+            alt_host=cfg.stun_alt_host,
+            advertised_host=cfg.advertised_host,
         )
         runner = web.AppRunner(self.create_app(), shutdown_timeout=SHUTDOWN_TIMEOUT)
         try:
@@ -189,8 +193,10 @@ class CloudServer:
     def stun_info(self) -> StunInfo:
         if self._stun is None:
             raise RuntimeError("cloud not started")
-        alt = self._stun.alt_address
-        return StunInfo(self.config.advertised_host, self._stun.address[1], alt[1] if alt else None)
+        addresses = self._stun.addresses
+        return StunInfo(
+            self.config.advertised_host, addresses.port, addresses.alt_port, addresses.alt_host
+        )
 
     @property
     def grant_public_key(self) -> Ed25519PublicKey:

@@ -7,7 +7,10 @@ can configure several parts::
     port = 8080
     public_host = "203.0.113.5"     # what clients are told to use for STUN
     stun_port = 3478
-    stun_alt_port = 3479            # optional second STUN socket, for NAT probing
+    stun_alt_port = 3479            # optional second STUN port, for NAT probing
+    stun_alt_host = "203.0.113.6"   # optional second IP of this machine: with it, STUN
+                                    # listens on both IPs x both ports (RFC 5780), and
+                                    # host (or public_host) must be an IP of this machine
     grant_ttl = 300
     connect_timeout = 5.0
     grant_key_file = "grant.pem"    # Ed25519 private key (PEM, unencrypted); relative paths
@@ -34,6 +37,7 @@ strictly as one read from a file. Errors name the offending field and never quot
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import tomllib
@@ -86,6 +90,7 @@ class CloudConfig:
     public_host: str | None = None  # None = host
     stun_port: int = 3478  # 0 = pick a free port
     stun_alt_port: int | None = None
+    stun_alt_host: str | None = None
     apps: tuple[AppConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     grant_ttl: int = 300
@@ -105,6 +110,25 @@ class CloudConfig:
                 "must differ from stun_port",
             )
         _check(self.public_host is None or bool(self.public_host), "public_host", "is empty")
+        if self.stun_alt_host is not None:
+            _check(
+                _is_ip(self.stun_alt_host) and self.stun_alt_host not in WILDCARD_HOSTS,
+                "stun_alt_host",
+                "must be an IP address of this machine",
+            )
+            _check(self.stun_alt_port is not None, "stun_alt_host", "needs stun_alt_port")
+            # Four sockets need two specific addresses: a wildcard would take the alternate
+            # IP's ports too, and the answers must leave from the address that was asked.
+            _check(
+                _is_ip(self.stun_host) and self.stun_host not in WILDCARD_HOSTS,
+                "stun_alt_host",
+                "needs host, or public_host when host is a wildcard, to be an IP address",
+            )
+            _check(
+                ipaddress.ip_address(self.stun_alt_host) != ipaddress.ip_address(self.stun_host),
+                "stun_alt_host",
+                "must differ from the primary STUN address",
+            )
         _check_int(self.grant_ttl, "grant_ttl", 1, 86400)
         _check(
             _is_number(self.connect_timeout) and 0 < self.connect_timeout <= 120,
@@ -156,6 +180,14 @@ class CloudConfig:
         if self.public_host:
             return self.public_host
         return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+
+    @property
+    def stun_host(self) -> str:
+        """Where the STUN responder's primary sockets bind: ``host``, except that with an
+        alternate IP a wildcard ``host`` gives way to the advertised address."""
+        if self.stun_alt_host is not None and self.host in WILDCARD_HOSTS:
+            return self.advertised_host
+        return self.host
 
     def app(self, key: str) -> AppConfig | None:
         return next((a for a in self.apps if a.key == key), None)
@@ -219,14 +251,15 @@ class CloudConfig:
     def from_dict(cls, doc: dict[str, Any], *, base_dir: Path | None = None) -> CloudConfig:
         """Build from a parsed document, checking each field's type before ``__post_init__``."""
         known = {
-            "host", "port", "public_host", "stun_port", "stun_alt_port", "apps", "devices",
+            "host", "port", "public_host", "stun_port", "stun_alt_port", "stun_alt_host",
+            "apps", "devices",
             "grant_ttl", "connect_timeout", "turn", "grant_key_file",
         }  # fmt: skip
         unknown = sorted(set(doc) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown setting")
         kw: dict[str, Any] = {}
-        for name in ("host", "public_host"):
+        for name in ("host", "public_host", "stun_alt_host"):
             if name in doc:
                 kw[name] = _typed(doc[name], str, name)
         for name in ("port", "stun_port", "stun_alt_port", "grant_ttl"):
@@ -271,6 +304,16 @@ class CloudConfig:
 def _check(ok: bool, where: str, problem: str) -> None:
     if not ok:
         raise ConfigError(f"{where}: {problem}")
+
+
+def _is_ip(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_number(value: object) -> bool:

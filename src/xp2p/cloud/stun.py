@@ -1,11 +1,18 @@
-"""A STUN Binding responder (RFC 5389, with the RFC 5780 attributes for NAT probing).
+"""A STUN Binding responder (RFC 5389, with RFC 5780's attributes for NAT-behaviour probing).
 
 Message encoding and parsing come from ``aioice.stun``; this module only decides what to
-answer (:func:`binding_response`, pure) and runs one or two UDP sockets (:class:`StunServer`).
-With a second socket on another port, a request carrying CHANGE-REQUEST "change port" is
-answered from the other socket, which lets a client tell address-dependent filtering apart
-from endpoint-independent filtering. There is one IP address only, so "change IP" cannot be
-honoured and gets a 420 error, as RFC 5780 §7.2 asks.
+answer (:func:`binding_response`, pure) and runs the UDP sockets (:class:`StunServer`).
+
+The responder has up to four sockets: the primary IP and, optionally, an alternate IP, each
+on the primary port and, optionally, an alternate port. A request carrying CHANGE-REQUEST is
+answered from the socket that differs from the one it arrived on in the IP, the port or both,
+as asked: that is what lets a client tell the filtering behaviours of its NAT apart
+(RFC 5780 §4.4). A change that this responder cannot make (no alternate IP or port) gets a
+420 error, as RFC 5780 §7.2 asks. OTHER-ADDRESS, the address that differs in both IP and port,
+is advertised only when it exists: a standard client that saw an OTHER-ADDRESS on the same IP
+would run its mapping test against the primary address again and call every NAT
+endpoint-independent. Our own client learns a lone alternate port from the session's
+``stun.alt_port`` instead.
 
 Anything that is not a well-formed Binding request is dropped silently: a UDP port facing
 the internet receives garbage, and an error reply to a spoofed source would reflect traffic.
@@ -23,18 +30,57 @@ from aioice import stun
 
 logger = logging.getLogger("xp2p.cloud")
 
-_CHANGE_IP = 0x4
-_CHANGE_PORT = 0x2
+#: CHANGE-REQUEST flags (RFC 5780 §7.2).
+CHANGE_IP = 0x4
+CHANGE_PORT = 0x2
 _SOFTWARE = "xp2p"
 
 Address = tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class ResponderSocket:
+    """One of the responder's sockets: which of its IPs and which of its ports."""
+
+    alt_ip: bool = False
+    alt_port: bool = False
+
+    def changed(self, change_ip: bool, change_port: bool) -> ResponderSocket:
+        return ResponderSocket(self.alt_ip != change_ip, self.alt_port != change_port)
+
+
+PRIMARY = ResponderSocket()
+ALL_SOCKETS = (
+    PRIMARY,
+    ResponderSocket(alt_port=True),
+    ResponderSocket(alt_ip=True),
+    ResponderSocket(alt_ip=True, alt_port=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderAddresses:
+    """The responder's addresses as clients reach them; None = that alternate does not exist."""
+
+    host: str
+    port: int
+    alt_host: str | None = None
+    alt_port: int | None = None
+
+    def address(self, sock: ResponderSocket) -> Address | None:
+        """The address of ``sock``, or None when the responder has no such socket."""
+        host = self.alt_host if sock.alt_ip else self.host
+        port = self.alt_port if sock.alt_port else self.port
+        if host is None or port is None:
+            return None
+        return host, port
+
+
 @dataclass(frozen=True)
 class StunReply:
     data: bytes
-    #: Send from the alternate socket (the request asked to change port).
-    from_alternate: bool = False
+    #: The socket to send the reply from.
+    send_from: ResponderSocket = PRIMARY
 
 
 def _ip_literal(host: str) -> bool:
@@ -45,19 +91,19 @@ def _ip_literal(host: str) -> bool:
     return True
 
 
+def _advertisable(address: Address | None) -> Address | None:
+    # STUN address attributes carry IPs only: a host name cannot be advertised.
+    return address if address is not None and _ip_literal(address[0]) else None
+
+
 def binding_response(
     data: bytes,
     source: Address,
-    *,
-    origin: Address | None = None,
-    alternate: Address | None = None,
+    addresses: ResponderAddresses,
+    received_on: ResponderSocket = PRIMARY,
 ) -> StunReply | None:
-    """The reply to one datagram, or None to drop it.
-
-    ``origin`` is the address the request arrived on and ``alternate`` the other socket's, as
-    clients should see them; each is advertised only when it is an IP literal (STUN address
-    attributes cannot carry names).
-    """
+    """The reply to one datagram that arrived on ``received_on`` from ``source``, or None to
+    drop it."""
     try:
         request = stun.parse_message(data)
     except Exception:  # aioice raises ValueError, struct.error, UnicodeDecodeError...
@@ -65,8 +111,8 @@ def binding_response(
     if request.message_method != stun.Method.BINDING or request.message_class != stun.Class.REQUEST:
         return None
     change = request.attributes.get("CHANGE-REQUEST", 0)
-    from_alternate = bool(change & _CHANGE_PORT)
-    if change & _CHANGE_IP or (from_alternate and alternate is None):
+    send_from = received_on.changed(bool(change & CHANGE_IP), bool(change & CHANGE_PORT))
+    if addresses.address(send_from) is None:
         reply = stun.Message(
             stun.Method.BINDING,
             stun.Class.ERROR,
@@ -74,16 +120,16 @@ def binding_response(
             attributes={"ERROR-CODE": (420, "Unknown Attribute"), "SOFTWARE": _SOFTWARE},
         )
         reply.add_fingerprint()
-        return StunReply(bytes(reply))
-    attributes: dict[str, object] = {
-        "XOR-MAPPED-ADDRESS": source,
-        "MAPPED-ADDRESS": source,
-    }
-    sent_from = alternate if from_alternate else origin
-    if sent_from is not None and _ip_literal(sent_from[0]):
-        attributes["RESPONSE-ORIGIN"] = sent_from
-    if alternate is not None and _ip_literal(alternate[0]):
-        attributes["OTHER-ADDRESS"] = alternate
+        return StunReply(bytes(reply), received_on)
+    attributes: dict[str, object] = {"XOR-MAPPED-ADDRESS": source, "MAPPED-ADDRESS": source}
+    origin = _advertisable(addresses.address(send_from))
+    if origin is not None:
+        attributes["RESPONSE-ORIGIN"] = origin
+    # OTHER-ADDRESS is relative to where the request arrived (RFC 5780 §7.3): it is the
+    # source a "change IP and port" request sent there would be answered from.
+    other = _advertisable(addresses.address(received_on.changed(True, True)))
+    if other is not None:
+        attributes["OTHER-ADDRESS"] = other
     attributes["SOFTWARE"] = _SOFTWARE
     reply = stun.Message(
         stun.Method.BINDING,
@@ -92,13 +138,13 @@ def binding_response(
         attributes=attributes,
     )
     reply.add_fingerprint()
-    return StunReply(bytes(reply), from_alternate)
+    return StunReply(bytes(reply), send_from)
 
 
 class _StunProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: StunServer, alternate: bool) -> None:
+    def __init__(self, server: StunServer, sock: ResponderSocket) -> None:
         self._server = server
-        self._alternate = alternate
+        self._sock = sock
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,7 +155,7 @@ class _StunProtocol(asyncio.DatagramProtocol):
         # IPv6 sources carry (host, port, flowinfo, scope_id); STUN wants host and port.
         source = (str(addr[0]).split("%")[0], int(addr[1]))
         try:
-            self._server._received(data, source, self._alternate)
+            self._server._received(data, source, self._sock)
         except Exception:  # a responder must never die on one datagram
             logger.debug("STUN datagram from %s dropped", addr[0], exc_info=True)
 
@@ -119,55 +165,70 @@ class _StunProtocol(asyncio.DatagramProtocol):
 
 
 class StunServer:
-    """One or two UDP sockets answering Binding requests. Use :func:`start_stun_server`."""
+    """One to four UDP sockets answering Binding requests. Use :func:`start_stun_server`."""
 
     def __init__(self, advertised_host: str | None = None) -> None:
         self._advertised_host = advertised_host
-        self._primary: _StunProtocol | None = None
-        self._secondary: _StunProtocol | None = None
+        self._sockets: dict[ResponderSocket, _StunProtocol] = {}
+        self._addresses: ResponderAddresses | None = None
 
     @property
     def address(self) -> Address:
         """The primary socket's bound (host, port)."""
-        return self._bound(self._primary)
+        address = self.socket_address(PRIMARY)
+        assert address is not None, "STUN server not started"
+        return address
 
     @property
     def alt_address(self) -> Address | None:
-        return self._bound(self._secondary) if self._secondary is not None else None
+        """The bound address of the primary IP's alternate-port socket."""
+        return self.socket_address(ResponderSocket(alt_port=True))
 
-    @staticmethod
-    def _bound(proto: _StunProtocol | None) -> Address:
-        assert proto is not None and proto.transport is not None, "STUN server not started"
+    @property
+    def other_address(self) -> Address | None:
+        """The bound address of the alternate IP's alternate-port socket (RFC 5780's
+        OTHER-ADDRESS), when there is an alternate IP."""
+        return self.socket_address(ResponderSocket(alt_ip=True, alt_port=True))
+
+    def socket_address(self, sock: ResponderSocket) -> Address | None:
+        proto = self._sockets.get(sock)
+        if proto is None or proto.transport is None:
+            return None
         host, port = proto.transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
 
-    def _advertised(self, bound: Address | None) -> Address | None:
-        if bound is None:
-            return None
-        host = self._advertised_host or bound[0]
-        return host, bound[1]
+    @property
+    def addresses(self) -> ResponderAddresses:
+        """The addresses clients are told about (the advertised host for the primary IP)."""
+        if self._addresses is not None:
+            return self._addresses
+        primary, other = self.address, self.socket_address(ResponderSocket(alt_ip=True))
+        alt = self.alt_address
+        return ResponderAddresses(
+            self._advertised_host or primary[0],
+            primary[1],
+            other[0] if other is not None else None,
+            alt[1] if alt is not None else None,
+        )
 
-    def _received(self, data: bytes, source: Address, on_alternate: bool) -> None:
-        primary, secondary = self._advertised(self.address), self._advertised(self.alt_address)
-        origin, other = (secondary, primary) if on_alternate else (primary, secondary)
-        reply = binding_response(data, source, origin=origin, alternate=other)
+    def _received(self, data: bytes, source: Address, sock: ResponderSocket) -> None:
+        reply = binding_response(data, source, self.addresses, sock)
         if reply is None:
             return
-        # "Change port" means the other socket from the one the request came in on.
-        proto = self._secondary if on_alternate != reply.from_alternate else self._primary
-        assert proto is not None and proto.transport is not None
+        proto = self._sockets[reply.send_from]
+        assert proto.transport is not None
         proto.transport.sendto(reply.data, source)
 
-    async def _open(self, host: str, port: int, alternate: bool) -> _StunProtocol:
+    async def _open(self, sock: ResponderSocket, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_datagram_endpoint(
-            lambda: _StunProtocol(self, alternate), local_addr=(host, port)
+            lambda: _StunProtocol(self, sock), local_addr=(host, port)
         )
-        return proto
+        self._sockets[sock] = proto
 
     def close(self) -> None:
-        for proto in (self._primary, self._secondary):
-            if proto is not None and proto.transport is not None:
+        for proto in self._sockets.values():
+            if proto.transport is not None:
                 proto.transport.close()
 
 
@@ -176,20 +237,38 @@ async def start_stun_server(
     port: int,
     *,
     alt_port: int | None = None,
+    alt_host: str | None = None,
     advertised_host: str | None = None,
 ) -> StunServer:
-    """Bind the responder; port 0 picks a free port. ``advertised_host`` is the address
-    clients reach us at (for RESPONSE-ORIGIN/OTHER-ADDRESS), default the bound host."""
+    """Bind the responder; port 0 picks a free port.
+
+    With ``alt_port`` it also listens on that port of ``host``; with ``alt_host`` too (which
+    needs ``alt_port``), on both ports of that second IP: the four sockets of RFC 5780.
+    ``advertised_host`` is the address clients reach the primary IP at (for RESPONSE-ORIGIN
+    and OTHER-ADDRESS), default the bound host; ``alt_host`` is bound and advertised as is.
+    """
+    if alt_host is not None and alt_port is None:
+        raise ValueError("an alternate STUN host needs an alternate port")
     server = StunServer(advertised_host)
-    server._primary = await server._open(host, port, alternate=False)
-    if alt_port is not None:
-        try:
-            server._secondary = await server._open(host, alt_port, alternate=True)
-        except OSError:
-            server.close()
-            raise
-    alt = server.alt_address
+    try:
+        await server._open(PRIMARY, host, port)
+        port = server.address[1]  # the alternate IP listens on the same ports
+        if alt_port is not None:
+            await server._open(ResponderSocket(alt_port=True), host, alt_port)
+            alt = server.alt_address
+            assert alt is not None
+            alt_port = alt[1]
+            if alt_host is not None:
+                await server._open(ResponderSocket(alt_ip=True), alt_host, port)
+                await server._open(ResponderSocket(alt_ip=True, alt_port=True), alt_host, alt_port)
+    except OSError:
+        server.close()
+        raise
+    server._addresses = server.addresses  # fixed from now on: no lookups per datagram
     logger.info(
-        "STUN responder on %s:%d%s", *server.address, f", alternate port {alt[1]}" if alt else ""
+        "STUN responder on %s",
+        ", ".join(
+            f"{a[0]}:{a[1]}" for a in map(server.socket_address, ALL_SOCKETS) if a is not None
+        ),
     )
     return server

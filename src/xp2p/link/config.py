@@ -87,14 +87,22 @@ def parse_ice_servers(doc: Any) -> tuple[IceServer, ...]:
 
 @dataclass(frozen=True)
 class StunInfo:
-    """Where the cloud's STUN responder listens; ``alt_port`` is for NAT-behaviour probing."""
+    """Where the cloud's STUN responder listens. ``alt_port`` and ``alt_host`` are its
+    alternate port and IP, for NAT-behaviour probing (RFC 5780); either may be absent."""
 
     host: str
     port: int
     alt_port: int | None = None
+    alt_host: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "alt_port": self.alt_port}
+        # Older clients read host, port and alt_port and ignore the rest.
+        return {
+            "host": self.host,
+            "port": self.port,
+            "alt_port": self.alt_port,
+            "alt_host": self.alt_host,
+        }
 
     @classmethod
     def from_json(cls, doc: Any) -> StunInfo:
@@ -102,11 +110,14 @@ class StunInfo:
         if not isinstance(doc, dict):
             raise ValueError("stun is not an object")
         host, port, alt = doc.get("host"), doc.get("port"), doc.get("alt_port")
+        alt_host = doc.get("alt_host")  # absent from older clouds
         if not isinstance(host, str) or not host or not _is_port(port):
             raise ValueError("stun needs host and port")
         if alt is not None and not _is_port(alt):
             raise ValueError("stun alt_port is not a port")
-        return cls(host, port, alt)
+        if alt_host is not None and not (isinstance(alt_host, str) and alt_host):
+            raise ValueError("stun alt_host is not a host")
+        return cls(host, port, alt, alt_host)
 
 
 def _is_port(value: object) -> TypeGuard[int]:
