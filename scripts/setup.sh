@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs what xp2p needs on a fresh Debian/Ubuntu machine: FFmpeg's tools (ffprobe/ffplay,
-# used by tests and to watch) and a virtualenv in .venv with xp2p and its test tools.
+# used by tests and to watch), coturn (the TURN relay the tests start), the network tools the
+# NAT lab builds its routers with (iproute2, iptables, conntrack, ethtool; libnetfilter-queue
+# for its user-space delay) and a virtualenv in .venv with xp2p and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
+[ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need_apt+=(libnetfilter-queue-dev)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     echo "setup: installing ${need_apt[*]} with apt-get"

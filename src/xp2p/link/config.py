@@ -41,6 +41,8 @@ class LinkConfig:
     #: back to 127.0.0.1 on a machine that has nothing else (aioice never offers loopback).
     host_addresses: tuple[str, ...] | None = None
     use_ipv6: bool = False
+    #: Offer and use relay candidates only (hides this end's addresses from the peer; tests).
+    relay_only: bool = False
     #: Bound on ICE checks plus the QUIC handshake; aioice alone gives up after about a minute.
     connect_timeout: float = 8.0
     #: Interval of QUIC PINGs; also keeps NAT bindings open (must stay under 15 s).

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import aioice
-from aioice import Candidate
+from aioice import Candidate, TransportPolicy, stun
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import CandidatePair, StunProtocol, relayed_candidate, server_reflexive_candidate
 from aioice.mdns import is_mdns_hostname
 
 from xp2p.link.config import IceServer, LinkConfig
@@ -21,6 +25,15 @@ logger = logging.getLogger("xp2p.link")
 
 MAX_CANDIDATES = 32
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+#: Bound on gathering (reflexive address and TURN allocations).
+GATHER_TIMEOUT = 3.0
+#: Once one relay candidate is in, how much longer the others may take.
+RELAY_GATHER_GRACE = 0.3
+#: How long a relayed pair that answered waits for a direct pair before it is nominated,
+#: when nothing says whether a direct path can exist (see ``link.nat.direct_possible``).
+RELAY_GRACE = 0.5
+#: First retransmission timeout of a connectivity check (aioice: 0.5 s for everything).
+CHECK_RTO = 0.15
 
 
 class LinkError(Exception):
@@ -66,20 +79,114 @@ def _parse_server(url: str) -> tuple[str, tuple[str, int], str]:
     return scheme, (parts.hostname, parts.port or default_port), transport
 
 
-class IceConnection(aioice.Connection):
-    """aioice's connection with a choice of host addresses.
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    """One TURN URL with its credentials: each gives the link one relay candidate."""
 
-    aioice discovers interfaces itself and always leaves out loopback, so a machine with only
-    127.0.0.1 (or a test that wants one interface) could never pair. The override mirrors
-    ``aioice.Connection.gather_candidates`` but takes the addresses from the caller.
+    address: tuple[str, int]
+    transport: str  #: "udp" or "tcp"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+
+
+def split_ice_servers(
+    servers: tuple[IceServer, ...],
+) -> tuple[tuple[str, int] | None, list[TurnServer]]:
+    """The first STUN server (one reflexive address is all ICE needs) and every TURN URL.
+
+    Every TURN URL counts: TURN over UDP for most networks, over TCP (or TLS) for those that
+    block UDP outright, and more than one server for redundancy.
+    """
+    stun_server: tuple[str, int] | None = None
+    turn: list[TurnServer] = []
+    for server in servers:
+        for url in server.urls:
+            try:
+                scheme, addr, transport = _parse_server(url)
+            except ValueError:
+                logger.warning("ignoring malformed ICE server URL %r", url)
+                continue
+            if scheme in ("stun", "stuns") and stun_server is None:
+                stun_server = addr
+            elif scheme in ("turn", "turns"):
+                turn.append(
+                    TurnServer(
+                        addr, transport, server.username, server.credential, scheme == "turns"
+                    )
+                )
+    return stun_server, turn
+
+
+def _is_relayed(pair: Any) -> bool:
+    return "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
+
+
+class _CheckProtocol(StunProtocol):
+    """aioice's socket protocol, with connectivity checks retransmitted sooner.
+
+    aioice starts every STUN transaction with a 500 ms retransmission timeout. A check that a
+    NAT drops because the peer's own check has not opened the way yet is retried only after
+    that, so a path that needs the second try (one side symmetric, say) lost the race against
+    the relay. 150 ms keeps six tries inside 9.5 s, past the connect timeout.
     """
 
-    def __init__(self, *, host_addresses: list[str], **kwargs: Any) -> None:
+    async def request(
+        self,
+        request: stun.Message,
+        addr: tuple[str, int],
+        integrity_key: bytes | None = None,
+        retransmissions: int | None = None,
+    ) -> tuple[stun.Message, tuple[str, int]]:
+        is_check = "ICE-CONTROLLING" in request.attributes or "ICE-CONTROLLED" in request.attributes
+        if not is_check or retransmissions is not None:
+            return await super().request(request, addr, integrity_key, retransmissions)
+        if integrity_key is not None:
+            request.add_message_integrity(integrity_key)
+        transaction = stun.Transaction(request, addr, self, integrity_key=integrity_key)
+        transaction._Transaction__timeout_delay = CHECK_RTO  # type: ignore[attr-defined]
+        self.transactions[request.transaction_id] = transaction
+        try:
+            return await transaction.run()
+        finally:
+            del self.transactions[request.transaction_id]
+
+
+class IceConnection(aioice.Connection):
+    """aioice's connection with our own candidate gathering and a relay of last resort.
+
+    * Host candidates on the caller's addresses: aioice always leaves out loopback, so a
+      machine with only 127.0.0.1 (or a test that wants one interface) could never pair.
+    * Every TURN URL gives a relay candidate (aioice takes one TURN server), gathered at the
+      same time as the reflexive address; gathering ends early once a relay candidate is in
+      and the rest had ``RELAY_GATHER_GRACE`` more, so a UDP-blocked network does not wait
+      out the STUN timeout.
+    * The controlling side nominates a relayed pair only when no direct pair has succeeded
+      ``relay_grace`` seconds after it, or when no direct pair is left to try: aioice
+      nominates aggressively, so the first pair to answer (often the relay, on a fast
+      server) would win. Relayed checks therefore go without USE-CANDIDATE until then.
+    """
+
+    def __init__(
+        self,
+        *,
+        host_addresses: list[str],
+        stun_server: tuple[str, int] | None = None,
+        turn_servers: list[TurnServer] | None = None,
+        relay_grace: float = RELAY_GRACE,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._xp2p_host_addresses = host_addresses
+        self._xp2p_stun = stun_server
+        self._xp2p_turn = list(turn_servers or ())
+        self.relay_grace = relay_grace
         #: Set by the link once QUIC runs: each datagram then goes straight to it from the
         #: socket's callback, instead of through aioice's queue and a task switch each.
         self.datagram_handler: Callable[[bytes], None] | None = None
+        self._relay_ready: list[Any] = []  #: relayed pairs that answered, not yet nominated
+        self._relay_nominating: Any = None
+        self._relay_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes, component: int) -> None:
         if self.datagram_handler is not None:
@@ -99,26 +206,163 @@ class IceConnection(aioice.Connection):
             raise ConnectionError("Cannot send data, not connected")
         pair.protocol.transport.sendto(data, pair.remote_addr)
 
-    async def gather_candidates(self) -> None:
-        if not self._local_candidates_start:
-            self._local_candidates_start = True
-            for component in self._components:
-                self._local_candidates += await self.get_component_candidates(
-                    component=component, addresses=self._xp2p_host_addresses, timeout=3
-                )
-            self._local_candidates_end = True
-            self._grow_receive_buffers()
+    # ---- gathering ------------------------------------------------------------------
 
-    def _grow_receive_buffers(self) -> None:
-        # aioice asks for 256 KiB; a download burst at 100 ms RTT overflowed it and the drops
-        # shrank the congestion window (bench/download.py: 38 -> 61 Mbit/s with 4 MiB). The
-        # kernel caps the request at net.core.rmem_max.
-        for protocol in self._protocols:
-            transport = getattr(protocol, "transport", None)
-            sock = None if transport is None else transport.get_extra_info("socket")
+    async def gather_candidates(self) -> None:
+        if self._local_candidates_start:
+            return
+        self._local_candidates_start = True
+        relay_only = self._transport_policy == TransportPolicy.RELAY
+        hosts = [] if relay_only else await self._bind_hosts()
+        self._local_candidates = [p.local_candidate for p in hosts]
+        stun_server = self._xp2p_stun
+        reflexive: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(server_reflexive_candidate(p, stun_server))
+            for p in hosts
+            if stun_server is not None and ipaddress.ip_address(p.local_candidate.host).version == 4
+        ]
+        relays: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._allocate(server)) for server in self._xp2p_turn
+        ]
+        for task in await _gather_bounded(reflexive, relays):
+            candidate, protocol = task.result()
+            self._local_candidates.append(candidate)
+            if protocol is not None:
+                self._protocols.append(protocol)
+        self._local_candidates_end = True
+
+    async def _bind_hosts(self) -> list[StunProtocol]:
+        loop = asyncio.get_running_loop()
+        protocols: list[StunProtocol] = []
+        for address in self._xp2p_host_addresses:
+            try:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: _CheckProtocol(self), local_addr=(address, 0)
+                )
+            except OSError as exc:
+                logger.info("cannot bind a host candidate on %s: %s", address, exc)
+                continue
+            sock = transport.get_extra_info("socket")
             if sock is not None:
+                # aioice asks for 256 KiB; a download burst at 100 ms RTT overflowed it and the
+                # drops shrank the congestion window (bench/download.py: 38 -> 61 Mbit/s with
+                # 4 MiB). The kernel caps the request at net.core.rmem_max.
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            host, port = transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=1,
+                transport="udp",
+                priority=candidate_priority(1, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+            protocols.append(protocol)
+        self._protocols += protocols
+        return protocols
+
+    async def _allocate(self, server: TurnServer) -> tuple[Candidate, StunProtocol]:
+        try:
+            candidate, protocol = await relayed_candidate(
+                component=1,
+                hide_related_address=self._transport_policy == TransportPolicy.RELAY,
+                protocol_factory=lambda: _CheckProtocol(self),
+                turn_server=server.address,
+                turn_username=server.username,
+                turn_password=server.password,
+                turn_ssl=server.ssl,
+                turn_transport=server.transport,
+            )
+        except Exception as exc:
+            logger.info(
+                "no relay from TURN %s:%d/%s: %s", *server.address, server.transport, exc or "?"
+            )
+            raise
+        if server.transport != "udp":
+            # Prefer a UDP relay: TCP adds head-of-line blocking under the link's own QUIC.
+            candidate.priority = candidate_priority(1, "relay", local_pref=0)
+        return candidate, protocol
+
+    # ---- nomination -----------------------------------------------------------------
+
+    def build_request(self, pair: Any, nominate: bool) -> stun.Message:
+        if nominate and _is_relayed(pair) and pair is not self._relay_nominating:
+            nominate = False  # checked now, nominated only as the last resort
+        return super().build_request(pair, nominate)
+
+    def check_complete(self, pair: Any) -> None:
+        if (
+            self.ice_controlling
+            and pair.state == CandidatePair.State.SUCCEEDED
+            and pair.nominated
+            and _is_relayed(pair)
+            and pair is not self._relay_nominating
+        ):
+            # aioice marked it nominated because it asked to; the peer was not told.
+            pair.nominated = False
+            pair.task = None
+            self._relay_ready.append(pair)
+            if not self._direct_pending():
+                self._nominate_relay()
+            elif self._relay_timer is None:
+                loop = asyncio.get_running_loop()
+                self._relay_timer = loop.call_later(self.relay_grace, self._nominate_relay)
+            return
+        super().check_complete(pair)
+        if self._relay_ready and not self._nominated and not self._direct_pending():
+            self._nominate_relay()
+
+    def _direct_pending(self) -> bool:
+        """A direct pair that may still succeed."""
+        return any(
+            not _is_relayed(p)
+            and p.state not in (CandidatePair.State.SUCCEEDED, CandidatePair.State.FAILED)
+            for p in self._check_list
+        )
+
+    def _nominate_relay(self) -> None:
+        if self._relay_timer is not None:
+            self._relay_timer.cancel()
+            self._relay_timer = None
+        if self._nominated or self._relay_nominating is not None or not self._relay_ready:
+            return
+        best = max(self._relay_ready, key=lambda p: p.local_candidate.priority)
+        self._relay_ready.remove(best)
+        self._relay_nominating = best
+        logger.info("no direct path: nominating the relayed pair %s", best)
+        best.task = asyncio.ensure_future(self.check_start(best))
+
+    async def close(self) -> None:
+        if self._relay_timer is not None:
+            self._relay_timer.cancel()
+            self._relay_timer = None
+        await super().close()
+
+
+async def _gather_bounded(
+    reflexive: list[asyncio.Future[Any]], relays: list[asyncio.Future[Any]]
+) -> list[asyncio.Future[Any]]:
+    """Wait for the gathering tasks within GATHER_TIMEOUT; stop RELAY_GATHER_GRACE after the
+    first relay candidate. Returns the tasks that succeeded; cancels the rest."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[Any]] = {*reflexive, *relays}
+    deadline = loop.time() + GATHER_TIMEOUT
+    while pending:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+        if any(r.done() and not r.cancelled() and r.exception() is None for r in relays):
+            deadline = min(deadline, loop.time() + RELAY_GATHER_GRACE)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    return [
+        t for t in (*reflexive, *relays) if t.done() and not t.cancelled() and t.exception() is None
+    ]
 
 
 def host_addresses(config: LinkConfig) -> list[str]:
@@ -128,39 +372,20 @@ def host_addresses(config: LinkConfig) -> list[str]:
     return list(found) or ["127.0.0.1"]
 
 
-def create_ice(config: LinkConfig, *, controlling: bool) -> IceConnection:
-    kwargs: dict[str, Any] = {}
-    for server in config.ice_servers:
-        kwargs.update(_server_kwargs(server, kwargs))
+def create_ice(
+    config: LinkConfig, *, controlling: bool, relay_grace: float = RELAY_GRACE
+) -> IceConnection:
+    stun_server, turn_servers = split_ice_servers(config.ice_servers)
     return IceConnection(
         host_addresses=host_addresses(config),
+        stun_server=stun_server,
+        turn_servers=turn_servers,
+        relay_grace=relay_grace,
         ice_controlling=controlling,
         components=1,
         use_ipv6=config.use_ipv6,
-        **kwargs,
+        transport_policy=TransportPolicy.RELAY if config.relay_only else TransportPolicy.ALL,
     )
-
-
-def _server_kwargs(server: IceServer, current: dict[str, Any]) -> dict[str, Any]:
-    """aioice takes one STUN and one TURN server: use the first of each kind."""
-    out: dict[str, Any] = {}
-    for url in server.urls:
-        try:
-            scheme, addr, transport = _parse_server(url)
-        except ValueError:
-            logger.warning("ignoring malformed ICE server URL %r", url)
-            continue
-        if scheme in ("stun", "stuns") and "stun_server" not in current:
-            out["stun_server"] = addr
-        elif scheme in ("turn", "turns") and "turn_server" not in current:
-            out.update(
-                turn_server=addr,
-                turn_username=server.username,
-                turn_password=server.credential,
-                turn_transport=transport,
-                turn_ssl=scheme == "turns",
-            )
-    return out
 
 
 def local_parameters(ice: aioice.Connection) -> IceParameters:

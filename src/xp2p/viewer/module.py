@@ -26,6 +26,8 @@ logger = logging.getLogger("xp2p.viewer")
 
 EventHandler = Callable[[str, Any], None]
 MAX_ID_LENGTH = 128
+#: getStreamLinkMode's values.
+LINK_MODE_CODES = {"direct": 62, "relay": 63}
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,15 @@ class P2PModule:
         if msg_callback is None:
             raise XP2PError(ErrorCode.BAD_PARAM, "msg_callback is required")
         service.msg_callback = msg_callback
+
+    def get_stream_link_mode(self, service_id: str) -> int:
+        """How the service's link runs: 62 direct (peer to peer), 63 through a TURN relay,
+        as the seed's getStreamLinkMode; ``link_mode(id)`` gives the word."""
+        return LINK_MODE_CODES[self.link_mode(service_id)]
+
+    def link_mode(self, service_id: str) -> str:
+        """``direct`` or ``relay``."""
+        return self._service(service_id).link.link_mode
 
     async def stop_p2p_service(self, service_id: str) -> None:
         service = self._services.pop(service_id, None)

@@ -1,0 +1,189 @@
+"""TURN with a real coturn on loopback: relayed links over UDP and TCP, credentials from the
+cloud, and relays used only when no direct pair works."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from xp2p.cloud.app import CloudServer
+from xp2p.cloud.config import CloudConfig, TurnServerConfig
+from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
+from xp2p.flv import FlvReader, FlvTag
+from xp2p.link import LinkConfig
+from xp2p.media import TestPatternSource
+from xp2p.viewer import AppParams, P2PModule, StreamInfo
+
+from .conftest import PATTERN
+from .coturn import TURNSERVER, Coturn, start_coturn
+
+pytestmark = pytest.mark.skipif(
+    TURNSERVER is None, reason="coturn missing: scripts/setup.sh installs it"
+)
+
+DEVICE = StreamInfo(product_id="DEMO", device_name="cam1")
+
+
+def _free_port() -> int:
+    # coturn listens on UDP and TCP: find a port free in both.
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
+    server = start_coturn(tmp_path_factory.mktemp("coturn"), port=_free_port(), loopback_peers=True)
+    yield server
+    server.stop()
+
+
+async def _stack(
+    coturn: Coturn, *, urls: tuple[str, ...], secret: str | None = None
+) -> tuple[CloudServer, CloudConfig, DeviceAgent]:
+    turn = TurnServerConfig(urls, secret or coturn.secret, ttl=600)
+    config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=3.0, turn=(turn,))
+    cloud = CloudServer(config)
+    await cloud.start()
+    account = config.devices[0]
+    device = DeviceAgent(
+        DeviceConfig(
+            cloud_url=cloud.url,
+            product_id=account.product_id,
+            device_name=account.device_name,
+            device_secret=account.secret,
+            channels={0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
+        )
+    )
+    await device.start()
+    await device.wait_signed_in(timeout=10)
+    return cloud, config, device
+
+
+@pytest.fixture
+async def udp_and_tcp(coturn: Coturn) -> AsyncIterator[tuple[CloudServer, CloudConfig]]:
+    cloud, config, device = await _stack(coturn, urls=coturn.urls("udp", "tcp"))
+    yield cloud, config
+    await device.close()
+    await cloud.stop()
+
+
+async def _watch(module: P2PModule, seconds_of_video: int = 2) -> list[FlvTag]:
+    """Stream until ``seconds_of_video`` of video tags arrived; return the tags."""
+    reader = FlvReader()
+    tags: list[FlvTag] = []
+    done = asyncio.Event()
+
+    def on_data(chunk: bytes) -> None:
+        for item in reader.feed(chunk):
+            if isinstance(item, FlvTag):
+                tags.append(item)
+                video = [t for t in tags if t.is_video]
+                if video and video[-1].timestamp - video[0].timestamp >= seconds_of_video * 1000:
+                    done.set()
+
+    await module.start_stream("cam", on_data)
+    await asyncio.wait_for(done.wait(), 20)
+    await module.stop_stream("cam")
+    return tags
+
+
+def _app(cloud: CloudServer, config: CloudConfig) -> AppParams:
+    app = config.apps[0]
+    return AppParams(cloud.url, app.key, app.secret)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_relay_only_viewer_streams_through_coturn(
+    coturn: Coturn, udp_and_tcp: tuple[CloudServer, CloudConfig], transport: str
+) -> None:
+    """A viewer that may use nothing but a relay (UDP, or TCP as on a UDP-blocked network)
+    gets its video through coturn, still end-to-end encrypted and pinned."""
+    cloud, config = udp_and_tcp
+    before = coturn.allocations()
+    module = P2PModule(LinkConfig(relay_only=True))
+    await module.init(_app(cloud, config))
+    # Keep only this transport's TURN URL, as a network that blocks UDP leaves only TCP.
+    session_servers = module._link_config.ice_servers
+    only = tuple(
+        replace(s, urls=tuple(u for u in s.urls if u.endswith(f"transport={transport}")))
+        for s in session_servers
+        if any(u.startswith("turn:") for u in s.urls)
+    )
+    module._link_config = replace(module._link_config, ice_servers=only)
+    events: list[tuple[str, object]] = []
+    try:
+        await module.start_p2p_service(
+            "cam", DEVICE, msg_callback=lambda e, s, d: events.append((s, d))
+        )
+        assert module.link_mode("cam") == "relay"
+        assert module.get_stream_link_mode("cam") == 63
+        assert ("connected", {"link_mode": "relay"}) in events
+        tags = await _watch(module)
+        assert next(t for t in tags if t.is_video).is_keyframe
+    finally:
+        await module.destroy()
+    assert coturn.allocations() > before, "coturn allocated nothing: the link did not relay"
+
+
+async def test_direct_path_wins_over_a_working_relay(
+    coturn: Coturn, udp_and_tcp: tuple[CloudServer, CloudConfig]
+) -> None:
+    """Both ends have relay candidates that work, and a direct path: the direct one is used."""
+    cloud, config = udp_and_tcp
+    module = P2PModule()
+    await module.init(_app(cloud, config))
+    try:
+        assert any(u.startswith("turn:") for s in module._link_config.ice_servers for u in s.urls)
+        for _ in range(3):
+            await module.start_p2p_service("cam", DEVICE)
+            assert module.link_mode("cam") == "direct"
+            assert module.get_stream_link_mode("cam") == 62
+            await module.stop_p2p_service("cam")
+    finally:
+        await module.destroy()
+
+
+async def test_wrong_turn_secret_leaves_direct_links_working(coturn: Coturn) -> None:
+    """The cloud's TURN secret does not match coturn's: allocations are refused, and links
+    that need no relay still come up (and within the connect timeout)."""
+    cloud, config, device = await _stack(
+        coturn, urls=coturn.urls("udp"), secret="not-the-coturn-secret"
+    )
+    module = P2PModule()
+    try:
+        await module.init(_app(cloud, config))
+        await module.start_p2p_service("cam", DEVICE)
+        assert module.link_mode("cam") == "direct"
+        tags = await _watch(module, 1)
+        assert tags
+    finally:
+        await module.destroy()
+        await device.close()
+        await cloud.stop()
+
+
+def test_coturn_credentials_are_the_rest_api_scheme(tmp_path: Path) -> None:
+    """What the cloud hands out is what coturn checks: ``expiry:user`` and
+    base64(HMAC-SHA1(secret, username)). (The relay tests above prove coturn accepts them.)"""
+    import base64
+    import hashlib
+    import hmac
+
+    from xp2p.auth import turn_credentials
+
+    username, password = turn_credentials("s3cret-shared", "alice", 600, now=1_000_000)
+    assert username == "1000600:alice"
+    digest = hmac.new(b"s3cret-shared", username.encode(), hashlib.sha1).digest()
+    assert password == base64.b64encode(digest).decode()
