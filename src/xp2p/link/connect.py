@@ -25,7 +25,7 @@ from aioquic.quic.packet import pull_quic_header
 
 from xp2p.link import conditioner
 from xp2p.link.config import LinkConfig
-from xp2p.link.congestion import CONGESTION_CONTROL, use_burst_pacer
+from xp2p.link.congestion import use_xp2p_pacer
 from xp2p.link.ice import (
     IceConnection,
     IceParameters,
@@ -49,8 +49,7 @@ Signaller = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 def _new_quic(configuration: QuicConfiguration, **kwargs: Any) -> ReceiveWindowQuic:
     quic = ReceiveWindowQuic(configuration=configuration, **kwargs)
-    if configuration.congestion_control_algorithm == CONGESTION_CONTROL:
-        use_burst_pacer(quic)
+    use_xp2p_pacer(quic)
     return quic
 
 
