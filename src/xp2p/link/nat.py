@@ -1,81 +1,572 @@
-"""NAT probing with STUN: what address the cloud sees for a local UDP socket.
+"""NAT behaviour discovery with STUN (RFC 5780 §4.3 mapping and §4.4 filtering tests).
 
-This is the basic probe ``init`` runs (mapped address, open vs behind NAT); the full RFC 5780
-behaviour classification (mapping and filtering) builds on the same exchange.
+Three layers, h11/aioquic style:
+
+* :func:`classify` (pure): the tests' outcomes (:class:`ProbeResults`) → a
+  :class:`NatBehaviour`: mapping and filtering behaviour and the common ``nat_type`` name.
+* :class:`BehaviourDiscovery` (sans-IO): the probe sequence as a state machine. It is given
+  datagrams and the time, and hands back datagrams to send and the time it next wants to be
+  woken; it never reads a clock or touches a socket.
+* :func:`discover_nat_behaviour`: the asyncio shell with two UDP sockets.
+
+The sequence, with two local sockets (a mapping socket and a filtering socket)::
+
+    t0   mapping:   Binding → primary                       (test I: mapped address, OTHER-ADDRESS)
+         filtering: Binding + change IP+port → primary      (answered: endpoint-independent)
+         filtering: Binding + change port → primary         (answered: address-dependent)
+    then mapping:   Binding → other IP, primary port        (test II: same mapping = EIM)
+         mapping:   Binding → other IP, other port          (test III: same as II = address-dep.)
+
+The filtering tests wait for answers that may never come, so they run at once, together with
+test I, and stop waiting a settle time after test I's answer (longer on a slow path). The
+mapping tests II and III wait until the filtering tests are over: they send to the server's
+other IP, and a NAT that keeps its address-dependent permissions per host rather than per
+mapping would then let the other IP's answers reach the filtering socket too, and look
+endpoint-independent. Everything stops at ``ProbeTimings.total`` (3 s).
+
+A server with one IP (only an alternate port, ``StunInfo.alt_port``) still tells symmetric
+mappings (the mapping changes with the port) and address-and-port-dependent filtering apart;
+what it cannot tell is reported ``unknown``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import functools
+import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from aioice import stun
 
 from xp2p.link.ice import LinkError
 
+logger = logging.getLogger("xp2p.link")
+
+Address = tuple[str, int]
+
+_CHANGE_IP = 0x4
+_CHANGE_PORT = 0x2
+
+
+class Dependence(enum.StrEnum):
+    """What a NAT's mapping or filtering depends on (RFC 4787 §4.1, §5)."""
+
+    ENDPOINT_INDEPENDENT = "endpoint-independent"
+    ADDRESS_DEPENDENT = "address-dependent"
+    ADDRESS_AND_PORT_DEPENDENT = "address-and-port-dependent"
+    UNKNOWN = "unknown"
+
+
+class NatType(enum.StrEnum):
+    """The common names: cones are endpoint-independent mappings, by their filtering."""
+
+    OPEN = "open"  # no NAT: the server sees our own address
+    FULL_CONE = "full-cone"
+    RESTRICTED_CONE = "restricted-cone"
+    PORT_RESTRICTED = "port-restricted"
+    SYMMETRIC = "symmetric"  # any mapping that is not endpoint-independent
+    UDP_BLOCKED = "udp-blocked"  # no STUN answer at all
+    UNKNOWN = "unknown"  # the server cannot run the tests that would tell
+
 
 @dataclass(frozen=True, slots=True)
-class NatProbe:
-    local: tuple[str, int]
-    mapped: tuple[str, int]
+class NatBehaviour:
+    """The result of one probe."""
+
+    nat_type: NatType
+    mapping: Dependence
+    filtering: Dependence
+    #: The probe's (mapping socket's) local address, and what the server saw of it.
+    local: Address
+    mapped: Address | None
+    #: The STUN server's primary address and the alternate the tests used, if any.
+    server: Address
+    other: Address | None = None
 
     @property
-    def nat_type(self) -> str:
-        """``open`` when the cloud sees our own address, else ``nat``."""
-        return "open" if self.mapped == self.local else "nat"
+    def failed(self) -> bool:
+        return self.nat_type == NatType.UDP_BLOCKED
 
-
-class _StunClient(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.responses: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.responses.put_nowait((data, addr))
-
-
-async def probe_mapping(
-    server: tuple[str, int], *, local_host: str = "0.0.0.0", timeout: float = 2.0, tries: int = 3
-) -> NatProbe:
-    """One STUN Binding exchange (retransmitted ``tries`` times) within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        _StunClient, local_addr=(local_host, 0), family=socket.AF_INET
-    )
-    try:
-        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-        data = bytes(request)
-        deadline = loop.time() + timeout
-        for attempt in range(tries):
-            transport.sendto(data, server)
-            wait = min((deadline - loop.time()), timeout / tries * (attempt + 1))
-            with contextlib.suppress(TimeoutError):
-                while True:
-                    raw, _addr = await asyncio.wait_for(protocol.responses.get(), max(0.01, wait))
-                    try:
-                        message = stun.parse_message(raw)
-                    except ValueError:
-                        continue
-                    if message.transaction_id != request.transaction_id:
-                        continue
-                    mapped = message.attributes.get("XOR-MAPPED-ADDRESS")
-                    if mapped is None:
-                        raise LinkError("nat_probe", "STUN response lacks XOR-MAPPED-ADDRESS")
-                    local = transport.get_extra_info("sockname")[:2]
-                    if local[0] == "0.0.0.0":
-                        local = (_route_address(server[0]), local[1])
-                    return NatProbe(local=local, mapped=(mapped[0], mapped[1]))
-        raise LinkError(
-            "nat_probe", f"no STUN answer from {server[0]}:{server[1]} within {timeout:.1f} s"
+    def describe(self) -> str:
+        """One log line's worth."""
+        mapped = "none" if self.mapped is None else _fmt(self.mapped)
+        other = "" if self.other is None else f"/{_fmt(self.other)}"
+        return (
+            f"{self.nat_type} (mapping {self.mapping}, filtering {self.filtering}; "
+            f"local {_fmt(self.local)}, mapped {mapped}, STUN {_fmt(self.server)}{other})"
         )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nat_type": str(self.nat_type),
+            "mapping": str(self.mapping),
+            "filtering": str(self.filtering),
+            "local": _fmt(self.local),
+            "mapped": None if self.mapped is None else _fmt(self.mapped),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResults:
+    """What the tests found: the input of :func:`classify`. ``None`` = no answer or not run."""
+
+    server: Address
+    local: Address
+    #: Test I: the mapped address, and the alternate address the server offered (its
+    #: OTHER-ADDRESS, or the primary IP with ``StunInfo.alt_port`` when it has one IP).
+    mapped: Address | None = None
+    other: Address | None = None
+    #: Test II (other IP, primary port) and test III (the other address).
+    mapped_via_other_ip: Address | None = None
+    mapped_via_other: Address | None = None
+    #: Filtering tests: True answered, False no answer in time, None not possible (the
+    #: server refused the change or ignored it).
+    answered_change_ip_port: bool | None = None
+    answered_change_port: bool | None = None
+
+
+def classify(results: ProbeResults) -> NatBehaviour:
+    """The NAT behaviour the test results show (pure)."""
+    r = results
+
+    def behaviour(nat_type: NatType, mapping: Dependence, filtering: Dependence) -> NatBehaviour:
+        return NatBehaviour(nat_type, mapping, filtering, r.local, r.mapped, r.server, r.other)
+
+    if r.mapped is None:
+        return behaviour(NatType.UDP_BLOCKED, Dependence.UNKNOWN, Dependence.UNKNOWN)
+    filtering = _filtering(r)
+    if r.mapped == r.local:
+        # No translation; the filtering (a firewall's) is still reported.
+        return behaviour(NatType.OPEN, Dependence.ENDPOINT_INDEPENDENT, filtering)
+    mapping, independent = _mapping(r)
+    if independent is False:
+        return behaviour(NatType.SYMMETRIC, mapping, filtering)
+    if independent is None:
+        return behaviour(NatType.UNKNOWN, mapping, filtering)
+    cones = {
+        Dependence.ENDPOINT_INDEPENDENT: NatType.FULL_CONE,
+        Dependence.ADDRESS_DEPENDENT: NatType.RESTRICTED_CONE,
+        Dependence.ADDRESS_AND_PORT_DEPENDENT: NatType.PORT_RESTRICTED,
+        Dependence.UNKNOWN: NatType.UNKNOWN,
+    }
+    return behaviour(cones[filtering], mapping, filtering)
+
+
+def _mapping(r: ProbeResults) -> tuple[Dependence, bool | None]:
+    """The mapping behaviour, and whether it is endpoint-independent (None: cannot tell)."""
+    if r.other is None:
+        return Dependence.UNKNOWN, None
+    if _same_ip(r.other[0], r.server[0]):
+        # One IP: a different mapping for another port is address-and-port-dependent; the
+        # same one could be endpoint-independent or address-dependent.
+        if r.mapped_via_other is not None and r.mapped_via_other != r.mapped:
+            return Dependence.ADDRESS_AND_PORT_DEPENDENT, False
+        return Dependence.UNKNOWN, None
+    if r.mapped_via_other_ip is None:
+        return Dependence.UNKNOWN, None
+    if r.mapped_via_other_ip == r.mapped:
+        return Dependence.ENDPOINT_INDEPENDENT, True
+    if r.mapped_via_other is None:
+        return Dependence.UNKNOWN, False
+    if r.mapped_via_other == r.mapped_via_other_ip:
+        return Dependence.ADDRESS_DEPENDENT, False
+    return Dependence.ADDRESS_AND_PORT_DEPENDENT, False
+
+
+def _filtering(r: ProbeResults) -> Dependence:
+    both, port = r.answered_change_ip_port, r.answered_change_port
+    if both:
+        return Dependence.ENDPOINT_INDEPENDENT
+    if port is False:
+        # Not even the primary IP's other port gets in (with or without a second IP).
+        return Dependence.ADDRESS_AND_PORT_DEPENDENT
+    if both is False and port:
+        return Dependence.ADDRESS_DEPENDENT
+    return Dependence.UNKNOWN
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+def _fmt(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---- the probe sequence (sans-IO) ------------------------------------------------------
+
+
+class ProbeSocket(enum.StrEnum):
+    MAPPING = "mapping"
+    FILTERING = "filtering"
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """A datagram the shell must send from ``socket`` to ``address``."""
+
+    socket: ProbeSocket
+    address: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTimings:
+    #: Bound on the whole probe, from the first datagram.
+    total: float = 3.0
+    #: No answer to test I by then: UDP is blocked (or the server is down).
+    answer_within: float = 2.0
+    #: After test I's answer, the other tests wait at least this long for theirs...
+    settle: float = 0.5
+    #: ...or this many of test I's round trips, on a slow path.
+    settle_rtts: float = 4.0
+    #: When each test (re)sends its request, from its start; a lost datagram must not read
+    #: as filtering.
+    retransmit: tuple[float, ...] = (0.0, 0.1, 0.3, 0.7, 1.5)
+
+
+class _Outcome(enum.Enum):
+    PENDING = enum.auto()
+    ANSWERED = enum.auto()
+    REFUSED = enum.auto()  # an error answer, or the server ignored the change it was asked
+    TIMED_OUT = enum.auto()
+
+
+@dataclass(eq=False)
+class _Test:
+    socket: ProbeSocket
+    destination: Address
+    change: int
+    started: float
+    deadline: float
+    request: Any = None  # aioice's stun.Message
+    sends: int = 0
+    outcome: _Outcome = _Outcome.PENDING
+    mapped: Address | None = None
+
+    def __post_init__(self) -> None:
+        attributes = {"CHANGE-REQUEST": self.change} if self.change else {}
+        self.request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, attributes=attributes)
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome is _Outcome.PENDING
+
+    def next_send(self, timings: ProbeTimings) -> float | None:
+        if self.sends >= len(timings.retransmit):
+            return None
+        return self.started + timings.retransmit[self.sends]
+
+
+class BehaviourDiscovery:
+    """The RFC 5780 probe sequence against one STUN server, sans-IO.
+
+    Drive it with :meth:`start`, then :meth:`datagram_received` for every datagram either
+    socket receives and :meth:`handle_timer` whenever :meth:`get_timer` comes due, sending
+    what each returns, until :attr:`done`; then :meth:`results`.
+    """
+
+    def __init__(
+        self,
+        server: Address,
+        *,
+        alt_port: int | None = None,
+        timings: ProbeTimings | None = None,
+    ) -> None:
+        self.server = server
+        self._alt_port = alt_port
+        self.timings = timings or ProbeTimings()
+        self._t0 = 0.0
+        self._end = 0.0
+        self._first: _Test | None = None
+        self._change_ip_port: _Test | None = None
+        self._change_port: _Test | None = None
+        self._via_other_ip: _Test | None = None
+        self._via_other: _Test | None = None
+        self._other: Address | None = None
+        self._settle = 0.0  # how long tests after test I wait, once its round trip is known
+        self._mapping_started = False
+        self.done = False
+
+    # ---- driving ------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Transmit]:
+        t = self.timings
+        self._t0, self._end = now, now + t.total
+        first_deadline = now + min(t.answer_within, t.total)
+        self._first = _Test(ProbeSocket.MAPPING, self.server, 0, now, first_deadline)
+        # Until test I answers, the filtering tests' deadline is the whole probe's.
+        self._change_ip_port = _Test(
+            ProbeSocket.FILTERING, self.server, _CHANGE_IP | _CHANGE_PORT, now, self._end
+        )
+        self._change_port = _Test(ProbeSocket.FILTERING, self.server, _CHANGE_PORT, now, self._end)
+        return self._due(now)
+
+    def datagram_received(
+        self, sock: ProbeSocket, data: bytes, source: Address, now: float
+    ) -> list[Transmit]:
+        if self.done:
+            return []
+        try:
+            message = stun.parse_message(data)
+        except Exception:  # aioice raises ValueError, struct.error...: not our answer
+            return []
+        test = next(
+            (
+                t
+                for t in self._tests()
+                if t.pending
+                and t.socket == sock
+                and t.request.transaction_id == message.transaction_id
+            ),
+            None,
+        )
+        if test is None or message.message_method != stun.Method.BINDING:
+            return []
+        if message.message_class == stun.Class.ERROR and test is not self._first:
+            # (A plain Binding is never refused: an error to test I is not our server's.)
+            test.outcome = _Outcome.REFUSED
+        elif message.message_class == stun.Class.RESPONSE:
+            self._answered(test, message, source, now)
+        return self._advance(now)
+
+    def handle_timer(self, now: float) -> list[Transmit]:
+        if self.done:
+            return []
+        for test in self._tests():
+            if test.pending and now >= test.deadline:
+                test.outcome = _Outcome.TIMED_OUT
+        return self._advance(now)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` wants to run next (None once done)."""
+        if self.done:
+            return None
+        times = [self._end]
+        for test in self._tests():
+            if test.pending:
+                times.append(test.deadline)
+                when = test.next_send(self.timings)
+                if when is not None:
+                    times.append(when)
+        return min(times)
+
+    # ---- results --------------------------------------------------------------------------
+
+    def results(self, local: Address) -> ProbeResults:
+        """What the tests found; ``local`` is the mapping socket's own address."""
+        first = self._first
+        if first is None or first.mapped is None:
+            return ProbeResults(self.server, local)
+        return ProbeResults(
+            self.server,
+            local,
+            mapped=first.mapped,
+            other=self._other,
+            mapped_via_other_ip=self._via_other_ip.mapped if self._via_other_ip else None,
+            mapped_via_other=self._via_other.mapped if self._via_other else None,
+            answered_change_ip_port=_answered(self._change_ip_port),
+            answered_change_port=_answered(self._change_port),
+        )
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _tests(self) -> list[_Test]:
+        tests = (
+            self._first,
+            self._change_ip_port,
+            self._change_port,
+            self._via_other_ip,
+            self._via_other,
+        )
+        return [t for t in tests if t is not None]
+
+    def _answered(self, test: _Test, message: Any, source: Address, now: float) -> None:
+        if test.socket == ProbeSocket.FILTERING:
+            # The answer only says something about filtering if it came from where we asked.
+            changed_ip = not _same_ip(source[0], self.server[0])
+            changed_port = source[1] != self.server[1]
+            wanted_ip = bool(test.change & _CHANGE_IP)
+            ok = changed_port and changed_ip == wanted_ip
+            test.outcome = _Outcome.ANSWERED if ok else _Outcome.REFUSED
+            return
+        mapped = message.attributes.get("XOR-MAPPED-ADDRESS") or message.attributes.get(
+            "MAPPED-ADDRESS"
+        )
+        if mapped is None:
+            if test is not self._first:  # without test I's answer nothing else counts
+                test.outcome = _Outcome.REFUSED
+            return
+        test.outcome = _Outcome.ANSWERED
+        test.mapped = (str(mapped[0]), int(mapped[1]))
+        if test is self._first:
+            self._first_answered(message, now)
+
+    def _first_answered(self, message: Any, now: float) -> None:
+        t = self.timings
+        rtt = now - self._t0
+        self._settle = max(t.settle, t.settle_rtts * rtt)
+        other = message.attributes.get("OTHER-ADDRESS")
+        if other is not None:
+            self._other = (str(other[0]), int(other[1]))
+        elif self._alt_port is not None and self._alt_port != self.server[1]:
+            self._other = (self.server[0], self._alt_port)
+        deadline = min(self._end, now + self._settle)
+        for test in (self._change_ip_port, self._change_port):
+            assert test is not None
+            test.deadline = min(test.deadline, deadline)
+
+    def _start_mapping_tests(self, now: float) -> None:
+        self._mapping_started = True
+        other = self._other
+        if other is None or now >= self._end:
+            return
+        deadline = min(self._end, now + self._settle)
+        if not _same_ip(other[0], self.server[0]):
+            self._via_other_ip = _Test(
+                ProbeSocket.MAPPING, (other[0], self.server[1]), 0, now, deadline
+            )
+        self._via_other = _Test(ProbeSocket.MAPPING, other, 0, now, deadline)
+
+    def _advance(self, now: float) -> list[Transmit]:
+        first = self._first
+        assert first is not None
+        if now >= self._end:
+            for test in self._tests():
+                if test.pending:
+                    test.outcome = _Outcome.TIMED_OUT
+        if first.outcome is _Outcome.TIMED_OUT:
+            self.done = True  # nothing else means anything without test I
+            return []
+        filtering = (self._change_ip_port, self._change_port)
+        if (
+            first.outcome is _Outcome.ANSWERED
+            and not self._mapping_started
+            and not any(t is not None and t.pending for t in filtering)
+        ):
+            self._start_mapping_tests(now)
+        if self._mapping_started and not any(t.pending for t in self._tests()):
+            self.done = True
+            return []
+        return self._due(now)
+
+    def _due(self, now: float) -> list[Transmit]:
+        out = []
+        for test in self._tests():
+            while test.pending:
+                when = test.next_send(self.timings)
+                if when is None or when > now:
+                    break
+                test.sends += 1
+                out.append(Transmit(test.socket, test.destination, bytes(test.request)))
+                # Catching up after a late wake-up sends one copy, not a burst.
+                while (nxt := test.next_send(self.timings)) is not None and nxt <= now:
+                    test.sends += 1
+        return out
+
+
+def _answered(test: _Test | None) -> bool | None:
+    if test is None or test.outcome in (_Outcome.REFUSED, _Outcome.PENDING):
+        return None
+    return test.outcome is _Outcome.ANSWERED
+
+
+# ---- the asyncio shell -----------------------------------------------------------------
+
+
+class _ProbeProtocol(asyncio.DatagramProtocol):
+    def __init__(
+        self, sock: ProbeSocket, inbox: asyncio.Queue[tuple[ProbeSocket, bytes, Address]]
+    ) -> None:
+        self._sock = sock
+        self._inbox = inbox
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._inbox.put_nowait((self._sock, data, (str(addr[0]), int(addr[1]))))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable from a NAT or a down server: the timeouts say the same, later.
+        logger.debug("NAT probe %s socket: %s", self._sock, exc)
+
+
+async def discover_nat_behaviour(
+    server: tuple[str, int],
+    *,
+    alt_port: int | None = None,
+    local_host: str = "0.0.0.0",
+    timings: ProbeTimings | None = None,
+) -> NatBehaviour:
+    """Classify the NAT between this host and the STUN ``server`` (IPv4), in at most
+    ``timings.total`` seconds (3 s by default). ``alt_port`` is the server's alternate port
+    when it has no second IP (``StunInfo.alt_port``).
+
+    Returns a ``udp-blocked`` result when the server does not answer; raises
+    :class:`LinkError` (reason ``nat_probe``) only when the probe cannot run at all (no
+    local socket, a server name that does not resolve).
+    """
+    loop = asyncio.get_running_loop()
+    host, port = server
+    try:
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+        server_ip = (str(infos[0][4][0]), port)
+    except (OSError, IndexError) as exc:
+        raise LinkError("nat_probe", f"cannot resolve STUN server {host}: {exc}") from exc
+    inbox: asyncio.Queue[tuple[ProbeSocket, bytes, Address]] = asyncio.Queue()
+    transports: dict[ProbeSocket, asyncio.DatagramTransport] = {}
+    try:
+        for sock in ProbeSocket:
+            transport, _ = await loop.create_datagram_endpoint(
+                functools.partial(_ProbeProtocol, sock, inbox),
+                local_addr=(local_host, 0),
+                family=socket.AF_INET,
+            )
+            transports[sock] = transport
+        machine = BehaviourDiscovery(server_ip, alt_port=alt_port, timings=timings)
+
+        def send(transmits: list[Transmit]) -> None:
+            for t in transmits:
+                with contextlib.suppress(OSError):  # unreachable now = no answer later
+                    transports[t.socket].sendto(t.data, t.address)
+
+        send(machine.start(loop.time()))
+        while not machine.done:
+            timer = machine.get_timer()
+            assert timer is not None
+            try:
+                sock, data, source = await asyncio.wait_for(
+                    inbox.get(), max(0.0, timer - loop.time())
+                )
+            except TimeoutError:
+                send(machine.handle_timer(loop.time()))
+            else:
+                send(machine.datagram_received(sock, data, source, loop.time()))
+        local = transports[ProbeSocket.MAPPING].get_extra_info("sockname")[:2]
+        local = (str(local[0]), int(local[1]))
+        if local[0] in ("0.0.0.0", ""):
+            local = (_route_address(server_ip[0]), local[1])
+        return classify(machine.results(local))
+    except OSError as exc:
+        raise LinkError("nat_probe", f"cannot probe the NAT: {exc}") from exc
     finally:
-        transport.close()
+        for transport in transports.values():
+            transport.close()
 
 
 def _route_address(remote_host: str) -> str:
     """The local address the kernel would use to reach remote_host (no packet is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect((remote_host, 9))
+        try:
+            sock.connect((remote_host, 9))
+        except OSError:  # no route: the probe got no answer either
+            return "0.0.0.0"
         address: str = sock.getsockname()[0]
         return address

@@ -12,7 +12,7 @@ from typing import Any
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import NatEvent, NotifySubtype
 from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
-from xp2p.link.nat import NatProbe, probe_mapping
+from xp2p.link.nat import NatBehaviour, discover_nat_behaviour
 from xp2p.viewer import command as command_module
 from xp2p.viewer import download as download_module
 from xp2p.viewer import voice as voice_module
@@ -51,14 +51,23 @@ class P2PModule:
         self._services: dict[str, Service] = {}
         self._starting: set[str] = set()
         self._probing = False
-        self.nat: NatProbe | None = None
+        self._nat: NatBehaviour | None = None
+        self._background_probe: asyncio.Task[None] | None = None
+        self._link_watchers: set[asyncio.Task[None]] = set()
 
     def get_uuid(self) -> str:
         return self._uuid
 
     @property
     def nat_type(self) -> str:
-        return "unknown" if self.nat is None else self.nat.nat_type
+        """The last probe's NAT type: ``open``, ``full-cone``, ``restricted-cone``,
+        ``port-restricted``, ``symmetric``, ``udp-blocked`` or ``unknown``."""
+        return "unknown" if self._nat is None else str(self._nat.nat_type)
+
+    @property
+    def nat_behaviour(self) -> NatBehaviour | None:
+        """The last probe's full result (mapping, filtering, addresses); None before one."""
+        return self._nat
 
     # ---- module lifecycle -----------------------------------------------------------
 
@@ -95,38 +104,69 @@ class P2PModule:
         await self._probe_nat()
 
     async def _probe_nat(self) -> None:
-        assert self._session is not None
+        """The probe of ``init`` and ``reset_p2p``; -2201 while another of those runs."""
         if self._probing:
             raise XP2PError(ErrorCode.NAT_PROBE_STARTED_TWICE, "a NAT probe is already running")
         self._probing = True
-        stun = self._session.stun
         try:
-            probe = await probe_mapping((stun.host, stun.port), timeout=2.0)
-        except (LinkError, OSError) as exc:
-            logger.warning("module %s: NAT probe failed: %s", self._uuid, exc)
-            self._fire(
-                NatEvent.NAT_ERROR, {"code": int(ErrorCode.NAT_PROBE_ERROR), "message": str(exc)}
-            )
-            return
+            background = self._background_probe
+            if background is not None and not background.done():
+                # Its answer predates this call (the app may know of a change it missed).
+                await asyncio.wait({background})
+            await self._run_nat_probe()
         finally:
             self._probing = False
-        previous, self.nat = self.nat, probe
-        logger.info(
-            "module %s: NAT %s (local %s:%d, mapped %s:%d)",
-            self._uuid,
-            probe.nat_type,
-            *probe.local,
-            *probe.mapped,
+
+    def _probe_nat_in_background(self, why: str) -> None:
+        """Re-probe without anyone waiting, unless a probe runs already."""
+        running = self._background_probe is not None and not self._background_probe.done()
+        if self._session is None or self._probing or running:
+            return
+        logger.info("module %s: re-probing the NAT (%s)", self._uuid, why)
+        self._background_probe = asyncio.create_task(
+            self._run_nat_probe(), name=f"nat-probe-{self._uuid}"
         )
-        if previous is not None and previous != probe:
+
+    async def _run_nat_probe(self) -> None:
+        """One probe; reports through natChanged/natError, never raises."""
+        session = self._session
+        assert session is not None
+        stun = session.stun
+        try:
+            behaviour = await discover_nat_behaviour((stun.host, stun.port), alt_port=stun.alt_port)
+        except LinkError as exc:
+            self._nat_error(str(exc))
+            return
+        previous, self._nat = self._nat, behaviour
+        logger.info("module %s: NAT %s", self._uuid, behaviour.describe())
+        if behaviour.failed:
+            self._nat_error(f"no STUN answer from {stun.host}:{stun.port}: UDP looks blocked")
+        elif previous is not None and _nat_differs(previous, behaviour):
             self._fire(
                 NatEvent.NAT_CHANGED,
                 {
-                    "nat_type": probe.nat_type,
-                    "previous": previous.nat_type,
-                    "mapped": f"{probe.mapped[0]}:{probe.mapped[1]}",
+                    **behaviour.to_json(),
+                    "previous": str(previous.nat_type),
+                    "previous_mapped": previous.to_json()["mapped"],
                 },
             )
+
+    def _nat_error(self, message: str) -> None:
+        logger.warning("module %s: NAT probe failed: %s", self._uuid, message)
+        self._fire(NatEvent.NAT_ERROR, {"code": int(ErrorCode.NAT_PROBE_ERROR), "message": message})
+
+    def _watch_link_for_network_change(self, service: Service) -> None:
+        """A link that dies under a service the app did not stop may mean a new network:
+        re-probe so that natChanged comes without the app calling reset_p2p."""
+
+        async def watch() -> None:
+            await service.link.wait_closed()
+            if self._services.get(service.id) is service:
+                self._probe_nat_in_background(f"service {service.id} lost its link")
+
+        task = asyncio.create_task(watch(), name=f"nat-watch-{service.id}")
+        self._link_watchers.add(task)
+        task.add_done_callback(self._link_watchers.discard)
 
     def _fire(self, event: NatEvent, detail: Any) -> None:
         if self._event_handler is not None:
@@ -139,10 +179,18 @@ class P2PModule:
         """Stop every service and sign out. The module can be initialised again afterwards."""
         for service_id in list(self._services):
             await self.stop_p2p_service(service_id)
+        for task in (*self._link_watchers, self._background_probe):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*self._link_watchers, return_exceptions=True)
+        if self._background_probe is not None:
+            await asyncio.gather(self._background_probe, return_exceptions=True)
+        self._background_probe = None
         if self._cloud is not None:
             await self._cloud.close()
         self._cloud = None
         self._session = None
+        self._nat = None  # a new init may be on another network: no natChanged against this
 
     def _require_init(self) -> CloudClient:
         if self._cloud is None:
@@ -188,6 +236,7 @@ class P2PModule:
         finally:
             self._starting.discard(service_id)
         self._services[service_id] = service
+        self._watch_link_for_network_change(service)
         service.notify(NotifySubtype.CONNECTED, {"link_mode": service.link.link_mode})
         if data_callback is not None:
             await self.start_stream(service_id, data_callback)
@@ -376,6 +425,14 @@ class LiveStream:
             self._queue.put_nowait(None)  # stay ended for later calls
             raise StopAsyncIteration
         return chunk
+
+
+def _nat_differs(old: NatBehaviour, new: NatBehaviour) -> bool:
+    """A new NAT type or public address. Mapped ports are not compared: every probe uses
+    fresh sockets, so a NAT that does not keep ports maps them anew each time."""
+    old_ip = old.mapped[0] if old.mapped else None
+    new_ip = new.mapped[0] if new.mapped else None
+    return old.nat_type != new.nat_type or old_ip != new_ip
 
 
 def _cloud_error(label: str, exc: CloudError) -> XP2PError:
