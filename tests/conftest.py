@@ -68,3 +68,22 @@ async def module(stack: Stack) -> AsyncIterator[P2PModule]:
     await p2p.init(stack.app_params)
     yield p2p
     await p2p.destroy()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many NAT-lab tests ran: where the lab cannot run they are skipped, and that
+    must show in CI's output rather than pass unseen."""
+    counts: dict[str, int] = {}
+    reason = ""
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "natlab" in getattr(report, "nodeid", "") and report.when in ("call", "setup"):
+                if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                    reason = str(report.longrepr[2])
+                if report.when == "call" or outcome != "passed":
+                    counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        ran = sum(v for k, v in counts.items() if k != "skipped")
+        detail = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        line = f"NAT lab: {ran} tests ran ({detail})"
+        terminalreporter.write_line(line + (f" — {reason}" if reason else ""))

@@ -187,3 +187,33 @@ def test_coturn_credentials_are_the_rest_api_scheme(tmp_path: Path) -> None:
     assert username == "1000600:alice"
     digest = hmac.new(b"s3cret-shared", username.encode(), hashlib.sha1).digest()
     assert password == base64.b64encode(digest).decode()
+
+
+async def test_viewer_renews_turn_credentials_before_they_expire(coturn: Coturn) -> None:
+    """Credentials that expire within the refresh margin are renewed before a connect."""
+    cloud, config, device = await _stack(coturn, urls=coturn.urls("udp"))
+    cloud.config = replace(cloud.config, turn=(replace(cloud.config.turn[0], ttl=60),))
+    module = P2PModule()
+    try:
+        await module.init(_app(cloud, config))
+        assert module._session is not None
+        first = module._session.session_id
+        await module.start_p2p_service("cam", DEVICE)
+        assert module._session.session_id != first
+        await module.stop_p2p_service("cam")
+    finally:
+        await module.destroy()
+        await device.close()
+        await cloud.stop()
+
+
+def test_offer_frames_carry_ice_servers_and_tolerate_bad_ones() -> None:
+    from xp2p.device.cloud_session import _parse_offer
+
+    good = {"urls": ["turn:203.0.113.3:3478"], "username": "1:x", "credential": "c"}
+    base = {"request_id": "r", "app_key": "a", "offer": {}}
+    request = _parse_offer({**base, "ice_servers": [good]})
+    assert request is not None and request.ice_servers[0].urls == ("turn:203.0.113.3:3478",)
+    assert request.ice_servers[0].expires_at == 1
+    request = _parse_offer({**base, "ice_servers": "garbage"})
+    assert request is not None and request.ice_servers == ()

@@ -315,6 +315,11 @@ class NatLab:
 
     def _nat_rules(self, site: Site) -> None:
         r, host = site.router, site.host_ip
+        # Unsolicited UDP for the router itself is dropped before conntrack confirms an entry
+        # for it: a confirmed entry for (peer -> wan:p) would make SNAT pick another port
+        # when the host then sends to that peer from p, breaking endpoint-independent mapping
+        # exactly when hole punching needs it (the peer's check arriving first).
+        self._iptables(r, "-A INPUT -i wan -p udp -m conntrack --ctstate NEW -j DROP")
         if site.kind == NatKind.SYMMETRIC:
             self._iptables(r, "-t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully")
         else:
@@ -332,7 +337,6 @@ class NatLab:
             )
         elif site.kind == NatKind.UDP_BLOCKED:
             self._iptables(r, "-A FORWARD -p udp -j DROP")
-            self._iptables(r, "-A INPUT -p udp -j DROP")
 
     def _impairments(self, site: Site) -> None:
         r = site.router

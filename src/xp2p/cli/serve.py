@@ -26,7 +26,7 @@ from xp2p.errors import XP2PError
 
 async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
-    from xp2p.cloud.config import CloudConfig
+    from xp2p.cloud.config import CloudConfig, TurnServerConfig
 
     overrides = {
         k: v
@@ -55,12 +55,19 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 print(
                     f"  {device.product_id}/{device.device_name} XP2P_DEVICE_SECRET={device.secret}"
                 )
+    if args.turn:
+        turn = TurnServerConfig(
+            tuple(args.turn), secret(args, "XP2P_TURN_SECRET", "TURN secret"), args.turn_ttl
+        )
+        config = dataclasses.replace(config, turn=(*config.turn, turn))
     server = CloudServer(config)
     await server.start()
     host, port = server.stun_address
     print(
         f"xp2p cloud {__version__} listening on {server.url} (STUN udp {host}:{port})", flush=True
     )
+    for entry in config.turn:
+        print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
     await stop.wait()
     await server.stop()
 
@@ -212,6 +219,28 @@ def register(commands: Subparsers) -> None:
         "--stun-alt-host",
         help="second IP address of this machine for STUN (needs --stun-alt-port and a specific "
         "--host or public_host): NAT-behaviour probing per RFC 5780",
+    )
+    cloud.add_argument(
+        "--turn",
+        action="append",
+        metavar="URL",
+        help="a TURN server for apps and devices, with time-limited credentials (TURN REST "
+        "API): turn:HOST:3478?transport=udp, turn:HOST:3478?transport=tcp (for networks that "
+        "block UDP), turns:HOST:5349; repeat for several. Run coturn with use-auth-secret and "
+        "static-auth-secret set to the same secret",
+    )
+    cloud.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="with --turn: the file holding coturn's static-auth-secret (else $XP2P_TURN_SECRET)",
+    )
+    cloud.add_argument(
+        "--turn-ttl",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="lifetime of the TURN credentials handed out (3600)",
     )
     cloud.add_argument(
         "--print-secrets",

@@ -328,7 +328,12 @@ class CloudServer:
         logger.info("offer from app %s to %s/%s", app.key, pid, dev)
         try:
             answer = await self.hub.relay_offer(
-                pid, dev, app.key, offer, answer_within=self.config.connect_timeout
+                pid,
+                dev,
+                app.key,
+                offer,
+                answer_within=self.config.connect_timeout,
+                ice_servers=self._ice_servers(f"{pid}/{dev}"),
             )
         except RelayError as exc:
             logger.info("offer from app %s to %s/%s failed: %s", app.key, pid, dev, exc.code)

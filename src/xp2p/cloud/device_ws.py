@@ -7,7 +7,7 @@ Protocol (JSON text frames, each with a ``type``)::
     server → {"type": "welcome", "session_id", "grant_public_key", "ice_servers", "stun",
               "server_time"}                       or {"type": "error", "code": "auth_failed"}
     device → {"type": "xp2p_info", "xp2p_info"}    server → {"type": "xp2p_info_ok"}
-    server → {"type": "offer", "request_id", "app_key", "offer"}
+    server → {"type": "offer", "request_id", "app_key", "offer", "ice_servers"}
     device → {"type": "answer", "request_id", "answer"}
            | {"type": "reject", "request_id", "code", "reason"}
 

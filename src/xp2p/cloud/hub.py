@@ -99,8 +99,12 @@ class SignallingHub:
         app_key: str,
         offer: dict[str, Any],
         answer_within: float,
+        ice_servers: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Send ``offer`` to the device and wait for its answer; raises :class:`RelayError`."""
+        """Send ``offer`` to the device and wait for its answer; raises :class:`RelayError`.
+
+        ``ice_servers`` travel with the offer: TURN credentials minted now, so a device signed
+        in for longer than their lifetime still gets a working relay."""
         link = self._links.get((product_id, device_name))
         if link is None:
             raise DeviceOffline("device is offline")
@@ -110,9 +114,15 @@ class SignallingHub:
         pending = _Pending(link)
         self._pending[request_id] = pending
         try:
-            await link.send(
-                {"type": "offer", "request_id": request_id, "app_key": app_key, "offer": offer}
-            )
+            frame: dict[str, Any] = {
+                "type": "offer",
+                "request_id": request_id,
+                "app_key": app_key,
+                "offer": offer,
+            }
+            if ice_servers is not None:
+                frame["ice_servers"] = ice_servers
+            await link.send(frame)
             async with asyncio.timeout(answer_within):
                 return await pending.future
         except TimeoutError:

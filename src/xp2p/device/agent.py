@@ -148,7 +148,8 @@ class DeviceAgent:
         grant = self._check_grant(token)
         label = f"app {grant.app_key} (grant {grant.grant_id[:8]})"
         link_config = replace(
-            self.config.link, ice_servers=self._ice_servers or self.config.link.ice_servers
+            self.config.link,
+            ice_servers=request.ice_servers or self._ice_servers or self.config.link.ice_servers,
         )
 
         async def handler(req: IncomingRequest) -> None:

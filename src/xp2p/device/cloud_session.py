@@ -50,6 +50,8 @@ class OfferRequest:
     request_id: str
     app_key: str
     offer: dict[str, Any]
+    #: Fresh STUN/TURN entries for this link (TURN credentials expire; sign-in's may have).
+    ice_servers: tuple[IceServer, ...] = ()
 
 
 class OfferRejected(Exception):
@@ -324,6 +326,10 @@ def _reject(request: OfferRequest, code: int, reason: str) -> dict[str, Any]:
 
 def _parse_offer(doc: dict[str, Any]) -> OfferRequest | None:
     request_id, app_key, offer = doc.get("request_id"), doc.get("app_key"), doc.get("offer")
-    if isinstance(request_id, str) and isinstance(app_key, str) and isinstance(offer, dict):
-        return OfferRequest(request_id, app_key, offer)
-    return None
+    if not (isinstance(request_id, str) and isinstance(app_key, str) and isinstance(offer, dict)):
+        return None
+    try:
+        ice_servers = parse_ice_servers(doc.get("ice_servers", []))
+    except ValueError:
+        ice_servers = ()  # fall back on the sign-in's: a relay may still work
+    return OfferRequest(request_id, app_key, offer, ice_servers)

@@ -14,6 +14,12 @@ class IceServer:
     username: str | None = None
     credential: str | None = field(default=None, repr=False)
 
+    @property
+    def expires_at(self) -> int | None:
+        """When TURN REST API credentials (``"<expiry>:<user>"``) stop working, if they are."""
+        expiry, sep, _ = (self.username or "").partition(":")
+        return int(expiry) if sep and expiry.isdigit() else None
+
 
 @dataclass(frozen=True, slots=True)
 class Conditions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,8 @@ logger = logging.getLogger("xp2p.viewer")
 
 EventHandler = Callable[[str, Any], None]
 MAX_ID_LENGTH = 128
+#: Renew TURN credentials this long before they expire (a link may need them for its life).
+TURN_REFRESH_MARGIN = 600
 #: getStreamLinkMode's values.
 LINK_MODE_CODES = {"direct": 62, "relay": 63}
 
@@ -261,6 +264,7 @@ class P2PModule:
                     f"xp2pInfo belongs to {parsed.product_id}/{parsed.device_name}, not {label}",
                 )
             grant, _expires = await cloud.get_grant(pid, dev)
+            await self._refresh_turn_credentials(cloud)
 
             async def signal(offer: dict[str, Any]) -> dict[str, Any]:
                 return await cloud.connect(pid, dev, offer)
@@ -282,6 +286,17 @@ class P2PModule:
             )
             raise XP2PError(code, f"cannot connect to {label}: {exc}") from exc
         return Service(service_id, info, link, msg_callback, f"module {self._uuid}")
+
+    async def _refresh_turn_credentials(self, cloud: CloudClient) -> None:
+        """A new app session when the TURN credentials are about to expire (an app may run
+        for days; the credentials last ``ttl`` from init)."""
+        expiries = [e for s in self._link_config.ice_servers if (e := s.expires_at) is not None]
+        if not expiries or min(expiries) - time.time() > TURN_REFRESH_MARGIN:
+            return
+        self._session = await cloud.create_session()
+        if self._session.ice_servers:
+            self._link_config = replace(self._link_config, ice_servers=self._session.ice_servers)
+        logger.info("module %s: TURN credentials renewed", self._uuid)
 
     def update_service_callbacks(
         self, service_id: str, msg_callback: MsgCallback | None = None

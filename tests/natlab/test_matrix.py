@@ -1,0 +1,93 @@
+"""The connection matrix: camera x viewer over every pair of NAT kinds, plus a viewer on a
+network that blocks UDP. Every pair connects and streams video ffprobe decodes; the pairs that
+can connect directly in theory do (no relay)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import FFPROBE
+from .lab import NAT_KINDS, NatKind, NatLab, direct_possible
+from .world import LabWorld
+
+pytestmark = [
+    pytest.mark.natlab,
+    pytest.mark.skipif(FFPROBE is None, reason="ffprobe missing: scripts/setup.sh installs it"),
+]
+
+VIEWER_KINDS = (*NAT_KINDS, NatKind.UDP_BLOCKED)
+
+
+def _decodes_video(path: Path) -> bool:
+    assert FFPROBE is not None
+    done = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    streams = json.loads(done.stdout or "{}").get("streams", [])
+    return (
+        bool(streams)
+        and streams[0]["codec_name"] == "h264"
+        and int(streams[0]["nb_read_frames"]) > 0
+    )
+
+
+@pytest.mark.timeout(600)
+def test_every_nat_pair_connects_and_theoretically_direct_pairs_go_direct(
+    lab: NatLab, world: LabWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cameras = {}
+    for i, kind in enumerate(NAT_KINDS, start=1):
+        site = lab.add_site(kind)
+        world.start_device(site, f"cam{i}")
+        cameras[f"cam{i}"] = kind
+    results: dict[tuple[NatKind, NatKind], dict[str, object]] = {}
+    for viewer_kind in VIEWER_KINDS:
+        site = lab.add_site(viewer_kind)
+        out = tmp_path / viewer_kind.value
+        out.mkdir()
+        for result in world.run_viewer(site, list(cameras), out=out, seconds=1.5):
+            name = str(result["device"]).split("/")[1]
+            result["decoded"] = _decodes_video(out / f"{name}-0.flv") if result["ok"] else False
+            results[(cameras[name], viewer_kind)] = result
+
+    with capsys.disabled():
+        print("\nconnection matrix (camera NAT x viewer NAT): mode, connect ms")
+        corner = "camera / viewer"
+        print(f"{corner:18}" + "".join(f"{k.value:>20}" for k in VIEWER_KINDS))
+        for camera in NAT_KINDS:
+            cells = []
+            for viewer in VIEWER_KINDS:
+                r = results[(camera, viewer)]
+                cell = f"{r['mode']} {r['connect_ms']:.0f}" if r["ok"] else "FAILED"
+                cells.append(f"{cell:>20}")
+            print(f"{camera.value:18}" + "".join(cells))
+
+    failures = [f"{c}->{v}: {r['error']}" for (c, v), r in results.items() if not r["ok"]]
+    assert not failures, failures
+    undecoded = [f"{c}->{v}" for (c, v), r in results.items() if not r["decoded"]]
+    assert not undecoded, f"ffprobe found no H.264 frames for {undecoded}"
+    wrong_mode = [
+        f"{c}->{v}: {r['mode']}"
+        for (c, v), r in results.items()
+        if (r["mode"] == "direct") != direct_possible(c, v)
+    ]
+    assert not wrong_mode, f"expected direct exactly where theory allows it: {wrong_mode}"

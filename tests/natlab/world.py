@@ -1,0 +1,198 @@
+"""xp2p inside the NAT lab: a real ``xp2p cloud`` and coturn on the public network, real
+``xp2p device`` processes behind the lab's routers, and lab viewers (``viewer_probe.py``).
+
+Shared by the NAT-lab tests and ``bench/nat_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .lab import CLOUD_ALT_IP, CLOUD_IP, TURN_IP, NatLab, Site
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/ for coturn.py when run from bench/
+from coturn import Coturn, start_coturn  # noqa: E402
+
+CLOUD_URL = f"http://{CLOUD_IP}:8080"
+APP_KEY = "lab-app"
+PRODUCT = "LAB"
+ACCOUNTS = 12
+#: Small and cheap: the lab proves connectivity, not picture quality.
+PATTERN_ARGS = ("--size", "160x90", "--fps", "15", "--bitrate", "150k", "--gop", "15")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.text())
+            if match:
+                return match
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.popen.returncode}:\n{self.text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: no {pattern!r} in {timeout} s:\n{self.text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class LabWorld:
+    lab: NatLab
+    workdir: Path
+    app_secret: str = field(repr=False)
+    device_secrets: dict[str, str] = field(repr=False)
+    cloud: Proc | None = None
+    coturn: Coturn | None = None
+    devices: dict[str, Proc] = field(default_factory=dict)
+
+    def _start(self, ns: str, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        log = self.workdir / f"{name}.log"
+        out = log.open("wb")
+        popen = self.lab.popen(
+            ns,
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+        out.close()
+        return Proc(name, popen, log)
+
+    # ---- the public side ------------------------------------------------------------
+
+    def start_cloud(self) -> Proc:
+        config = self.workdir / "cloud.toml"
+        lines = [
+            f'host = "{CLOUD_IP}"',
+            f'public_host = "{CLOUD_IP}"',
+            "port = 8080",
+            "stun_port = 3478",
+            "stun_alt_port = 3479",
+            f'stun_alt_host = "{CLOUD_ALT_IP}"',
+            "connect_timeout = 8.0",
+            "[[apps]]",
+            f'key = "{APP_KEY}"',
+            f'secret = "{self.app_secret}"',
+            'products = ["*"]',
+        ]
+        for name, secret in self.device_secrets.items():
+            lines += ["[[devices]]", f'product_id = "{PRODUCT}"', f'device_name = "{name}"']
+            lines.append(f'secret = "{secret}"')
+        if self.coturn is not None:
+            urls = ", ".join(f'"{u}"' for u in self.coturn.urls("udp", "tcp"))
+            lines += ["[[turn]]", f"urls = [{urls}]", f'shared_secret = "{self.coturn.secret}"']
+        config.write_text("\n".join(lines) + "\n")
+        config.chmod(0o600)
+        argv = [sys.executable, "-m", "xp2p", "cloud", "--config", str(config)]
+        self.cloud = self._start(self.lab.public, "cloud", argv, {})
+        self.cloud.wait_line(r"listening on")
+        return self.cloud
+
+    def start_coturn(self) -> Coturn:
+        self.coturn = start_coturn(
+            self.workdir / "coturn",
+            listen_ip=TURN_IP,
+            port=3478,
+            secret=secrets.token_urlsafe(18),
+            launcher=lambda argv, **kw: self.lab.popen(self.lab.public, argv, **kw),
+        )
+        return self.coturn
+
+    # ---- cameras and viewers --------------------------------------------------------
+
+    def start_device(self, site: Site, name: str) -> Proc:
+        argv = [sys.executable, "-m", "xp2p", "device", f"{PRODUCT}/{name}", "--cloud", CLOUD_URL]
+        env = {"XP2P_DEVICE_SECRET": self.device_secrets[name]}
+        proc = self._start(site.host, f"device-{name}", [*argv, *PATTERN_ARGS], env)
+        self.devices[name] = proc
+        proc.wait_line(r"signed in to")
+        return proc
+
+    def stop_device(self, name: str) -> None:
+        self.devices.pop(name).stop()
+
+    def viewer_argv(self, devices: list[str], **options: Any) -> list[str]:
+        argv = [sys.executable, str(HERE / "viewer_probe.py"), "--cloud", CLOUD_URL]
+        argv += ["--app-key", APP_KEY]
+        for key, value in options.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        return [*argv, *(f"{PRODUCT}/{d}" for d in devices)]
+
+    def start_viewer(self, site: Site, name: str, devices: list[str], **options: Any) -> Proc:
+        env = {"XP2P_APP_SECRET": self.app_secret}
+        return self._start(site.host, name, self.viewer_argv(devices, **options), env)
+
+    def run_viewer(
+        self, site: Site, devices: list[str], timeout: float = 120.0, **options: Any
+    ) -> list[dict[str, Any]]:
+        """Run a lab viewer to completion; its JSON results, one per connection attempt."""
+        env = {**os.environ, "XP2P_APP_SECRET": self.app_secret}
+        done = subprocess.run(
+            ["ip", "netns", "exec", site.host, *self.viewer_argv(devices, **options)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+        results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not results:
+            raise AssertionError(
+                f"viewer in {site.host} failed ({done.returncode}):\n{done.stderr}"
+            )
+        return results
+
+    def stop(self) -> None:
+        for proc in self.devices.values():
+            proc.stop()
+        self.devices.clear()
+        if self.cloud is not None:
+            self.cloud.stop()
+        if self.coturn is not None:
+            self.coturn.stop()
+
+
+def new_world(lab: NatLab, workdir: Path, *, turn: bool = True) -> LabWorld:
+    """Cloud (and coturn) up on the lab's public network, with ``ACCOUNTS`` device accounts
+    named ``cam1``...; start cameras with ``start_device``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    world = LabWorld(
+        lab,
+        workdir,
+        app_secret=secrets.token_urlsafe(18),
+        device_secrets={f"cam{i}": secrets.token_urlsafe(18) for i in range(1, ACCOUNTS + 1)},
+    )
+    try:
+        if turn:
+            world.start_coturn()
+        world.start_cloud()
+    except BaseException:
+        world.stop()
+        raise
+    return world
