@@ -65,8 +65,10 @@ class LinkConfig:
     #: slower than a live stream it is also video queued where the channel's lag skipping
     #: cannot see it (1 MiB = 10 s of 800 kbit/s): keep it near one BDP (bench/README.md).
     send_buffer: int = 1024 * 1024
-    #: ``xp2p-cubic`` (link.congestion): cubic with a first-frame-sized initial window.
-    congestion_control: str = "xp2p-cubic"
+    #: ``xp2p-bbr`` (link.bbr): model-based, holds its rate under random loss, with a
+    #: first-frame-sized initial window; ``xp2p-cubic`` (link.congestion) is loss-based cubic
+    #: with the same initial window.
+    congestion_control: str = "xp2p-bbr"
     conditions: Conditions = Conditions()
 
 
