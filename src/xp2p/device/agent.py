@@ -30,7 +30,8 @@ from xp2p.link import (
     accept_link,
     parse_offer,
 )
-from xp2p.link.config import IceServer
+from xp2p.link.config import IceServer, StunInfo
+from xp2p.link.nat import discover_nat_behaviour
 
 logger = logging.getLogger("xp2p.device")
 
@@ -47,6 +48,8 @@ class DeviceAgent:
         self._pending: set[asyncio.Future[Link]] = set()
         self._verifier: GrantVerifier | None = None
         self._ice_servers: tuple[IceServer, ...] = ()
+        #: This device's NAT as its last probe found it (``link.nat.NatType`` values).
+        self.nat_type = "unknown"
         self._tasks: set[asyncio.Task[None]] = set()
         self.xp2p_info: str | None = None
         self._session = DeviceCloudSession(
@@ -131,6 +134,8 @@ class DeviceAgent:
         """Called on every (re)connect to the cloud: publish a fresh xp2pInfo."""
         self._verifier = GrantVerifier(info.grant_public_key)
         self._ice_servers = info.ice_servers
+        # A (re)connect may follow a network change: learn the NAT again, in the background.
+        self._spawn(self._probe_nat(info.stun))
         self.xp2p_info = Xp2pInfo(
             product_id=self.config.product_id,
             device_name=self.config.device_name,
@@ -150,6 +155,7 @@ class DeviceAgent:
         link_config = replace(
             self.config.link,
             ice_servers=request.ice_servers or self._ice_servers or self.config.link.ice_servers,
+            nat_type=self.nat_type,
         )
 
         async def handler(req: IncomingRequest) -> None:
@@ -187,6 +193,17 @@ class DeviceAgent:
         self.links.add(link)
         await link.wait_closed()
         self.links.discard(link)
+
+    async def _probe_nat(self, stun: StunInfo) -> None:
+        """Classify this device's NAT; viewers learn it from the answer and so know whether
+        to wait for a direct path or take a relay at once."""
+        try:
+            behaviour = await discover_nat_behaviour((stun.host, stun.port), alt_port=stun.alt_port)
+        except LinkError as exc:
+            logger.warning("%s: NAT probe failed: %s", self.config.label, exc)
+            return
+        self.nat_type = str(behaviour.nat_type)
+        logger.info("%s: NAT %s", self.config.label, self.nat_type)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -49,6 +49,10 @@ class LinkConfig:
     use_ipv6: bool = False
     #: Offer and use relay candidates only (hides this end's addresses from the peer; tests).
     relay_only: bool = False
+    #: This end's NAT as its last probe found it (``link.nat.NatType`` values). Both ends
+    #: tell each other in the offer and answer, so the viewer knows whether a direct path can
+    #: exist: if not, it takes the relay at once instead of waiting for direct checks.
+    nat_type: str = "unknown"
     #: Bound on ICE checks plus the QUIC handshake; aioice alone gives up after about a minute.
     connect_timeout: float = 8.0
     #: Interval of QUIC PINGs; also keeps NAT bindings open (must stay under 15 s).

@@ -27,6 +27,7 @@ from xp2p.link import conditioner
 from xp2p.link.config import LinkConfig
 from xp2p.link.congestion import use_xp2p_pacer
 from xp2p.link.ice import (
+    RELAY_GRACE,
     IceConnection,
     IceParameters,
     LinkError,
@@ -37,6 +38,7 @@ from xp2p.link.ice import (
 )
 from xp2p.link.identity import LINK_SERVER_NAME, LinkIdentity, certificate_fingerprint
 from xp2p.link.link import Link, ReceiveWindowQuic, RequestHandler
+from xp2p.link.nat import NatType
 
 logger = logging.getLogger("xp2p.link")
 
@@ -82,7 +84,12 @@ async def open_link(
     ice = create_ice(config, controlling=True)
     try:
         await ice.gather_candidates()
-        offer = {"v": SIGNAL_VERSION, "ice": local_parameters(ice).to_json(), "grant": grant}
+        offer = {
+            "v": SIGNAL_VERSION,
+            "ice": local_parameters(ice).to_json(),
+            "grant": grant,
+            "nat": config.nat_type,
+        }
         deadline = loop.time() + config.connect_timeout
         try:
             answer = await asyncio.wait_for(signal(offer), config.connect_timeout)
@@ -92,6 +99,7 @@ async def open_link(
                 "signal_timeout", f"no answer from the peer within {config.connect_timeout:.0f} s"
             ) from exc
         remote, certificate_pem = _parse_answer(answer, fingerprint)
+        ice.relay_grace = relay_grace(config.nat_type, answer.get("nat"))
         conditioner.attach(ice, config.conditions)
         await set_remote_parameters(ice, remote)
         await connect_ice(ice, max(0.1, deadline - loop.time()))
@@ -106,6 +114,44 @@ async def open_link(
     await link.wait_handshake(max(0.1, deadline - loop.time()))
     logger.info("link %d to %s up (%s, %s)", link.id, peer_label, link.link_mode, link.path)
     return link
+
+
+#: How long a working relay waits for a direct path that theory says exists (it normally
+#: comes within a round trip or two; more than this means the theory was wrong).
+DIRECT_WAIT = 1.5
+
+
+def relay_grace(local_nat: str, remote_nat: Any) -> float:
+    """Seconds a relayed pair that works waits for a direct one, from both ends' NAT types.
+
+    No wait where no direct path can exist (a relay is then as fast as a direct attempt
+    would be slow), a longer one where it can, aioice's default guess where a side is unknown.
+    """
+    kinds = {str(local_nat), str(remote_nat)}
+    if NatType.UDP_BLOCKED in kinds:
+        return 0.0
+    if not kinds <= set(_DIRECT_RULES):
+        return RELAY_GRACE
+    a, b = (_DIRECT_RULES[str(n)] for n in (local_nat, remote_nat))
+    return DIRECT_WAIT if direct_possible(a, b) else 0.0
+
+
+#: (endpoint-independent mapping, filtering lets in a new port from a known address)
+_DIRECT_RULES: dict[str, tuple[bool, bool]] = {
+    NatType.OPEN: (True, True),
+    NatType.FULL_CONE: (True, True),
+    NatType.RESTRICTED_CONE: (True, True),
+    NatType.PORT_RESTRICTED: (True, False),
+    NatType.SYMMETRIC: (False, False),
+}
+
+
+def direct_possible(a: tuple[bool, bool], b: tuple[bool, bool]) -> bool:
+    """Hole punching works when both mappings are endpoint-independent, or when the one
+    symmetric side's new port is let in by the other side's address-only filtering (its
+    checks then arrive as peer-reflexive). Two symmetric NATs never meet directly."""
+    (a_eim, a_lets_port), (b_eim, b_lets_port) = a, b
+    return (a_eim and b_eim) or (a_eim and a_lets_port) or (b_eim and b_lets_port)
 
 
 def _parse_answer(answer: Any, fingerprint: str) -> tuple[IceParameters, str]:
@@ -163,6 +209,7 @@ async def accept_link(
         "v": SIGNAL_VERSION,
         "ice": local_parameters(ice).to_json(),
         "certificate": identity.certificate_pem,
+        "nat": config.nat_type,
     }
     future: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(_finish_accept(config, identity, ice, handler, peer_label, future))

@@ -376,6 +376,10 @@ def create_ice(
     config: LinkConfig, *, controlling: bool, relay_grace: float = RELAY_GRACE
 ) -> IceConnection:
     stun_server, turn_servers = split_ice_servers(config.ice_servers)
+    if config.nat_type == "udp-blocked":
+        # Asking would only wait out timeouts: no reflexive address, relays over TCP only.
+        stun_server = None
+        turn_servers = [t for t in turn_servers if t.transport != "udp"]
     return IceConnection(
         host_addresses=host_addresses(config),
         stun_server=stun_server,

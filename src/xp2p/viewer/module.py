@@ -270,7 +270,7 @@ class P2PModule:
                 return await cloud.connect(pid, dev, offer)
 
             link = await open_link(
-                self._link_config,
+                replace(self._link_config, nat_type=self.nat_type),
                 signal,
                 fingerprint=parsed.fingerprint,
                 grant=grant,
