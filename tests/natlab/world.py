@@ -51,6 +51,21 @@ class Proc:
             time.sleep(0.1)
         raise AssertionError(f"{self.name}: no {pattern!r} in {timeout} s:\n{self.text()[-3000:]}")
 
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON lines it printed so far."""
+        return [json.loads(line) for line in self.text().splitlines() if line.startswith("{")]
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events() if e["event"] == name]
+            if found:
+                return found[0]
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: no {name!r} event in {timeout} s:\n{self.text()}")
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()
@@ -148,6 +163,13 @@ class LabWorld:
     def start_viewer(self, site: Site, name: str, devices: list[str], **options: Any) -> Proc:
         env = {"XP2P_APP_SECRET": self.app_secret}
         return self._start(site.host, name, self.viewer_argv(devices, **options), env)
+
+    def start_scenario(self, site: Site, scenario: str, device: str, seconds: float) -> Proc:
+        """A ``scenario.py`` viewer; read its events with ``Proc.events()``."""
+        argv = [sys.executable, str(HERE / "scenario.py"), scenario, f"{PRODUCT}/{device}"]
+        argv += ["--cloud", CLOUD_URL, "--app-key", APP_KEY, "--seconds", str(seconds)]
+        env = {"XP2P_APP_SECRET": self.app_secret}
+        return self._start(site.host, f"scenario-{scenario}-{device}", argv, env)
 
     def run_viewer(
         self, site: Site, devices: list[str], timeout: float = 120.0, **options: Any

@@ -1,0 +1,111 @@
+"""Recovery scenarios, run by a lab viewer inside its namespace; JSON lines on stdout.
+
+* ``idle DEVICE --seconds S``: connect, stay idle (keep-alives only) for S seconds, then send
+  a command: the NAT binding must still be open.
+* ``follow DEVICE``: stream; when the link is lost, report ``disconnect`` and how long after
+  the last byte it came, ``reset_p2p``, start a new service (fresh xp2pInfo from the cloud) and
+  stream again until video flows: ``recovered``. NAT events are reported as they fire.
+  Runs until the test has seen what it needs (at most ``--seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from xp2p import XP2PError
+from xp2p.viewer import AppParams, P2PModule, StreamInfo
+
+T0 = time.monotonic()
+
+
+def emit(event: str, **detail: Any) -> None:
+    print(json.dumps({"event": event, "t": round(time.monotonic() - T0, 3), **detail}), flush=True)
+
+
+async def idle(module: P2PModule, info: StreamInfo, seconds: float) -> None:
+    await module.start_p2p_service("cam", info)
+    emit("connected", mode=module.link_mode("cam"))
+    await asyncio.sleep(seconds)
+    result = await module.send_command(
+        "cam", "action=inner_define&channel=0&cmd=get_device_st&type=live", timeout=5
+    )
+    emit("command", type=result.type, status=result.status)
+
+
+async def follow(module: P2PModule, info: StreamInfo, seconds: float) -> None:
+    last_byte = [time.monotonic()]
+    got = asyncio.Event()
+    lost = asyncio.Event()
+
+    def on_data(chunk: bytes) -> None:
+        last_byte[0] = time.monotonic()
+        got.set()
+
+    def on_msg(event: str, subtype: str, detail: Any) -> None:
+        if subtype == "disconnect":
+            emit("disconnect", after_last_byte=round(time.monotonic() - last_byte[0], 3))
+            lost.set()
+
+    await module.start_p2p_service("cam", info, msg_callback=on_msg, data_callback=on_data)
+    await asyncio.wait_for(got.wait(), 15)
+    emit("streaming", mode=module.link_mode("cam"))
+    await asyncio.wait_for(lost.wait(), seconds)
+    await module.stop_p2p_service("cam")
+    await asyncio.sleep(1.0)  # let the background re-probe report natChanged first
+    await module.reset_p2p()
+    emit("reset", nat_type=module.nat_type)
+    deadline = time.monotonic() + 30
+    while True:
+        got.clear()
+        try:
+            await module.start_p2p_service("cam", info, data_callback=on_data)
+            await asyncio.wait_for(got.wait(), 15)
+            break
+        except (XP2PError, TimeoutError) as exc:  # e.g. the device is still restarting
+            emit("retry", error=str(exc))
+            if module.has_service("cam"):
+                await module.stop_p2p_service("cam")
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+    emit("recovered", mode=module.link_mode("cam"))
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    module = P2PModule()
+    secret = os.environ["XP2P_APP_SECRET"]
+    await module.init(
+        AppParams(args.cloud, args.app_key, secret),
+        event_handler=lambda event, detail: emit(event, detail=detail),
+    )
+    emit("init", nat_type=module.nat_type)
+    product, _, name = args.device.partition("/")
+    info = StreamInfo(product_id=product, device_name=name)
+    try:
+        if args.scenario == "idle":
+            await idle(module, info, args.seconds)
+        else:
+            await follow(module, info, args.seconds)
+    finally:
+        await module.destroy()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("scenario", choices=("idle", "follow"))
+    parser.add_argument("device")
+    parser.add_argument("--cloud", required=True)
+    parser.add_argument("--app-key", required=True)
+    parser.add_argument("--seconds", type=float, default=60)
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Recovery through the lab's NATs: keep-alives outlive the routers' 30 s UDP timeout, a
+device restarted mid-stream and a viewer that moves to another network both recover."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from .lab import UDP_TIMEOUT, NatKind, NatLab
+from .world import LabWorld
+
+pytestmark = pytest.mark.natlab
+
+
+@pytest.mark.timeout(180)
+def test_keepalives_hold_nat_bindings_past_the_udp_timeout(lab: NatLab, world: LabWorld) -> None:
+    """Both ends behind port-restricted NATs that forget a mapping after 30 s of silence; the
+    link idles (no request) for longer, then a command still gets through."""
+    world.start_device(lab.add_site(NatKind.PORT_RESTRICTED), "cam5")
+    viewer = world.start_scenario(
+        lab.add_site(NatKind.PORT_RESTRICTED), "idle", "cam5", UDP_TIMEOUT + 10
+    )
+    assert viewer.wait_event("connected", 30)["mode"] == "direct"
+    result = viewer.wait_event("command", UDP_TIMEOUT + 40)
+    assert (result["type"], result["status"]) == ("success", 200)
+
+
+@pytest.mark.timeout(180)
+def test_device_restarted_mid_stream_is_noticed_and_recovered(lab: NatLab, world: LabWorld) -> None:
+    camera = lab.add_site(NatKind.RESTRICTED_CONE)
+    device = world.start_device(camera, "cam6")
+    viewer = world.start_scenario(lab.add_site(NatKind.FULL_CONE), "follow", "cam6", 60)
+    viewer.wait_event("streaming", 30)
+    device.popen.send_signal(signal.SIGKILL)  # vanishes without a goodbye
+    device.popen.wait()
+    disconnect = viewer.wait_event("disconnect", 15)
+    assert disconnect["after_last_byte"] <= 10.0
+    world.devices.pop("cam6")
+    world.start_device(camera, "cam6")  # a new run: new link key, new xp2pInfo
+    assert viewer.wait_event("recovered", 60)["mode"] == "direct"
+
+
+@pytest.mark.timeout(180)
+def test_viewer_moving_to_another_network_gets_nat_changed_and_recovers(
+    lab: NatLab, world: LabWorld
+) -> None:
+    world.start_device(lab.add_site(NatKind.FULL_CONE), "cam7")
+    home = lab.add_site(NatKind.PORT_RESTRICTED)
+    elsewhere = lab.add_site(NatKind.SYMMETRIC)
+    viewer = world.start_scenario(home, "follow", "cam7", 60)
+    assert viewer.wait_event("init", 30)["nat_type"] == "port-restricted"
+    viewer.wait_event("streaming", 30)
+    lab.move(home, elsewhere)
+    disconnect = viewer.wait_event("disconnect", 15)
+    assert disconnect["after_last_byte"] <= 10.0
+    changed = viewer.wait_event("natChanged", 30)
+    assert changed["detail"]["nat_type"] == "symmetric"
+    assert changed["detail"]["previous"] == "port-restricted"
+    viewer.wait_event("recovered", 60)
+    events = [e["event"] for e in viewer.events()]
+    assert events.index("natChanged") < events.index("recovered")
