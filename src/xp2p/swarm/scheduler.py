@@ -46,7 +46,7 @@ class SchedulerConfig:
     request_timeout_floor: float = 1.0
     silent_peer_timeout: float = 2.0
     edge_timeout: float = 2.0
-    busy_backoff: float = 0.5
+    busy_backoff: float = 0.25
     exploration: float = 0.1
     default_rate: float = 250_000.0  #: bytes/s assumed of a peer not measured yet
     seed: bool = False  #: pull every new chunk from the edge at once (the tracker says so)
@@ -93,8 +93,10 @@ class _Neighbour:
     have: set[int] = field(default_factory=set)
     rate: float = 0.0  # EWMA of bytes/s over request-to-arrival, 0 = not measured
     outstanding: dict[int, float] = field(default_factory=dict)  # seq -> when asked
-    last_delivery: float = 0.0
     busy_until: float = 0.0
+    # First request not answered by anything (a chunk or a refusal) since; a peer that stays
+    # silent this long is gone, even if its requests were meanwhile cancelled and re-placed.
+    silent_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -137,7 +139,7 @@ class ChunkScheduler:
 
     def add_peer(self, peer: str, now: float) -> None:
         if peer not in self._banned and peer not in self._peers and peer != EDGE:
-            self._peers[peer] = _Neighbour(last_delivery=now)
+            self._peers[peer] = _Neighbour()
 
     def remove_peer(self, peer: str) -> None:
         """The link is gone: its requests are free to be placed elsewhere."""
@@ -176,7 +178,7 @@ class ChunkScheduler:
         state = self._peers.get(source)
         if state is not None:
             asked = state.outstanding.pop(seq, None)
-            state.last_delivery = now
+            state.silent_since = now if state.outstanding else None
             if asked is not None:
                 sample = nbytes / max(now - asked, 1e-3)
                 state.rate = sample if state.rate == 0 else 0.7 * state.rate + 0.3 * sample
@@ -196,12 +198,12 @@ class ChunkScheduler:
         state = self._peers.get(source)
         if state is not None:
             state.outstanding.pop(seq, None)
+            state.silent_since = now if state.outstanding else None
             backoff = self.config.busy_backoff if retry_after is None else retry_after
             state.busy_until = now + min(backoff, self.config.busy_backoff)
             # A refusal is a measurement too: this peer has less to give than we thought.
             # Without it a peer that refuses everything keeps its optimistic default rate.
             state.rate = 0.5 * (state.rate or self.config.default_rate)
-            self._avoid.setdefault(seq, set()).add(source)
 
     # -- what it decides ----------------------------------------------------------------
 
@@ -229,7 +231,9 @@ class ChunkScheduler:
             if pending is not None:
                 if pending.source == EDGE or seq > edge_latest or left > cfg.edge_margin:
                     continue
-                due = pending.sent + self._expected(pending.source)
+                # Twice the usual time: a measured mean is exceeded half the time, and a
+                # transfer cancelled in flight wastes the sender's upload.
+                due = pending.sent + 2 * self._expected(pending.source)
                 if now >= due or left <= cfg.edge_margin / 2:
                     # Overdue, or too close to its deadline to wait: the edge is the sure
                     # path, and half the margin still covers its round trip.
@@ -262,6 +266,9 @@ class ChunkScheduler:
                     peer_slots -= 1
         for pending in self._pending.values():
             wake = min(wake, pending.sent + pending.timeout)
+        for p in self._peers.values():
+            if p.silent_since is not None:
+                wake = min(wake, p.silent_since + cfg.silent_peer_timeout)
         self.wake_at = wake
         return out
 
@@ -299,7 +306,10 @@ class ChunkScheduler:
     def _request_peer(self, seq: int, peer: str, now: float, out: list[Decision]) -> None:
         timeout = max(self.config.request_timeout_floor, 3 * self._expected(peer))
         self._pending[seq] = _Pending(peer, now, timeout)
-        self._peers[peer].outstanding[seq] = now
+        state = self._peers[peer]
+        state.outstanding[seq] = now
+        if state.silent_since is None:
+            state.silent_since = now
         out.append(PeerRequest(seq, peer))
 
     def _request_edge(self, seq: int, now: float, out: list[Decision]) -> None:
@@ -324,12 +334,7 @@ class ChunkScheduler:
             else:
                 self._cancel(seq, pending.source, out)
         for name, p in list(self._peers.items()):
-            if not p.outstanding:
-                continue
-            oldest = min(p.outstanding.values())
-            if now - max(p.last_delivery, oldest) >= cfg.silent_peer_timeout:
-                for seq in list(p.outstanding):
-                    self._pending.pop(seq, None)
+            if p.silent_since is not None and now - p.silent_since >= cfg.silent_peer_timeout:
                 self.remove_peer(name)
                 out.append(AbandonPeer(name))
 

@@ -86,11 +86,12 @@ class SimConfig:
     flash_seconds: float = 5.0
     flash_at: float | None = None  #: default: the middle of the measured span
     seeds: int | None = None  #: default: grows slowly with the swarm
-    connect: int = 5
-    max_degree: int = 10
-    lag: float = 3.0  #: a joiner starts at the newest keyframe chunk at least this old
+    connect: int = 8
+    max_degree: int = 16
+    lag: float = 5.0  #: a joiner starts at the newest keyframe chunk at least this old
     startup_deadline: float = 1.2
     graceful_leave: float = 0.5
+    upload_backlog: float = 0.15  #: `UploadQueue.max_backlog`
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     seed: int = 1
 
@@ -129,13 +130,17 @@ class _Peer:
         "uploads",
     )
 
-    def __init__(self, name: str, delay: float, upload_rate: float, sched: ChunkScheduler):
+    def __init__(
+        self, name: str, delay: float, upload_rate: float, sched: ChunkScheduler, backlog: float
+    ):
         self.name = name
         self.delay = delay
         self.upload_rate = upload_rate
         self.uploads = upload_rate > 0
         self.sched = sched
-        self.queue = UploadQueue(upload=self.uploads, rate_cap=upload_rate or None)
+        self.queue = UploadQueue(
+            upload=self.uploads, rate_cap=upload_rate or None, max_backlog=backlog
+        )
         self.sending = False
         self.neighbours: set[str] = set()
         self.joined = 0.0
@@ -208,10 +213,12 @@ class Simulation:
         cfg = self.cfg
         wall = time.perf_counter()
         self._at(0.0, 0)
-        for _ in range(cfg.peers):  # the initial audience arrives over the first 10 s
-            self._at(self.rng.uniform(0, 10.0), 1)
+        # The initial audience arrives over 10 s once the stream is `lag` old: a viewer that
+        # came earlier would start at chunk 0, closer to the live edge than `lag`.
+        for _ in range(cfg.peers):
+            self._at(self.rng.uniform(cfg.lag + 1, cfg.lag + 11), 1)
         if cfg.mean_session:
-            t = 0.0
+            t = cfg.lag
             while True:
                 t += self.rng.expovariate(cfg.peers / cfg.mean_session)
                 if t >= cfg.duration:
@@ -250,18 +257,27 @@ class Simulation:
             self._poke(self.online[name], self.now)
 
     def _seeds(self) -> list[str]:
-        seeds = [n for n, p in self.online.items() if p.is_seed]
-        want = self.cfg.seed_count()
-        if len(seeds) < want:
-            ranked = sorted(
-                (p for p in self.online.values() if not p.is_seed and p.started),
-                key=lambda p: -p.upload_rate,
-            )
-            for p in ranked[: want - len(seeds)]:
+        """The edge keeps the fastest uploaders online as seeds (ties: the longest-standing).
+        Only a viewer that can upload several copies qualifies: a slow seed would hold every
+        new chunk back for the whole swarm."""
+        floor = 2 * self.cfg.bitrate / 8
+        ranked = sorted(
+            (p for p in self.online.values() if p.started and p.upload_rate >= floor),
+            key=lambda p: (-p.upload_rate, p.joined),
+        )
+        chosen = ranked[: self.cfg.seed_count()]
+        for p in self.online.values():
+            if p.is_seed and p not in chosen:
+                p.is_seed = False
+                p.sched.config = self._sched_cfg
+        for p in chosen:
+            if not p.is_seed:
                 p.is_seed = True
                 p.sched.config = self._seed_cfg
-                seeds.append(p.name)
-        return seeds
+                # A seed is the swarm's way in: the tracker fills its neighbour list, so
+                # each new chunk has as many first-hop takers as the seed can serve.
+                self._find_neighbours(p, self.cfg.max_degree - len(p.neighbours))
+        return [p.name for p in chosen]
 
     def _find_neighbours(self, peer: _Peer, count: int) -> None:
         pool = self.uploaders
@@ -305,7 +321,7 @@ class Simulation:
         mult = self._draw_upload()
         delay = self.rng.uniform(*cfg.delay_ms) / 1000
         sched = ChunkScheduler(self._sched_cfg, random.Random(self.rng.random()))
-        peer = _Peer(name, delay, mult * cfg.bitrate / 8, sched)
+        peer = _Peer(name, delay, mult * cfg.bitrate / 8, sched, cfg.upload_backlog)
         peer.joined = self.now
         peer.flash = bool(flash)
         self.peers[name] = peer
@@ -374,6 +390,9 @@ class Simulation:
             return  # gone, or superseded by an earlier wake-up
         peer.decide_at = math.inf
         now = self.now
+        if len(peer.neighbours) < self.cfg.connect // 2:
+            # Joined when few could take it, or lost most neighbours: ask the tracker again.
+            self._find_neighbours(peer, self.cfg.connect - len(peer.neighbours))
         self._advance(peer)
         playback = Playback(peer.play_seq, peer.play_time)
         for d in peer.sched.decide(now, playback, self.latest):
@@ -468,7 +487,9 @@ class Simulation:
         if not peer.started and seq == peer.start_seq:
             peer.started = True
             peer.first_at = self.now
-            peer.play_time = self.now
+            # A stream younger than `lag` has no chunk that old: hold the first frame until
+            # it is, as a player buffers before it starts.
+            peer.play_time = max(self.now, seq * self.cfg.chunk_duration + self.cfg.lag)
         elif seq == peer.play_seq:
             self._stall_until_now(peer)
         self._advance(peer)
