@@ -123,13 +123,24 @@ def _is_relayed(pair: Any) -> bool:
 
 
 class _CheckProtocol(StunProtocol):
-    """aioice's socket protocol, with connectivity checks retransmitted sooner.
+    """aioice's socket protocol, with connectivity checks retransmitted sooner, and on demand.
 
     aioice starts every STUN transaction with a 500 ms retransmission timeout. A check that a
     NAT drops because the peer's own check has not opened the way yet is retried only after
     that, so a path that needs the second try (one side symmetric, say) lost the race against
-    the relay. 150 ms keeps six tries inside 9.5 s, past the connect timeout.
+    the relay. 150 ms keeps six tries inside 9.5 s, past the connect timeout. And when the
+    peer's check arrives on a pair whose own check is still waiting to be resent, the way is
+    open now: ``resend_check`` sends it at once (RFC 8445 §7.3.1.4; aioice waits).
     """
+
+    def __init__(self, receiver: Any) -> None:
+        super().__init__(receiver)
+        self._checks: dict[tuple[str, int], stun.Message] = {}  #: in flight, by destination
+
+    def resend_check(self, addr: tuple[str, int]) -> None:
+        request = self._checks.get(addr)
+        if request is not None:
+            self.send_stun(request, addr)
 
     async def request(
         self,
@@ -146,10 +157,13 @@ class _CheckProtocol(StunProtocol):
         transaction = stun.Transaction(request, addr, self, integrity_key=integrity_key)
         transaction._Transaction__timeout_delay = CHECK_RTO  # type: ignore[attr-defined]
         self.transactions[request.transaction_id] = transaction
+        self._checks[addr] = request
         try:
             return await transaction.run()
         finally:
             del self.transactions[request.transaction_id]
+            if self._checks.get(addr) is request:
+                del self._checks[addr]
 
 
 class IceConnection(aioice.Connection):
@@ -286,6 +300,19 @@ class IceConnection(aioice.Connection):
         return candidate, protocol
 
     # ---- nomination -----------------------------------------------------------------
+
+    def check_incoming(self, message: stun.Message, addr: tuple[str, int], protocol: Any) -> None:
+        # The peer's check got through, so its NAT now lets ours through too: resend ours at
+        # once rather than after its retransmission timeout (the controlled side cannot
+        # finish ICE, and so cannot answer QUIC, before its own check on the pair succeeds).
+        pair = next(
+            (p for p in self._check_list if p.protocol is protocol and p.remote_addr == addr),
+            None,
+        )
+        if pair is not None and pair.state == CandidatePair.State.IN_PROGRESS:
+            if isinstance(protocol, _CheckProtocol):
+                protocol.resend_check(addr)
+        super().check_incoming(message, addr, protocol)
 
     def build_request(self, pair: Any, nominate: bool) -> stun.Message:
         if nominate and _is_relayed(pair) and pair is not self._relay_nominating:
