@@ -1,25 +1,24 @@
 """The edge signs every chunk with its Ed25519 key; viewers verify before playing or relaying.
 
-Per-chunk signatures, not a signed batch root. Measured with ``bench/swarm_sim.py
---signing`` (AMD EPYC, 2 shared cores, Python 3.11, cryptography 50 / OpenSSL; a chunk is
-0.33 s of 2 Mbit/s, 82.5 KB):
+Per-chunk signatures, not a signed batch root. Measured (``bench/swarm_sim.py``, AMD EPYC,
+2 shared cores, Python 3.11, cryptography 50 / OpenSSL; a chunk is 0.33 s of 2 Mbit/s,
+82.5 KB, whose sha256 alone takes 53 µs):
 
-=====================================  ===========  ==============================
-                                        per chunk    batch root, K = 8 (per chunk)
-=====================================  ===========  ==============================
-edge: sha256 + sign                     ~70 µs       ~55 µs (sha256 + 1/8 signature)
-viewer: sha256 + verify                 ~170 µs      ~60 µs (sha256 + 1/8 verify)
-proof bytes on the wire                 67           67/8 + 32 (its hash in the root)
-extra delay before a chunk is playable  0            up to K-1 chunks (2.3 s) for the
-                                                     root that covers it
-=====================================  ===========  ==============================
+======================================  =========  ==========================================
+                                        per chunk  batch root, K = 8 (cost per chunk)
+======================================  =========  ==========================================
+edge: sha256 + Ed25519 sign             96 µs      59 µs (sha256 + 1/8 of a signature)
+viewer: sha256 + Ed25519 verify         194 µs     71 µs (sha256 + 1/8 of a verification)
+proof bytes on the wire                 67         ~40 (its hash in a root + 1/8 signature)
+delay before a chunk can be checked     0          up to K - 1 chunks (2.3 s) for its root
+======================================  =========  ==========================================
 
-Both are noise next to the stream: per room, the edge spends ~0.02 % of a core on
-signatures (3 chunks/s), a viewer ~0.05 %, and the proof is 0.08 % of the chunk. The batch
-root saves about 0.1 ms of viewer CPU a chunk but makes each chunk wait for the manifest
-that covers it (or keeps a sliding manifest, which is a signature per chunk again), and a
-chunk in flight through the swarm cannot be checked by the first peer that gets it. So:
-one signature per chunk, verifiable on its own, at no cost in latency.
+Both are noise next to the stream: at 3 chunks/s the edge spends 0.03 % of a core per room
+on signatures and a viewer 0.06 %, and the proof is 0.08 % of the chunk's bytes. The batch
+root saves ~0.12 ms of viewer CPU per chunk but makes every chunk wait for the manifest that
+covers it (a sliding manifest per chunk is a signature per chunk again), so the first peers
+that get a fresh chunk could not check or relay it for seconds. So: one signature per chunk,
+verifiable on its own, at no cost in latency.
 
 The signed message is a domain label, the chunk's wire header (stream id, sequence number,
 init id, times, flags, payload length) and the payload's sha256: a peer can neither alter a
