@@ -1,11 +1,14 @@
-"""TURN with a real coturn on loopback: relayed links over UDP and TCP, credentials from the
-cloud, and relays used only when no direct pair works."""
+"""TURN with a real coturn on loopback: relayed links over UDP, TCP and TLS, credentials from
+the cloud, and relays used only when no direct pair works."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,13 +17,16 @@ import pytest
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig, TurnServerConfig
 from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
+from xp2p.errors import ErrorCode, XP2PError
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import LinkConfig
+from xp2p.link.config import IceServer
+from xp2p.link.ice import LinkError, create_ice
 from xp2p.media import TestPatternSource
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 
 from .conftest import PATTERN
-from .coturn import TURNSERVER, Coturn, start_coturn
+from .coturn import TURNSERVER, Coturn, make_certificate, start_coturn
 
 pytestmark = pytest.mark.skipif(
     TURNSERVER is None, reason="coturn missing: scripts/setup.sh installs it"
@@ -44,7 +50,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
-    server = start_coturn(tmp_path_factory.mktemp("coturn"), port=_free_port(), loopback_peers=True)
+    port = _free_port()
+    tls_port = next(p for p in iter(_free_port, None) if p != port)
+    server = start_coturn(
+        tmp_path_factory.mktemp("coturn"), port=port, tls_port=tls_port, loopback_peers=True
+    )
     yield server
     server.stop()
 
@@ -52,7 +62,9 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
 async def _stack(
     coturn: Coturn, *, urls: tuple[str, ...], secret: str | None = None
 ) -> tuple[CloudServer, CloudConfig, DeviceAgent]:
-    turn = TurnServerConfig(urls, secret or coturn.secret, ttl=600)
+    # Longer than the viewer's renewal margin: a renewal before each connect would bring back
+    # the TURN URLs that the relay-only tests leave out.
+    turn = TurnServerConfig(urls, secret or coturn.secret, ttl=3600)
     config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=3.0, turn=(turn,))
     cloud = CloudServer(config)
     await cloud.start()
@@ -74,6 +86,16 @@ async def _stack(
 @pytest.fixture
 async def udp_and_tcp(coturn: Coturn) -> AsyncIterator[tuple[CloudServer, CloudConfig]]:
     cloud, config, device = await _stack(coturn, urls=coturn.urls("udp", "tcp"))
+    yield cloud, config
+    await device.close()
+    await cloud.stop()
+
+
+@pytest.fixture
+async def with_tls(coturn: Coturn) -> AsyncIterator[tuple[CloudServer, CloudConfig]]:
+    """The cloud also hands out ``turns:``; the device, which has no ``turn_tls_ca``, gets no
+    relay from it (its certificate is from a private CA) and keeps its UDP and TCP ones."""
+    cloud, config, device = await _stack(coturn, urls=coturn.urls("udp", "tcp", "tls"))
     yield cloud, config
     await device.close()
     await cloud.stop()
@@ -104,6 +126,17 @@ def _app(cloud: CloudServer, config: CloudConfig) -> AppParams:
     return AppParams(cloud.url, app.key, app.secret)
 
 
+def _keep_turn_urls(module: P2PModule, keep: Callable[[str], bool]) -> None:
+    """Keep only the session's TURN URLs that ``keep`` accepts, as a network that blocks
+    the others would."""
+    only = tuple(
+        replace(s, urls=tuple(u for u in s.urls if keep(u)))
+        for s in module._link_config.ice_servers
+        if any(u.startswith(("turn:", "turns:")) and keep(u) for u in s.urls)
+    )
+    module._link_config = replace(module._link_config, ice_servers=only)
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_relay_only_viewer_streams_through_coturn(
     coturn: Coturn, udp_and_tcp: tuple[CloudServer, CloudConfig], transport: str
@@ -115,13 +148,9 @@ async def test_relay_only_viewer_streams_through_coturn(
     module = P2PModule(LinkConfig(relay_only=True))
     await module.init(_app(cloud, config))
     # Keep only this transport's TURN URL, as a network that blocks UDP leaves only TCP.
-    session_servers = module._link_config.ice_servers
-    only = tuple(
-        replace(s, urls=tuple(u for u in s.urls if u.endswith(f"transport={transport}")))
-        for s in session_servers
-        if any(u.startswith("turn:") for u in s.urls)
+    _keep_turn_urls(
+        module, lambda u: u.startswith("turn:") and u.endswith(f"transport={transport}")
     )
-    module._link_config = replace(module._link_config, ice_servers=only)
     events: list[tuple[str, object]] = []
     try:
         await module.start_p2p_service(
@@ -135,6 +164,83 @@ async def test_relay_only_viewer_streams_through_coturn(
     finally:
         await module.destroy()
     assert coturn.allocations() > before, "coturn allocated nothing: the link did not relay"
+
+
+async def test_relay_only_viewer_streams_through_turn_over_tls(
+    coturn: Coturn, with_tls: tuple[CloudServer, CloudConfig]
+) -> None:
+    """A network that lets only TLS out: the viewer's one relay is TURN over TLS (RFC 7065),
+    its certificate checked against the operator's CA (``turn_tls_ca``) and the IP."""
+    cloud, config = with_tls
+    before = coturn.allocations()
+    module = P2PModule(LinkConfig(relay_only=True, turn_tls_ca=coturn.ca_pem))
+    await module.init(_app(cloud, config))
+    _keep_turn_urls(module, lambda u: u.startswith("turns:"))
+    assert [u for s in module._link_config.ice_servers for u in s.urls] == [coturn.urls("tls")[0]]
+    events: list[tuple[str, object]] = []
+    try:
+        await module.start_p2p_service(
+            "cam", DEVICE, msg_callback=lambda e, s, d: events.append((s, d))
+        )
+        assert module.link_mode("cam") == "relay"
+        assert ("connected", {"link_mode": "relay"}) in events
+        assert [u for s in module._link_config.ice_servers for u in s.urls] == [
+            coturn.urls("tls")[0]
+        ], "the session was renewed with every TURN URL: not a TLS-only test"
+        tags = await _watch(module)
+        assert next(t for t in tags if t.is_video).is_keyframe
+    finally:
+        await module.destroy()
+    assert coturn.allocations() > before, "coturn allocated nothing: the link did not relay"
+
+
+@pytest.mark.parametrize("ca", ["system", "other"])
+async def test_turn_over_tls_with_an_unverifiable_certificate_gives_no_relay(
+    coturn: Coturn,
+    with_tls: tuple[CloudServer, CloudConfig],
+    caplog: pytest.LogCaptureFixture,
+    ca: str,
+) -> None:
+    """Without the operator's CA (the system trust store, or another CA) coturn's certificate
+    does not verify: no relay, and a relay-only viewer fails at once with -2402 and says why."""
+    cloud, config = with_tls
+    other_ca = make_certificate("127.0.0.1")[0] if ca == "other" else None
+    link_config = LinkConfig(relay_only=True, turn_tls_ca=other_ca)
+    module = P2PModule(link_config)
+    await module.init(_app(cloud, config))
+    _keep_turn_urls(module, lambda u: u.startswith("turns:"))
+    caplog.set_level(logging.DEBUG)
+    started = time.monotonic()
+    try:
+        with pytest.raises(XP2PError) as info:
+            await module.start_p2p_service("cam", DEVICE)
+    finally:
+        await module.destroy()
+    assert time.monotonic() - started < link_config.connect_timeout
+    assert info.value.code == ErrorCode.START_STREAM_FAILED == -2402
+    message = str(info.value)
+    assert "no ICE candidates to offer" in message, message
+    assert f"TURN 127.0.0.1:{coturn.tls_port}/tls" in message, message
+    assert "certificate verify failed" in message, message
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_turn_tls_ca_replaces_the_trust_store_and_never_loosens_it() -> None:
+    """``turn_tls_ca`` gives ``turns:`` servers a context with that CA alone, verifying and
+    checking the hostname; ``turn:`` servers are left alone, and a bad CA is an error."""
+    ca_pem = make_certificate("127.0.0.1")[0]
+    servers = (IceServer(("turns:turn.example:5349?transport=tcp", "turn:turn.example:3478")),)
+    ice = create_ice(LinkConfig(ice_servers=servers), controlling=True)
+    assert [t.ssl for t in ice._xp2p_turn] == [True, False]  # system store, asyncio's default
+    ice = create_ice(LinkConfig(ice_servers=servers, turn_tls_ca=ca_pem), controlling=True)
+    tls, plain = ice._xp2p_turn
+    assert isinstance(tls.ssl, ssl.SSLContext) and plain.ssl is False
+    assert tls.ssl.verify_mode == ssl.CERT_REQUIRED and tls.ssl.check_hostname
+    assert tls.ssl.cert_store_stats()["x509_ca"] == 1
+    for bad in ("", "not a certificate"):
+        with pytest.raises(LinkError) as info:
+            create_ice(LinkConfig(ice_servers=servers, turn_tls_ca=bad), controlling=True)
+        assert info.value.reason == "bad_config"
 
 
 async def test_direct_path_wins_over_a_working_relay(

@@ -53,6 +53,10 @@ class LinkConfig:
     #: tell each other in the offer and answer, so the viewer knows whether a direct path can
     #: exist: if not, it takes the relay at once instead of waiting for direct checks.
     nat_type: str = "unknown"
+    #: PEM text of the CA that signed the ``turns:`` (TURN over TLS) servers' certificates,
+    #: for operators who run coturn with a certificate of their own CA. It replaces the
+    #: system trust store for those servers; hostnames are checked either way.
+    turn_tls_ca: str | None = None
     #: Bound on ICE checks plus the QUIC handshake; aioice alone gives up after about a minute.
     connect_timeout: float = 8.0
     #: Interval of QUIC PINGs; also keeps NAT bindings open (must stay under 15 s).

@@ -84,6 +84,10 @@ async def open_link(
     ice = create_ice(config, controlling=True)
     try:
         await ice.gather_candidates()
+        if not ice.local_candidates:
+            # A relay-only end whose TURN servers all failed (a certificate that does not
+            # verify, say): the device would only refuse an empty offer, without the reason.
+            raise LinkError("no_candidates", f"no ICE candidates to offer: {ice.empty_reason()}")
         offer = {
             "v": SIGNAL_VERSION,
             "ice": local_parameters(ice).to_json(),

@@ -7,9 +7,10 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,7 +88,8 @@ class TurnServer:
     transport: str  #: "udp" or "tcp"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    ssl: bool = False
+    #: ``turns:``: True verifies against the system trust store, a context against its CAs.
+    ssl: bool | ssl.SSLContext = False
 
 
 def split_ice_servers(
@@ -195,6 +197,8 @@ class IceConnection(aioice.Connection):
         self._xp2p_stun = stun_server
         self._xp2p_turn = list(turn_servers or ())
         self.relay_grace = relay_grace
+        #: Why each TURN server gave no relay candidate, for the error of a relay-only end.
+        self.relay_failures: list[str] = []
         #: Set by the link once QUIC runs: each datagram then goes straight to it from the
         #: socket's callback, instead of through aioice's queue and a task switch each.
         self.datagram_handler: Callable[[bytes], None] | None = None
@@ -286,18 +290,28 @@ class IceConnection(aioice.Connection):
                 turn_server=server.address,
                 turn_username=server.username,
                 turn_password=server.password,
-                turn_ssl=server.ssl,
+                # aioice annotates bool but hands it to create_connection, which takes a context.
+                turn_ssl=server.ssl,  # type: ignore[arg-type]
                 turn_transport=server.transport,
             )
         except Exception as exc:
-            logger.info(
-                "no relay from TURN %s:%d/%s: %s", *server.address, server.transport, exc or "?"
-            )
+            kind = "tls" if server.ssl else server.transport
+            failure = f"TURN {server.address[0]}:{server.address[1]}/{kind}: {exc or '?'}"
+            self.relay_failures.append(failure)
+            logger.info("no relay from %s", failure)
             raise
         if server.transport != "udp":
             # Prefer a UDP relay: TCP adds head-of-line blocking under the link's own QUIC.
             candidate.priority = candidate_priority(1, "relay", local_pref=0)
         return candidate, protocol
+
+    def empty_reason(self) -> str:
+        """Why gathering found nothing to offer: a relay-only end that got no relay."""
+        if self.relay_failures:
+            return "; ".join(self.relay_failures)
+        if not self._xp2p_turn:
+            return "relay only, and no TURN server configured"
+        return f"no TURN server answered within {GATHER_TIMEOUT:.0f} s"
 
     # ---- nomination -----------------------------------------------------------------
 
@@ -399,6 +413,19 @@ def host_addresses(config: LinkConfig) -> list[str]:
     return list(found) or ["127.0.0.1"]
 
 
+def turn_tls_context(ca_pem: str) -> ssl.SSLContext:
+    """Verification of ``turns:`` servers against this CA alone, hostname (or IP) included:
+    an operator's private CA must not also let any public certificate pass as the relay.
+    (Not ``create_default_context(cadata=...)``: that loads the system store for an empty
+    string.) PROTOCOL_TLS_CLIENT requires a certificate and checks the hostname."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=ca_pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise LinkError("bad_config", f"turn_tls_ca is not a PEM CA certificate: {exc}") from exc
+    return context
+
+
 def create_ice(
     config: LinkConfig, *, controlling: bool, relay_grace: float = RELAY_GRACE
 ) -> IceConnection:
@@ -407,6 +434,9 @@ def create_ice(
         # Asking would only wait out timeouts: no reflexive address, relays over TCP only.
         stun_server = None
         turn_servers = [t for t in turn_servers if t.transport != "udp"]
+    if config.turn_tls_ca is not None and any(t.ssl for t in turn_servers):
+        tls = turn_tls_context(config.turn_tls_ca)
+        turn_servers = [replace(t, ssl=tls) if t.ssl else t for t in turn_servers]
     return IceConnection(
         host_addresses=host_addresses(config),
         stun_server=stun_server,
