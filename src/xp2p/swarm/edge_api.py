@@ -28,9 +28,11 @@ the app API's ``{"error": {"code", "message"}}`` (what CloudClient turns into
 - ``GET /api/v1/swarm/rooms/{room}/chunks/{seq}[?wait=S]`` → ``application/octet-stream``
   ``encode_item(chunk, proof)``; 404 ``not_yet`` (after waiting up to S <= 3 s for it to be
   cut) or 410 ``gone`` (older than the edge keeps, which is >= 30 s). These bytes are the
-  room's ``cdn_bytes``. A chunk of the current stream session only: when the edge reconnects
-  to its source, ``stream_id`` changes and sequence numbers restart at 0 (re-read ``live``
-  and ``init``; the WS sends ``{"type":"state"}`` first).
+  room's ``cdn_bytes``. ``stream_id`` stays for as long as the edge pulls the room; when it
+  reconnects to a stalled or dropped source, sequence numbers go on and the first new chunk
+  is a keyframe chunk coded against a new ``init_id`` (fetch ``init`` again): a
+  `StreamAssembler` counts one stall and carries on. A room stopped after ``linger`` and
+  started again has a new ``stream_id``.
 - WebSocket ``GET /api/v1/swarm/rooms/{room}/ws?peer_id=P&token=T`` (not app-signed: the
   token authenticates it; closing it = leaving the room). JSON text frames of at most
   `MAX_WS_FRAME` bytes; a bigger or malformed frame gets ``{"type":"error"}`` and, past
