@@ -20,7 +20,7 @@ from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import LinkConfig
-from xp2p.link.config import IceServer
+from xp2p.link.config import Conditions, IceServer
 from xp2p.link.ice import LinkError, create_ice
 from xp2p.media import TestPatternSource
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
@@ -137,15 +137,17 @@ def _keep_turn_urls(module: P2PModule, keep: Callable[[str], bool]) -> None:
     module._link_config = replace(module._link_config, ice_servers=only)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize(("transport", "rtt_ms"), [("udp", 0.0), ("tcp", 0.0), ("tcp", 40.0)])
 async def test_relay_only_viewer_streams_through_coturn(
-    coturn: Coturn, udp_and_tcp: tuple[CloudServer, CloudConfig], transport: str
+    coturn: Coturn, udp_and_tcp: tuple[CloudServer, CloudConfig], transport: str, rtt_ms: float
 ) -> None:
     """A viewer that may use nothing but a relay (UDP, or TCP as on a UDP-blocked network)
-    gets its video through coturn, still end-to-end encrypted and pinned."""
+    gets its video through coturn, still end-to-end encrypted and pinned; also with the
+    user-space conditioner delaying the relayed datagrams (it once broke on aioice's TURN
+    transport, which has no is_closing())."""
     cloud, config = udp_and_tcp
     before = coturn.allocations()
-    module = P2PModule(LinkConfig(relay_only=True))
+    module = P2PModule(LinkConfig(relay_only=True, conditions=Conditions(rtt_ms=rtt_ms)))
     await module.init(_app(cloud, config))
     # Keep only this transport's TURN URL, as a network that blocks UDP leaves only TCP.
     _keep_turn_urls(

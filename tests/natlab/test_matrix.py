@@ -91,3 +91,17 @@ def test_every_nat_pair_connects_and_theoretically_direct_pairs_go_direct(
         if (r["mode"] == "direct") != direct_possible(c, v)
     ]
     assert not wrong_mode, f"expected direct exactly where theory allows it: {wrong_mode}"
+
+
+@pytest.mark.timeout(300)
+def test_live_video_keeps_flowing_through_a_router_that_drops_five_percent(
+    lab: NatLab, world: LabWorld, tmp_path: Path
+) -> None:
+    """iptables drops 5 % of the viewer router's WAN datagrams each way: the link still comes
+    up and live video still arrives and decodes."""
+    world.start_device(lab.add_site(NatKind.PORT_RESTRICTED), "cam8")
+    viewer = lab.add_site(NatKind.FULL_CONE, loss=0.05)
+    (result,) = world.run_viewer(viewer, ["cam8"], out=tmp_path, seconds=4)
+    assert result["ok"], result["error"]
+    assert result["mode"] == "direct"
+    assert _decodes_video(tmp_path / "cam8-0.flv")

@@ -98,7 +98,9 @@ class _ConditionedSocket:
 
     def _send_held(self, data: bytes, addr: Any) -> None:
         self._held_out -= 1
-        if not self._transport.is_closing():
+        # aioice's TURN transport (a relayed candidate's) has no is_closing().
+        is_closing = getattr(self._transport, "is_closing", None)
+        if is_closing is None or not is_closing():
             self._raw_sendto(data, addr)
         if self._close_requested and not self._held_out:
             self._raw_close()
