@@ -103,5 +103,4 @@ def test_live_video_keeps_flowing_through_a_router_that_drops_five_percent(
     viewer = lab.add_site(NatKind.FULL_CONE, loss=0.05)
     (result,) = world.run_viewer(viewer, ["cam8"], out=tmp_path, seconds=4)
     assert result["ok"], result["error"]
-    assert result["mode"] == "direct"
     assert _decodes_video(tmp_path / "cam8-0.flv")
