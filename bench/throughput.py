@@ -9,8 +9,8 @@ per end: 20-24 MB/s):
   response. Real ICE (aioice) on 127.0.0.1, QUIC + HTTP/3, signalling over a pipe.
 * ``raw``: aioquic's own asyncio ``serve``/``connect``; the client sends ``N`` on a stream and
   the server queues N bytes on it at once, as a plain aioquic program does (aioquic has no
-  back-pressure). Same congestion control, same flow-control windows, same idle timeout, same
-  certificate type.
+  back-pressure). aioquic's own cubic (the link runs xp2p-bbr with its pacer); the same
+  flow-control windows, idle timeout and certificate type.
 
 Timed on the receiver, from sending the request to the last byte; CPU is ``process_time`` of
 each process over the transfer (the sender's until the connection closes). MB = 10^6 bytes.
@@ -198,7 +198,10 @@ def _raw_configuration(is_client: bool) -> Any:
         idle_timeout=config.idle_timeout,
         max_data=config.max_data,
         max_stream_data=config.max_stream_data,
-        congestion_control_algorithm=config.congestion_control,
+        # aioquic as shipped: its own cubic and pacer. The link's default (xp2p-bbr) needs its
+        # model pacer, which only the link installs; under aioquic's stock pacer it would
+        # send at twice its model's rate and no longer be the same controller.
+        congestion_control_algorithm="cubic",
         server_name="device.xp2p" if is_client else None,
     )
 
