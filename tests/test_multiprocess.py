@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .procs import Proc
 
 pytestmark = pytest.mark.multiprocess
 
@@ -27,44 +26,8 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
-class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log_path = log
-        self.log = log.open("w")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "xp2p", *args],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-        )
-
-    def wait_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text()
-            match = re.search(pattern, text)
-            if match:
-                return match
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited {self.popen.returncode}:\n{text}")
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name}: no {pattern!r} in {timeout} s:\n{self.text()}")
-
-    def text(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.log.close()
-        return self.popen.returncode
+def _xp2p(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
+    return Proc.start(name, [sys.executable, "-m", "xp2p", *args], log, env)
 
 
 @pytest.fixture
@@ -95,10 +58,10 @@ device_name = "cam1"
 secret = "device-secret-0123456789abcdef"
 """)
     cloud_url = f"http://127.0.0.1:{http_port}"
-    cloud = Proc("cloud", ["cloud", "--config", str(config)], {}, tmp_path / "cloud.log")
+    cloud = _xp2p("cloud", ["cloud", "--config", str(config)], {}, tmp_path / "cloud.log")
     procs.append(cloud)
     cloud.wait_line(r"listening on")
-    device = Proc(
+    device = _xp2p(
         "device",
         ["device", "DEMO/cam1", "--cloud", cloud_url, "--size", "320x180", "--bitrate", "300k"],
         {"XP2P_DEVICE_SECRET": "device-secret-0123456789abcdef"},
@@ -106,7 +69,7 @@ secret = "device-secret-0123456789abcdef"
     )
     procs.append(device)
     device.wait_line(r"signed in to")
-    watch = Proc(
+    watch = _xp2p(
         "watch",
         [
             "watch",

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from .lab import CLOUD_ALT_IP, CLOUD_IP, TURN_IP, NatLab, Site
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/ for coturn.py when run from bench/
 from coturn import Coturn, start_coturn  # noqa: E402
+from procs import Proc  # noqa: E402
 
 CLOUD_URL = f"http://{CLOUD_IP}:8080"
 APP_KEY = "lab-app"
@@ -29,51 +28,6 @@ PRODUCT = "LAB"
 ACCOUNTS = 12
 #: Small and cheap: the lab proves connectivity, not picture quality.
 PATTERN_ARGS = ("--size", "160x90", "--fps", "15", "--bitrate", "150k", "--gop", "15")
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.text())
-            if match:
-                return match
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited {self.popen.returncode}:\n{self.text()}")
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name}: no {pattern!r} in {timeout} s:\n{self.text()[-3000:]}")
-
-    def events(self) -> list[dict[str, Any]]:
-        """The JSON lines it printed so far."""
-        return [json.loads(line) for line in self.text().splitlines() if line.startswith("{")]
-
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [e for e in self.events() if e["event"] == name]
-            if found:
-                return found[0]
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name}: no {name!r} event in {timeout} s:\n{self.text()}")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
 
 
 @dataclass
@@ -87,18 +41,10 @@ class LabWorld:
     devices: dict[str, Proc] = field(default_factory=dict)
 
     def _start(self, ns: str, name: str, argv: list[str], env: dict[str, str]) -> Proc:
-        log = self.workdir / f"{name}.log"
-        out = log.open("wb")
-        popen = self.lab.popen(
-            ns,
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env},
-        )
-        out.close()
-        return Proc(name, popen, log)
+        def launcher(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+            return self.lab.popen(ns, argv, **kwargs)
+
+        return Proc.start(name, argv, self.workdir / f"{name}.log", env, launcher)
 
     # ---- the public side ------------------------------------------------------------
 
