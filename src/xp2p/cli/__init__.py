@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from xp2p import __version__
-from xp2p.cli import cmd, download, records, serve, talk
+from xp2p.cli import cmd, download, edge, origin, records, serve, talk
 from xp2p.cli.common import run_until_stopped, setup_logging
 from xp2p.errors import XP2PError
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more logs (-vv adds ICE/QUIC internals)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, cmd, talk, download, records):
+    for module in (serve, edge, origin, cmd, talk, download, records):
         module.register(commands)
     return parser
 

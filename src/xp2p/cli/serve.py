@@ -18,6 +18,7 @@ from xp2p.cli.common import (
     source_factory,
     split_device,
 )
+from xp2p.cli.edge import add_edge_args, edge_config
 from xp2p.device.config import DeviceConfig
 from xp2p.errors import XP2PError
 
@@ -60,12 +61,15 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
             tuple(args.turn), secret(args, "XP2P_TURN_SECRET", "TURN secret"), args.turn_ttl
         )
         config = dataclasses.replace(config, turn=(*config.turn, turn))
-    server = CloudServer(config)
+    edge = edge_config(args)
+    server = CloudServer(config, edge=edge)
     await server.start()
     host, port = server.stun_address
     print(
         f"xp2p cloud {__version__} listening on {server.url} (STUN udp {host}:{port})", flush=True
     )
+    if edge.enabled:
+        print(f"  1vN edge: {server.url}/api/v1/swarm (linger {edge.linger:g} s)", flush=True)
     for entry in config.turn:
         print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
     await stop.wait()
@@ -241,6 +245,10 @@ def register(commands: Subparsers) -> None:
         default=3600,
         metavar="SECONDS",
         help="lifetime of the TURN credentials handed out (3600)",
+    )
+    add_edge_args(cloud)
+    cloud.add_argument(
+        "--no-edge", action="store_true", help="without the 1vN edge routes (/api/v1/swarm)"
     )
     cloud.add_argument(
         "--print-secrets",

@@ -6,6 +6,7 @@ App endpoints (every request signed, see :mod:`xp2p.auth`)::
     GET  /api/v1/devices/{product_id}/{device_name}/p2p-info    xp2pInfo and presence
     POST /api/v1/devices/{product_id}/{device_name}/grant       a signed access grant
     POST /api/v1/devices/{product_id}/{device_name}/connect     offer → device → answer
+    /api/v1/swarm/...                                           the 1vN edge (xp2p.cloud.edge)
 
 Errors are ``{"error": {"code": "<snake_case>", "message": "..."}}`` with a matching HTTP
 status; no handler failure takes the server down.
@@ -35,6 +36,7 @@ from xp2p.auth import (
 )
 from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig
 from xp2p.cloud.device_ws import DeviceGateway
+from xp2p.cloud.edge import EdgeConfig, EdgeService
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.stun import StunServer, start_stun_server
@@ -115,13 +117,22 @@ class CloudServer:
         *,
         registry: DeviceRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        edge: EdgeConfig | None = None,
     ) -> None:
         self.config = config
         self.registry: DeviceRegistry = registry or MemoryRegistry()
         self.hub = SignallingHub()
         self._clock = clock
-        self._signer = GrantSigner(config.load_grant_key())
+        grant_key = config.load_grant_key()
+        self._signer = GrantSigner(grant_key)
         self._verifier = RequestVerifier({a.key: a.secret for a in config.apps})
+        edge = edge or EdgeConfig()
+        #: the 1vN edge (rooms, tracker), on by default; it signs chunks with the grant key
+        self.edge: EdgeService | None = None
+        if edge.enabled:
+            self.edge = EdgeService(
+                edge, grant_key, self._verifier, ice_servers=self._ice_servers, clock=clock
+            )
         self._gateway = DeviceGateway(
             config, self.registry, self.hub, self._device_welcome, clock=clock
         )
@@ -212,6 +223,8 @@ class CloudServer:
         app.router.add_post(f"{device}/grant", self._grant)
         app.router.add_post(f"{device}/connect", self._connect)
         app.router.add_get("/api/v1/device/ws", self._gateway.handle)
+        if self.edge is not None:
+            self.edge.add_routes(app)
 
         async def close_device_sockets(_: web.Application) -> None:
             await self._gateway.close_all()

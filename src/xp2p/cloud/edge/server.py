@@ -1,0 +1,89 @@
+"""`xp2p edge`: the edge on its own port, with the app accounts of the cloud's config.
+
+The same `EdgeService` as inside the cloud; only the aiohttp runner, the STUN/TURN list it
+hands out and the key are its own. Give it the cloud's ``grant_key_file`` to sign chunks
+with the cloud's key, or let it make one per run (viewers learn it from the join answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from xp2p.auth import RequestVerifier, turn_credentials
+from xp2p.cloud.config import WILDCARD_HOSTS, CloudConfig
+
+from .config import EdgeConfig
+from .service import EdgeService, edge_errors
+
+logger = logging.getLogger("xp2p.edge")
+
+MAX_BODY_SIZE = 64 * 1024
+
+
+class EdgeServer:
+    def __init__(self, cloud: CloudConfig, config: EdgeConfig, *, host: str | None = None) -> None:
+        self.cloud = cloud
+        self.config = config
+        self.host = host or cloud.host
+        verifier = RequestVerifier({a.key: a.secret for a in cloud.apps})
+        self.service = EdgeService(
+            config, cloud.load_grant_key(), verifier, ice_servers=self._ice_servers
+        )
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    def _ice_servers(self, user: str) -> list[dict[str, Any]]:
+        servers: list[dict[str, Any]] = (
+            [{"urls": list(self.config.stun)}] if self.config.stun else []
+        )
+        now = int(time.time())
+        for turn in self.cloud.turn:
+            username, password = turn_credentials(turn.shared_secret, user, turn.ttl, now=now)
+            servers.append({"urls": list(turn.urls), "username": username, "credential": password})
+        return servers
+
+    def create_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_SIZE, middlewares=[edge_errors])
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "rooms": len(self.service.rooms)})
+
+        app.router.add_get("/healthz", healthz)
+        self.service.add_routes(app)
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.create_app(), shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.config.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        logger.info("edge listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.service.aclose()
+
+    async def __aenter__(self) -> EdgeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("edge not started")
+        host = self.cloud.advertised_host if self.host in WILDCARD_HOSTS else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._port}"

@@ -1,0 +1,323 @@
+"""The edge's routes (see `xp2p.swarm.edge_api` for the contract), mounted on an aiohttp app.
+
+`EdgeService` owns the rooms of one edge instance. The same service runs inside the cloud
+(sharing its app accounts and request verifier) and standalone (`xp2p.cloud.edge.server`).
+Every failure is a JSON error with a specific code; an unexpected one is logged and answered
+500 ``internal_error``, never left to take the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from xp2p.auth import AuthError, RequestVerifier
+from xp2p.swarm import ChunkSigner
+from xp2p.swarm import edge_api as api
+
+from .config import EdgeConfig
+from .peers import CLOSE_POLICY, PeerSession
+from .room import Room
+from .source import SourceError, source_ssl_context
+from .store import Lookup
+
+logger = logging.getLogger("xp2p.edge")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+IceServers = Callable[[str], list[dict[str, Any]]]
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class EdgeError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def edge_error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(api.error_body(code, message), status=status)
+
+
+def _json_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except EdgeError as exc:
+            return edge_error_response(exc.status, exc.code, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return edge_error_response(
+                exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason
+            )
+        except Exception:
+            logger.exception("unhandled error in %s %s", request.method, request.path)
+            return edge_error_response(500, "internal_error", "internal server error")
+
+    return wrapped
+
+
+@web.middleware
+async def edge_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """For the standalone edge: unknown routes and methods get JSON errors too."""
+    return await _json_errors(handler)(request)
+
+
+class EdgeService:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        key: Ed25519PrivateKey,
+        verifier: RequestVerifier,
+        *,
+        ice_servers: IceServers = lambda user: [],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.signer = ChunkSigner(key)
+        self._key = key
+        self.edge_key = api.edge_key_text(self.signer.public_key)
+        self._verifier = verifier
+        self._ice_servers = ice_servers
+        self._clock = clock
+        self.rooms: dict[str, Room] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._ssl = source_ssl_context(config.source_ca_file)
+
+    def add_routes(self, app: web.Application) -> None:
+        rooms = f"{api.API}/rooms/{{room}}"
+        app.router.add_post(api.JOIN_PATH, _json_errors(self._join))
+        app.router.add_get(api.STATS_PATH, _json_errors(self._stats))
+        app.router.add_get(f"{rooms}/live", _json_errors(self._live))
+        app.router.add_get(f"{rooms}/init", _json_errors(self._init))
+        app.router.add_get(f"{rooms}/chunks/{{seq}}", _json_errors(self._chunk))
+        app.router.add_get(f"{rooms}/ws", _json_errors(self._ws))
+
+        async def close_rooms(_: web.Application) -> None:
+            await self.aclose()
+
+        app.on_shutdown.append(close_rooms)
+
+    async def aclose(self) -> None:
+        rooms, self.rooms = list(self.rooms.values()), {}
+        for room in rooms:
+            await room.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _authenticate(self, request: web.Request) -> tuple[str, bytes]:
+        body = await request.read()
+        try:
+            app_key = self._verifier.verify(
+                request.method, request.raw_path, request.headers, body, self._clock()
+            )
+        except AuthError as exc:
+            raise EdgeError(401, exc.code, exc.message) from None
+        return app_key, body
+
+    def _room(self, request: web.Request) -> Room:
+        room_id = request.match_info["room"]
+        if not api.is_room_id(room_id):
+            raise EdgeError(400, "bad_request", "malformed room id")
+        room = self.rooms.get(room_id)
+        if room is None:
+            raise EdgeError(404, "unknown_room", "no such room on this edge (join first)")
+        return room
+
+    def _room_closed(self, room: Room) -> None:
+        if self.rooms.get(room.room_id) is room:
+            del self.rooms[room.room_id]
+
+    def _token(self, room: Room, peer_id: str, fingerprint: str) -> str:
+        exp = int(self._clock()) + api.TOKEN_TTL
+        return api.sign_peer_token(
+            self._key, api.PeerToken(room.room_id, peer_id, fingerprint, exp)
+        )
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    async def _join(self, request: web.Request) -> web.Response:
+        app_key, body = await self._authenticate(request)
+        try:
+            join = api.JoinRequest.from_json(body)
+        except api.MessageError as exc:
+            raise EdgeError(400, exc.code, exc.message) from None
+        room_id = api.room_id(join.url)
+        room = self.rooms.get(room_id)
+        if room is None or room.closed:
+            if len(self.rooms) >= self.config.max_rooms:
+                raise EdgeError(503, "too_many_rooms", "this edge serves its maximum of rooms")
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
+            room = Room(
+                join.url,
+                room_id,
+                self.config,
+                self.signer,
+                self._http,
+                ssl_context=self._ssl,
+                on_closed=self._room_closed,
+            )
+            self.rooms[room_id] = room
+            room.start()
+        with room.joining():
+            try:
+                await room.wait_ready()
+            except SourceError as exc:
+                raise EdgeError(502, "source_unreachable", exc.message) from None
+            peer_id = secrets.token_urlsafe(12)
+            update = room.add_peer(peer_id, join.fingerprint, join.nat_type, join.upload)
+        peer = room.tracker.peers[peer_id]
+        logger.info(
+            "room %s: app %s joined as %s (upload %s, seed %s, %d neighbours)",
+            room_id,
+            app_key,
+            peer_id,
+            join.upload,
+            peer.seed,
+            len(peer.out),
+        )
+        del update
+        response = api.JoinResponse(
+            room=room_id,
+            peer_id=peer_id,
+            stream_id=room.stream_id,
+            edge_key=self.edge_key,
+            token=self._token(room, peer_id, join.fingerprint),
+            seed=peer.seed,
+            neighbours=room.tracker.neighbours_of(peer_id),
+            ice_servers=self._ice_servers(f"swarm/{peer_id}"),
+            chunk_ms=self.config.chunk_ms,
+        )
+        return web.json_response(response.to_json())
+
+    async def _live(self, request: web.Request) -> web.Response:
+        await self._authenticate(request)
+        room = self._room(request)
+        store = room.store
+        info = api.LiveInfo(
+            room.stream_id,
+            store.live_seq,
+            store.keyframe_seq,
+            store.init.init_id if store.init is not None else None,
+            room.state,
+        )
+        return web.json_response(info.to_json())
+
+    async def _init(self, request: web.Request) -> web.Response:
+        await self._authenticate(request)
+        data = self._room(request).init_data()
+        if data is None:
+            raise EdgeError(404, "not_yet", "the source has sent no sequence headers yet")
+        return _octets(data)
+
+    async def _chunk(self, request: web.Request) -> web.Response:
+        await self._authenticate(request)
+        room = self._room(request)
+        text = request.match_info["seq"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 20) or int(text) >= 2**64:
+            raise EdgeError(400, "bad_request", "seq must be a u64 in decimal")
+        wait = 0.0
+        if "wait" in request.query:
+            try:
+                wait = float(request.query["wait"])
+            except ValueError:
+                wait = -1.0
+            if not 0 <= wait <= api.MAX_CHUNK_WAIT:
+                raise EdgeError(400, "bad_request", f"wait must be in [0, {api.MAX_CHUNK_WAIT:g}]")
+        status, data = await room.chunk(int(text), wait)
+        if status is Lookup.GONE:
+            raise EdgeError(410, "gone", f"chunk {text} is older than this edge keeps")
+        if data is None:
+            raise EdgeError(404, "not_yet", f"chunk {text} has not been cut yet")
+        return _octets(data)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        await self._authenticate(request)
+        rooms = [room.stats().to_json() for room in self.rooms.values()]
+        return web.json_response({"rooms": rooms})
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        room = self._room(request)
+        peer_id, token = request.query.get("peer_id", ""), request.query.get("token", "")
+        if not api.is_peer_id(peer_id):
+            raise EdgeError(400, "bad_request", "peer_id is missing or malformed")
+        try:
+            claims = api.verify_peer_token(
+                token, self.signer.public_key, now=self._clock(), room=room.room_id, leeway=0
+            )
+        except api.TokenError as exc:
+            raise EdgeError(401, "bad_token", f"{exc} ({exc.reason})") from None
+        if claims.peer_id != peer_id:
+            raise EdgeError(401, "bad_token", "the token is another peer's")
+        if not room.knows(peer_id):
+            raise EdgeError(404, "unknown_peer", "this peer is not in the room (join again)")
+        ws = web.WebSocketResponse(max_msg_size=4 * api.MAX_WS_FRAME, heartbeat=20.0)
+        await ws.prepare(request)
+        session = PeerSession(peer_id, ws)
+        room.attach(session)
+        refresh = asyncio.create_task(self._refresh_tokens(room, session, claims.fingerprint))
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._on_frame(room, session, msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    self._refuse(session, "bad_request", "frames must be JSON text")
+                else:
+                    break  # an error (such as a frame over the hard limit) closes the socket
+        finally:
+            refresh.cancel()
+            room.detach(session)
+            await session.aclose()
+        return ws
+
+    async def _refresh_tokens(self, room: Room, session: PeerSession, fingerprint: str) -> None:
+        while True:
+            await asyncio.sleep(api.TOKEN_TTL - api.TOKEN_REFRESH)
+            token = self._token(room, session.peer_id, fingerprint)
+            session.send(api.TokenUpdate(token).to_json())
+
+    def _on_frame(self, room: Room, session: PeerSession, data: str) -> None:
+        try:
+            message = api.parse_peer_message(data)
+        except api.MessageError as exc:
+            self._refuse(session, exc.code, exc.message)
+            return
+        if isinstance(message, api.Signal):
+            target = room.sessions.get(message.peer)
+            if target is None or target is session:
+                self._refuse(session, "unknown_peer", f"no peer {message.peer} in this room")
+                return
+            target.send(message.relayed(session.peer_id).to_json(outgoing=True))
+        elif isinstance(message, api.PeerStats):
+            room.tracker.report(session.peer_id, message, time.monotonic())
+            room.maybe_reselect_seeds()
+        else:
+            room.apply(room.tracker.need_neighbours(session.peer_id, message.exclude))
+
+    def _refuse(self, session: PeerSession, code: str, message: str) -> None:
+        session.errors += 1
+        session.send(api.ErrorMessage(code, message).to_json())
+        if session.errors > api.MAX_WS_ERRORS:
+            session.close(CLOSE_POLICY, "too many bad frames")
+
+
+def _octets(data: bytes) -> web.Response:
+    return web.Response(
+        body=data, content_type="application/octet-stream", headers={"Cache-Control": "no-store"}
+    )

@@ -1,0 +1,106 @@
+"""Pulling one HTTP(S)-FLV stream: any server that answers a GET with an FLV body (our
+``xp2p origin``, ffmpeg ``-listen 1``, nginx-http-flv, SRS, a CDN)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from xp2p.flv.header import SIGNATURE
+
+#: Bytes read from the source per call: a few frames of a typical stream.
+READ_SIZE = 64 * 1024
+
+
+class SourceError(Exception):
+    """The source could not be pulled; ``message`` says why in a way a viewer can act on."""
+
+    def __init__(self, message: str, *, not_flv: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.not_flv = not_flv
+
+
+class SourceStalled(SourceError):
+    """The source sent nothing for ``stall_timeout`` seconds."""
+
+
+def source_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system trust store, plus ``ca_file`` (an origin's self-signed certificate)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+async def pull_flv(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    connect_timeout: float,
+    stall_timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[bytes]:
+    """The source's body, as it arrives; the first piece starts with the FLV signature.
+
+    Raises SourceError when it cannot connect or answers something else than FLV within
+    ``connect_timeout``, and SourceStalled after ``stall_timeout`` s without a byte.
+    Ends when the source closes the stream."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout)
+    try:
+        async with asyncio.timeout(connect_timeout):
+            response = await session.get(
+                url,
+                timeout=timeout,
+                ssl=ssl_context if ssl_context is not None else True,
+                allow_redirects=True,
+                max_redirects=3,
+                headers={"Accept": "video/x-flv, */*", "Icy-MetaData": "0"},
+            )
+    except TimeoutError:
+        raise SourceError(f"no answer from the source within {connect_timeout:g} s") from None
+    except aiohttp.ClientSSLError as exc:
+        raise SourceError(f"TLS with the source failed: {_reason(exc)}") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot reach the source: {_reason(exc)}") from None
+    try:
+        if response.status != 200:
+            raise SourceError(f"the source answered HTTP {response.status} {response.reason}")
+        head = b""
+        try:
+            async with asyncio.timeout(connect_timeout):
+                while len(head) < len(SIGNATURE):
+                    data = await response.content.read(READ_SIZE)
+                    if not data:
+                        break
+                    head += data
+        except TimeoutError:
+            raise SourceError(
+                f"no FLV header from the source within {connect_timeout:g} s"
+            ) from None
+        if not head.startswith(SIGNATURE):
+            kind = response.headers.get("Content-Type", "unknown type")
+            raise SourceError(f"the source is not FLV (it sent {kind[:64]})", not_flv=True)
+        yield head
+        while True:
+            try:
+                async with asyncio.timeout(stall_timeout):
+                    data = await response.content.read(READ_SIZE)
+            except TimeoutError:
+                raise SourceStalled(f"no data from the source for {stall_timeout:g} s") from None
+            if not data:
+                return
+            yield data
+    except (aiohttp.ClientError, OSError) as exc:
+        raise SourceError(f"the source connection failed: {_reason(exc)}") from None
+    finally:
+        response.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,96 @@
+"""A room's recent chunks in their signed wire form, ready to serve (sans-IO).
+
+The edge signs and encodes each chunk once, when it is cut, and serves those bytes to every
+seed and late viewer that asks. It keeps at least ``keep_seconds`` of media (by the chunks'
+durations, so a viewer's buffer plus its retries always fits), bounded by ``max_bytes`` and a
+chunk count so that broken timestamps cannot make a room hold the stream forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from xp2p.swarm import Chunk, InitChunk
+
+MAX_CHUNKS = 8192
+
+
+class Lookup(Enum):
+    FOUND = "found"
+    NOT_YET = "not_yet"
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    seq: int
+    keyframe_start: bool
+    duration_ms: int
+    data: bytes  #: `encode_item(chunk, proof)`
+
+
+class ChunkStore:
+    def __init__(self, *, keep_seconds: float = 30.0, max_bytes: int = 128 * 1024 * 1024):
+        self.keep_ms = int(keep_seconds * 1000)
+        self.max_bytes = max_bytes
+        self._chunks: deque[StoredChunk] = deque()
+        self._bytes = 0
+        self._held_ms = 0
+        self.init: InitChunk | None = None
+        self.init_data: bytes | None = None
+        self.cut_bytes = 0  #: every chunk's wire bytes since the room started
+
+    def add_init(self, init: InitChunk, data: bytes) -> None:
+        self.init, self.init_data = init, data
+
+    def add(self, chunk: Chunk, data: bytes) -> None:
+        if self._chunks and chunk.seq != self._chunks[-1].seq + 1:
+            raise ValueError(f"chunk {chunk.seq} does not follow {self._chunks[-1].seq}")
+        self._chunks.append(StoredChunk(chunk.seq, chunk.keyframe_start, chunk.duration_ms, data))
+        self._bytes += len(data)
+        self._held_ms += chunk.duration_ms
+        self.cut_bytes += len(data)
+        while len(self._chunks) > 1 and (
+            self._held_ms - self._chunks[0].duration_ms >= self.keep_ms
+            or self._bytes > self.max_bytes
+            or len(self._chunks) > MAX_CHUNKS
+        ):
+            old = self._chunks.popleft()
+            self._bytes -= len(old.data)
+            self._held_ms -= old.duration_ms
+
+    def lookup(self, seq: int) -> tuple[Lookup, bytes | None]:
+        if not self._chunks or seq > self._chunks[-1].seq:
+            return Lookup.NOT_YET, None
+        first = self._chunks[0].seq
+        if seq < first:
+            return Lookup.GONE, None
+        return Lookup.FOUND, self._chunks[seq - first].data
+
+    @property
+    def first_seq(self) -> int | None:
+        return self._chunks[0].seq if self._chunks else None
+
+    @property
+    def live_seq(self) -> int | None:
+        return self._chunks[-1].seq if self._chunks else None
+
+    @property
+    def keyframe_seq(self) -> int | None:
+        for stored in reversed(self._chunks):
+            if stored.keyframe_start:
+                return stored.seq
+        return None
+
+    @property
+    def held_ms(self) -> int:
+        return self._held_ms
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._chunks)

@@ -1,0 +1,166 @@
+"""A plain HTTP(S)-FLV origin: one live source served at ``/live/NAME.flv`` (`xp2p origin`).
+
+What an edge pulls in 1vN, and what any player can open. It is the device's `LiveChannel`
+served over ordinary HTTP instead of a P2P link: each client gets the FLV header, the
+sequence headers and the stream from the newest keyframe at once, and a client that cannot
+keep up skips to the next keyframe rather than making the origin buffer for it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from xp2p.device.channel import LiveChannel
+from xp2p.media import MediaSource
+
+logger = logging.getLogger("xp2p.origin")
+
+#: A client waits at most this long for a source that is still starting.
+START_TIMEOUT = 10.0
+
+
+class OriginServer:
+    def __init__(
+        self,
+        source_factory: Callable[[], MediaSource],
+        *,
+        name: str = "test",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        max_lag: float = 3.0,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.channel = LiveChannel(f"origin/{name}", source_factory, max_lag=max_lag)
+        self._runner: web.AppRunner | None = None
+        #: every GET of the stream so far, and those still open
+        self.connections = 0
+        self.active = 0
+
+    @property
+    def path(self) -> str:
+        return f"/live/{self.name}.flv"
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{self.path}"
+
+    async def start(self) -> None:
+        await self.channel.start()
+        app = web.Application()
+        app.router.add_get(self.path, self._live, allow_head=False)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            await self.channel.aclose()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        await self.channel.aclose()  # ends every response first
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> OriginServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        if not await self.channel.wait_ready(START_TIMEOUT):
+            reason = self.channel.failed or "starting"
+            return web.json_response({"error": f"no video ({reason})"}, status=503)
+        start, subscription = self.channel.subscribe()
+        self.connections += 1
+        self.active += 1
+        peer = request.remote
+        logger.info("origin: %s pulls %s (%d open)", peer, self.path, self.active)
+        response = web.StreamResponse(
+            headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"}
+        )
+        try:
+            await response.prepare(request)
+            await response.write(start)
+            while True:
+                batch = await subscription.next_batch()
+                if not batch:
+                    break  # the source ended
+                await response.write(b"".join(tag.encode() for tag in batch))
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        finally:
+            subscription.close()
+            self.active -= 1
+            logger.info("origin: %s stopped pulling (%d open)", peer, self.active)
+        return response
+
+
+def self_signed_certificate(
+    directory: Path, hosts: Iterable[str] = ("localhost", "127.0.0.1", "::1")
+) -> tuple[Path, Path]:
+    """A fresh ECDSA P-256 certificate for ``hosts`` (valid 30 days), written as
+    ``origin-cert.pem`` and ``origin-key.pem``; the certificate doubles as the CA a client
+    trusts (``xp2p edge`` ``source_ca_file``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xp2p origin")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "origin-cert.pem", directory / "origin-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
