@@ -22,6 +22,10 @@ class NotifySubtype(StrEnum):
     FAIL = "fail"
     CLOSE = "close"
     DISCONNECT = "disconnect"
+    #: 1vN: the service's statistics, about every 2 s (`SwarmStats` as a dict).
+    SWARM = "swarm"
+    #: 1vN: the room's state changed (stalled, ended, live) or the service re-joined.
+    SWARM_STATE = "swarm_state"
 
 
 class LogLevel(StrEnum):

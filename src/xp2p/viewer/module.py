@@ -14,6 +14,7 @@ from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import NatEvent, NotifySubtype
 from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
 from xp2p.link.nat import NatBehaviour, discover_nat_behaviour
+from xp2p.swarm.edge_api import MessageError, check_source_url, room_id
 from xp2p.viewer import command as command_module
 from xp2p.viewer import download as download_module
 from xp2p.viewer import voice as voice_module
@@ -21,6 +22,7 @@ from xp2p.viewer.cloud_client import AppSession, CloudClient, CloudError
 from xp2p.viewer.command import CommandResult
 from xp2p.viewer.download import DownloadCallback
 from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, Service, StreamInfo
+from xp2p.viewer.swarm import EdgeClient, SwarmService, SwarmStats, pick_edge
 from xp2p.viewer.voice import VoiceWriter
 
 logger = logging.getLogger("xp2p.viewer")
@@ -40,6 +42,9 @@ class AppParams:
     cloud_url: str
     app_key: str
     app_secret: str = field(repr=False)
+    #: 1vN edges (``xp2p edge``); empty: the cloud itself runs the edge. A room is always
+    #: served by the same one of them (rendezvous hashing of its id).
+    edge_urls: tuple[str, ...] = ()
 
 
 class P2PModule:
@@ -50,8 +55,9 @@ class P2PModule:
         self._link_config = link_config or LinkConfig()
         self._cloud: CloudClient | None = None
         self._session: AppSession | None = None
+        self._app: AppParams | None = None
         self._event_handler: EventHandler | None = None
-        self._services: dict[str, Service] = {}
+        self._services: dict[str, Service | SwarmService] = {}
         self._starting: set[str] = set()
         self._probing = False
         self._nat: NatBehaviour | None = None
@@ -88,6 +94,7 @@ class P2PModule:
             await cloud.close()
             raise XP2PError(ErrorCode.BAD_PARAM, f"cloud sign-in failed: {exc}") from exc
         self._cloud = cloud
+        self._app = app_params
         self._event_handler = event_handler
         self._link_config = replace(
             self._link_config,
@@ -192,6 +199,7 @@ class P2PModule:
         if self._cloud is not None:
             await self._cloud.close()
         self._cloud = None
+        self._app = None
         self._session = None
         self._nat = None  # a new init may be on another network: no natChanged against this
 
@@ -203,11 +211,20 @@ class P2PModule:
     def has_service(self, service_id: str) -> bool:
         return service_id in self._services
 
-    def _service(self, service_id: str) -> Service:
+    def _any_service(self, service_id: str) -> Service | SwarmService:
         self._require_init()
         service = self._services.get(service_id)
         if service is None:
             raise XP2PError(ErrorCode.SERVICE_NOT_STARTED, f"no service {service_id!r}")
+        return service
+
+    def _service(self, service_id: str) -> Service:
+        """A 1v1 service (the device functions have no meaning in a swarm)."""
+        service = self._any_service(service_id)
+        if isinstance(service, SwarmService):
+            raise XP2PError(
+                ErrorCode.UNSUPPORTED, f"service {service_id!r} is 1vN; this needs a 1v1 service"
+            )
         return service
 
     # ---- services -------------------------------------------------------------------
@@ -219,8 +236,9 @@ class P2PModule:
         msg_callback: MsgCallback | None = None,
         data_callback: DataCallback | None = None,
     ) -> None:
-        """Connect to a device (1v1). Returns once the link is up (``connected`` notified);
-        with ``data_callback`` the live pull starts too, as in the seed."""
+        """Connect to a device (1v1), or join the swarm of an http(s) FLV ``url`` (1vN).
+        Returns once the link is up or the room joined (``connected`` notified); with
+        ``data_callback`` the live pull starts too, as in the seed."""
         cloud = self._require_init()
         if not service_id or len(service_id) > MAX_ID_LENGTH:
             raise XP2PError(ErrorCode.BAD_PARAM, "service id must be 1-128 characters")
@@ -230,7 +248,8 @@ class P2PModule:
                 f"service {service_id!r} is already started; stop it first",
             )
         if not stream_info.is_1v1:
-            raise XP2PError(ErrorCode.UNSUPPORTED, "1vN (url) services are not supported yet")
+            await self._start_swarm(service_id, stream_info, msg_callback, data_callback)
+            return
         if not (stream_info.product_id and stream_info.device_name):
             raise XP2PError(ErrorCode.BAD_PARAM, "1v1 needs product_id and device_name")
         self._starting.add(service_id)
@@ -243,6 +262,43 @@ class P2PModule:
         service.notify(NotifySubtype.CONNECTED, {"link_mode": service.link.link_mode})
         if data_callback is not None:
             await self.start_stream(service_id, data_callback)
+
+    async def _start_swarm(
+        self,
+        service_id: str,
+        info: StreamInfo,
+        msg_callback: MsgCallback | None,
+        data_callback: DataCallback | None,
+    ) -> None:
+        app = self._app
+        assert app is not None
+        try:
+            url = check_source_url(info.url)
+        except MessageError as exc:
+            raise XP2PError(ErrorCode.BAD_PARAM, f"1vN needs an http(s) FLV url: {exc}") from None
+        if info.upload_rate_cap < 0:
+            raise XP2PError(ErrorCode.BAD_PARAM, "upload_rate_cap must be >= 0 (0 = no cap)")
+        edge_url = pick_edge(app.edge_urls or (app.cloud_url,), room_id(url))
+        edge = EdgeClient(edge_url, app.app_key, app.app_secret)
+        config = replace(self._link_config, nat_type=self.nat_type)
+        service = SwarmService(
+            service_id, info, msg_callback, f"module {self._uuid}", edge=edge, link_config=config
+        )
+        self._starting.add(service_id)
+        try:
+            await service.join()
+        finally:
+            self._starting.discard(service_id)
+        self._services[service_id] = service
+        if data_callback is not None:
+            await self.start_stream(service_id, data_callback)
+
+    def get_swarm_stats(self, service_id: str) -> SwarmStats:
+        """A 1vN service's statistics (also notified as ``swarm`` about every 2 s)."""
+        service = self._any_service(service_id)
+        if not isinstance(service, SwarmService):
+            raise XP2PError(ErrorCode.UNSUPPORTED, f"service {service_id!r} is 1v1, not 1vN")
+        return service.stats()
 
     async def _connect(
         self,
@@ -301,7 +357,7 @@ class P2PModule:
     def update_service_callbacks(
         self, service_id: str, msg_callback: MsgCallback | None = None
     ) -> None:
-        service = self._service(service_id)
+        service = self._any_service(service_id)
         if msg_callback is None:
             raise XP2PError(ErrorCode.BAD_PARAM, "msg_callback is required")
         service.msg_callback = msg_callback
@@ -325,10 +381,10 @@ class P2PModule:
     ) -> None:
         if not callable(data_callback):
             raise XP2PError(ErrorCode.BAD_PARAM, "data_callback must be callable")
-        await self._service(service_id).start_stream(data_callback, flv or FlvParams())
+        await self._any_service(service_id).start_stream(data_callback, flv or FlvParams())
 
     async def stop_stream(self, service_id: str) -> None:
-        await self._service(service_id).stop_stream()
+        await self._any_service(service_id).stop_stream()
 
     # ---- the 1v1 extended functions (SPEC §2); each lives in its own module ----------
 
@@ -397,13 +453,13 @@ class P2PModule:
 
         Leaving the ``async with`` block stops the pull; the iteration ends at eof,
         disconnect or failure."""
-        return LiveStream(self._service(service_id), flv or FlvParams())
+        return LiveStream(self._any_service(service_id), flv or FlvParams())
 
 
 class LiveStream:
     """FLV bytes of one pull as an async iterator (see ``P2PModule.stream``)."""
 
-    def __init__(self, service: Service, flv: FlvParams) -> None:
+    def __init__(self, service: Service | SwarmService, flv: FlvParams) -> None:
         self._service = service
         self._flv = flv
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()

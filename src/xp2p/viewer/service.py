@@ -23,13 +23,17 @@ DataCallback = Callable[[bytes], None]
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
     """The seed's streamInfo. 1v1: product_id + device_name (xp2p_info optional: fetched from
-    the cloud when empty). 1vN: an http(s) FLV ``url``."""
+    the cloud when empty). 1vN: an http(s) FLV ``url``; ``upload=False`` makes the viewer
+    download-only (it serves and announces nothing, as metered mobile users want) and
+    ``upload_rate_cap`` caps what it serves its neighbours, in bytes/s (0 = no cap)."""
 
     url: str = ""
     product_id: str = ""
     device_name: str = ""
     xp2p_info: str = ""
     live_stream_domain: str = ""
+    upload: bool = True
+    upload_rate_cap: int = 0
 
     @property
     def is_1v1(self) -> bool:
