@@ -210,3 +210,128 @@ async def test_bad_url_is_a_bad_param(cloud: CloudServer) -> None:
         assert not viewer.module.has_service("x")
     finally:
         await viewer.module.destroy()
+
+
+def tamper(mode: str, original: Callable[[int], bytes | None]) -> Callable[[int], bytes | None]:
+    """What a malicious viewer serves instead of the genuine wire form of chunk ``seq``."""
+
+    def wire(seq: int) -> bytes | None:
+        data = original(seq)
+        if data is None:
+            return None
+        if mode == "forge":  # one payload byte changed: the signature no longer holds
+            i = len(data) // 2
+            return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+        if mode == "truncate":
+            return data[: len(data) - 100]
+        older = original(seq - 3)  # replay: a genuine chunk, of another sequence number
+        return older if older is not None else data[:50]
+
+    return wire
+
+
+@pytest.mark.parametrize("mode", ["forge", "truncate", "replay"])
+async def test_a_malicious_peer_is_banned_and_no_bad_byte_is_played(
+    cloud: CloudServer, origin: OriginServer, mode: str
+) -> None:
+    url = origin.url
+    # The first to join is the seed: everyone else asks it first.
+    bad = await join(cloud, url, "bad")
+    pull = bad.service._pull
+    assert pull is not None and bad.stats().seed
+    pull.playout.wire = tamper(mode, pull.playout.wire)  # type: ignore[method-assign]
+    honest = [await join(cloud, url, f"v{i}") for i in range(3)]
+    bad_id = bad.stats().peer_id
+    try:
+        await until(
+            lambda: any(v.stats().bad_chunks > 0 for v in honest), 30, "the forgery noticed"
+        )
+        victims = [v for v in honest if v.stats().bad_chunks > 0]
+        marks = {v.name: len(v.data) for v in honest}
+        await until(
+            lambda: all(len(v.data) > marks[v.name] + 50_000 for v in honest),
+            30,
+            "playback going on after the ban",
+        )
+        init, chunks = edge_items(cloud, url)
+        stats = [v.stats() for v in honest]
+        banned = [v.service._banned_peers() for v in victims]
+        bad_counts = [v.stats().bad_chunks for v in victims]
+    finally:
+        await stop_all([bad, *honest])
+    assert all(bad_id in b for b in banned)
+    assert bad_counts == [1] * len(victims)  # banned at the first: it never sent another
+    for v in honest:
+        check_output(bytes(v.data), init, chunks)  # not one bad byte reached a player
+    assert all(s.banned <= 1 for s in stats)
+
+
+async def test_download_only_viewer_uploads_nothing_and_is_fed(
+    cloud: CloudServer, origin: OriginServer
+) -> None:
+    url = origin.url
+    viewers = [await join(cloud, url, f"v{i}") for i in range(3)]
+    mobile = await join(cloud, url, "mobile", upload=False)
+    try:
+        await until(
+            lambda: mobile.stats().p2p_bytes > 100_000 and len(mobile.data) > 100_000,
+            30,
+            "the mobile fed by peers",
+        )
+        init, chunks = edge_items(cloud, url)
+        stats = mobile.stats()
+        sent = sum(p.sent for p in mobile.service.pipes.values())
+    finally:
+        await stop_all([*viewers, mobile])
+    assert stats.uploaded_bytes == 0 and not stats.seed
+    check_output(bytes(mobile.data), init, chunks)
+    # Its pipes carried only hellos, requests and cancels: no chunk, no announcement.
+    assert sent < 20_000, sent
+
+
+async def test_upload_cap_is_honoured(cloud: CloudServer, origin: OriginServer) -> None:
+    url = origin.url
+    cap = 20_000  # bytes/s, well under the stream's ~40 kB/s
+    seed = await join(cloud, url, "seed", upload_rate_cap=cap)
+    started = time.monotonic()
+    viewers = [await join(cloud, url, f"v{i}") for i in range(2)]
+    try:
+        await until(lambda: all(len(v.data) > 150_000 for v in viewers), 40, "video")
+        uploaded = seed.stats().uploaded_bytes
+        elapsed = time.monotonic() - started
+    finally:
+        await stop_all([seed, *viewers])
+    # An upper bound only (a slow machine sends less, never more): the cap plus the
+    # queue's backlog allowance and one chunk in flight.
+    assert uploaded <= cap * (elapsed + 0.6) + 60_000, (uploaded, elapsed)
+
+
+async def test_a_viewer_that_vanishes_costs_the_others_no_stall(
+    cloud: CloudServer, origin: OriginServer
+) -> None:
+    url = origin.url
+    viewers = [await join(cloud, url, f"v{i}") for i in range(4)]
+    try:
+        await until(
+            lambda: all(v.stats().p2p_bytes > 0 or v.stats().seed for v in viewers), 30, "p2p"
+        )
+        # The seed, which feeds everyone, dies without a word: its links go silent (no
+        # QUIC close), then its control channel drops as a killed process's would.
+        gone = next(v for v in viewers if v.stats().seed)
+        rest = [v for v in viewers if v is not gone]
+        stalls = {v.name: v.stats().stalls for v in rest}
+        for pipe in list(gone.service.pipes.values()):
+            pipe.link._shutdown("crashed")
+        await gone.module.stop_p2p_service(gone.name)
+        marks = {v.name: len(v.data) for v in rest}
+        await until(
+            lambda: all(len(v.data) > marks[v.name] + 150_000 for v in rest), 40, "playing on"
+        )
+        init, chunks = edge_items(cloud, url)
+        after = {v.name: v.stats() for v in rest}
+    finally:
+        await stop_all(viewers)
+    for v in rest:
+        assert after[v.name].stalls == stalls[v.name], after[v.name]
+        check_output(bytes(v.data), init, chunks)
+    assert any(s.seed for s in after.values())  # the edge made another seed

@@ -324,6 +324,9 @@ class SwarmService:
         if self._neighbours is not None:
             self._spawn(self._neighbours.drop(peer, f"banned: {why}", ban=True), "ban")
 
+    def _banned_peers(self) -> frozenset[str]:
+        return frozenset(self._neighbours.banned) if self._neighbours is not None else frozenset()
+
     def _abandon(self, peer: str) -> None:
         if self._neighbours is not None:
             self._spawn(self._neighbours.drop(peer, "silent for too long"), "abandon")
