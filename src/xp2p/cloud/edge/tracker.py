@@ -216,9 +216,13 @@ class Tracker:
 
     def _fill(self, peer: TrackedPeer, target: int, update: TrackerUpdate) -> None:
         """Add uploaders to ``peer``'s list until it holds ``target`` (at most
-        ``max_neighbours``) or none is left: least-loaded first, relay-only pairs last."""
+        ``max_neighbours``, and an uploader at most ``max_degree`` links in all) or none is
+        left: least-loaded first, relay-only pairs last."""
         target = min(target, self.config.max_neighbours)
         want = target - len(peer.out)
+        if peer.upload:
+            # Links opened to it count too: a popular uploader needs no more of its own.
+            want = min(want, self.config.max_degree - peer.degree)
         if want <= 0:
             return
         nat = peer.nat_type
