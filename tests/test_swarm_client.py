@@ -8,6 +8,7 @@ happened"; what is asserted is bytes, counters and decodability.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -129,15 +130,33 @@ def check_output(data: bytes, init: InitChunk, chunks: dict[int, Chunk]) -> int:
     """``data`` is the FLV header, the init and consecutive chunks from a keyframe chunk,
     byte for byte as the edge cut them (the last one may be cut short): the join seq."""
     assert data[:HEADER] == init.header.encode()
-    body = data[HEADER:]
-    assert body.startswith(init.payload), "init tags missing after the FLV header"
-    body = body[len(init.payload) :]
+    return check_body(data[HEADER:], {init.init_id: init}, chunks)
+
+
+def check_body(body: bytes, inits: dict[int, InitChunk], chunks: dict[int, Chunk]) -> int:
+    """``body`` is an init's tags, then consecutive chunks from a keyframe chunk, with each
+    new init's tags before the first chunk coded against it."""
     start = next(
-        (s for s, c in sorted(chunks.items()) if c.keyframe_start and body.startswith(c.payload)),
+        (
+            s
+            for s, c in sorted(chunks.items())
+            if c.keyframe_start
+            and c.init_id in inits
+            and body.startswith(inits[c.init_id].payload + c.payload)
+        ),
         None,
     )
-    assert start is not None, "the stream does not start at a keyframe chunk of the edge"
-    expected = b"".join(c.payload for s, c in sorted(chunks.items()) if s >= start)
+    assert start is not None, "the stream does not start at an init and a keyframe chunk"
+    parts: list[bytes] = []
+    current = None
+    for seq, chunk in sorted(chunks.items()):
+        if seq < start:
+            continue
+        if chunk.init_id != current:
+            parts.append(inits[chunk.init_id].payload)
+            current = chunk.init_id
+        parts.append(chunk.payload)
+    expected = b"".join(parts)
     assert len(body) > 0 and expected.startswith(body[: len(expected)]), "bytes differ"
     assert len(body) <= len(expected)
     return start
@@ -335,3 +354,106 @@ async def test_a_viewer_that_vanishes_costs_the_others_no_stall(
         assert after[v.name].stalls == stalls[v.name], after[v.name]
         check_output(bytes(v.data), init, chunks)
     assert any(s.seed for s in after.values())  # the edge made another seed
+
+
+def notified_states(viewer: Viewer) -> list[str]:
+    return [d["state"] for e, s, d in viewer.events if s == "swarm_state"]
+
+
+async def test_a_source_stall_is_reported_and_viewers_go_on(cloud: CloudServer) -> None:
+    origin = OriginServer(lambda: TestPatternSource(PATTERN), name="swarm")
+    await origin.start()
+    url = origin.url
+    viewers = [await join(cloud, url, f"v{i}") for i in range(3)]
+    try:
+        await until(lambda: all(len(v.data) > 100_000 for v in viewers), 30, "video")
+        first_init, _ = edge_items(cloud, url)
+        await origin.stop()  # the source goes away...
+        await until(
+            lambda: all("stalled" in notified_states(v) for v in viewers), 20, "stall notified"
+        )
+        origin = OriginServer(lambda: TestPatternSource(PATTERN), name="swarm", port=origin.port)
+        await origin.start()  # ...and comes back: the edge reconnects, same room
+        await until(
+            lambda: all(notified_states(v)[-1:] == ["live"] for v in viewers), 30, "live again"
+        )
+        marks = {v.name: len(v.data) for v in viewers}
+        await until(
+            lambda: all(len(v.data) > marks[v.name] + 100_000 for v in viewers), 30, "playing"
+        )
+        init, chunks = edge_items(cloud, url)
+    finally:
+        await stop_all(viewers)
+        await origin.stop()
+    assert init.init_id > first_init.init_id  # the new source's headers, announced anew
+    for v in viewers:
+        assert v.data[:HEADER] == init.header.encode()
+        body = bytes(v.data[HEADER:])
+        check_body(body, {first_init.init_id: first_init, init.init_id: init}, chunks)
+        assert ffprobe_frames(bytes(v.data)) > 50
+
+
+async def test_viewers_survive_an_edge_restart(origin: OriginServer) -> None:
+    config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=3.0)
+    cloud = CloudServer(config)
+    await cloud.start()
+    url = origin.url
+    viewers = [await join(cloud, url, f"v{i}") for i in range(3)]
+    try:
+        await until(lambda: all(len(v.data) > 100_000 for v in viewers), 30, "video")
+        port = int(cloud.url.rsplit(":", 1)[1])
+        await cloud.stop()
+        await until(
+            lambda: all("reconnecting" in notified_states(v) for v in viewers), 20, "noticed"
+        )
+        cloud = CloudServer(dataclasses.replace(config, port=port))  # a new edge key too
+        await cloud.start()
+        await until(lambda: all("rejoined" in notified_states(v) for v in viewers), 30, "rejoined")
+        marks = {v.name: len(v.data) for v in viewers}
+        await until(
+            lambda: all(len(v.data) > marks[v.name] + 100_000 for v in viewers), 30, "playing"
+        )
+        init, chunks = edge_items(cloud, url)
+        stats = [v.stats() for v in viewers]
+    finally:
+        await stop_all(viewers)
+        await cloud.stop()
+    assert sum(s.seed for s in stats) >= 1
+    for v in viewers:
+        data = bytes(v.data)
+        assert data.count(b"FLV\x01") == 1  # one continuous stream: no second file header
+        # After the restart: the new session's init and chunks, byte for byte.
+        check_body(data[data.rindex(init.payload) :], {init.init_id: init}, chunks)
+        assert ffprobe_frames(data) > 50
+
+
+async def test_stop_leaves_nothing_behind_and_streams_restart(
+    cloud: CloudServer, origin: OriginServer
+) -> None:
+    url = origin.url
+    viewers = [await join(cloud, url, f"v{i}") for i in range(2)]
+    late = await join(cloud, url, "late", stream=False)  # in the room, not pulling
+    try:
+        await until(lambda: all(len(v.data) > 50_000 for v in viewers), 30, "video")
+        assert late.data == b"" and not late.stats().streaming
+        await late.module.start_stream("late", late.on_data)
+        await until(lambda: len(late.data) > 50_000, 30, "the late pull")
+        await late.module.stop_stream("late")
+        assert "close" in late.subtypes()
+        size = len(late.data)
+        await late.module.start_stream("late", late.on_data)  # a second pull, from a keyframe
+        await until(lambda: len(late.data) > size + 50_000, 30, "the second pull")
+        assert bytes(late.data[size : size + 3]) == b"FLV"
+        with pytest.raises(XP2PError) as info:
+            await late.module.send_command("late", "action=inner_define&cmd=get_device_st")
+        assert info.value.code == ErrorCode.UNSUPPORTED
+    finally:
+        await stop_all([*viewers, late])
+    await asyncio.sleep(0.2)
+    names = ("swarm-", "pipe-", "link")
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(names)]
+    assert left == []
+    assert cloud.edge is not None
+    await until(
+        lambda: all(r.viewers == 0 for r in cloud.edge.rooms.values()), 10, "the room empty"
+    )
