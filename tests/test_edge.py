@@ -249,6 +249,12 @@ async def test_bad_requests_get_specific_errors(origin: OriginServer, client: Ed
         got, answer = await client.request("POST", api.JOIN_PATH, doc)
         assert (got, answer["code"]) == (status, code), (doc, answer)
         assert words in answer["message"]
+    got, answer = await client.request(
+        "POST", api.JOIN_PATH + f"?room={'A' * 22}", body(origin.url)
+    )
+    assert (got, answer["code"]) == (400, "bad_request") and "query" in answer["message"]
+    routed = api.JOIN_PATH + f"?room={api.room_id(origin.url)}"
+    assert (await client.request("POST", routed, body(origin.url)))[0] == 200
     got, answer = await client.request("POST", api.JOIN_PATH, raw=b"\xff{not json")
     assert (got, answer["code"], answer["message"]) == (400, "bad_request", "not valid JSON")
     async with client.http.post(client.base + api.JOIN_PATH, json=body(origin.url)) as r:

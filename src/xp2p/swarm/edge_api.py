@@ -18,7 +18,8 @@ the app API's ``{"error": {"code", "message"}}`` (what CloudClient turns into
   Errors: 400 ``bad_request`` (not http(s), over 2048 bytes, bad field), 502
   ``source_unreachable`` (no FLV header from the source within 5 s, or not FLV), 503
   ``too_many_rooms``. The peer is only counted once its WebSocket is open; a join whose WS
-  does not open within `JOIN_GRACE` seconds is forgotten.
+  does not open within `JOIN_GRACE` seconds is forgotten. An optional ``?room=<room id>``
+  query (checked against the url's) lets a load balancer route the join by room too.
 - ``GET /api/v1/swarm/rooms/{room}/live`` → `LiveInfo` ``{"stream_id", "live_seq": int|null,
   "keyframe_seq": int|null (newest chunk with keyframe_start), "init_id": int|null,
   "state": "starting"|"live"|"stalled"|"ended"}``. 404 ``unknown_room``.

@@ -158,6 +158,8 @@ class EdgeService:
         except api.MessageError as exc:
             raise EdgeError(400, exc.code, exc.message) from None
         room_id = api.room_id(join.url)
+        if request.query.get("room", room_id) != room_id:
+            raise EdgeError(400, "bad_request", "the room in the query is not the url's")
         room = self.rooms.get(room_id)
         if room is None or room.closed:
             if len(self.rooms) >= self.config.max_rooms:
