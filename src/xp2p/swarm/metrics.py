@@ -20,6 +20,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @dataclass(frozen=True)
+class Window:
+    """One stretch of a run (`SimConfig.window` long): a decay shows up as a trend here."""
+
+    start: float
+    end: float
+    offload: float  #: as `SimReport.offload`, over this window only
+    online: int  #: viewers online at its end
+    neighbours: float  #: mean links per viewer at its end
+    dead_neighbours: float  #: of those, mean links to viewers already gone
+    refused: float  #: share of peer requests answered `Busy`
+    rate_estimate: float  #: median of (a viewer's rate estimate / the peer's upload cap)
+    seed_fresh: float  #: share of the seeds' uploads that were chunks < 1 s old
+
+
+@dataclass(frozen=True)
 class SimReport:
     config: SimConfig
     peers_mean: float  #: viewers online, time average over the measured span
@@ -41,6 +56,7 @@ class SimReport:
     never_started: int
     events: int
     wall_seconds: float
+    windows: tuple[Window, ...] = ()
 
 
 def report_rows(report: SimReport) -> list[dict[str, Any]]:
@@ -144,15 +160,19 @@ def report_rows(report: SimReport) -> list[dict[str, Any]]:
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    def fmt(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return "nan" if math.isnan(v) else f"{v:.4g}"
-        return str(v)
+    return _table(["metric", "value", "unit", "baseline", "target"], rows)
 
-    header = ("metric", "value", "unit", "baseline", "target")
-    cells = [list(header)] + [[fmt(r[h]) for h in header] for r in rows]
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[dict[str, Any]]) -> str:
+    cells = [header] + [[_fmt(r[h]) for h in header] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = []
     for k, row in enumerate(cells):
@@ -160,3 +180,22 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         if k == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def format_windows(windows: tuple[Window, ...]) -> str:
+    rows = [
+        {
+            "window, s": f"{w.start:.0f}-{w.end:.0f}",
+            "offload": w.offload,
+            "online": w.online,
+            "links": w.neighbours,
+            "dead links": w.dead_neighbours,
+            "refused": w.refused,
+            "rate est/cap": w.rate_estimate,
+            "seed fresh": w.seed_fresh,
+        }
+        for w in windows
+    ]
+    if not rows:
+        return ""
+    return _table(list(rows[0]), rows)

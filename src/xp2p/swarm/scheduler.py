@@ -134,6 +134,11 @@ class ChunkScheduler:
     def has(self, seq: int) -> bool:
         return seq in self._have
 
+    def peer_rate(self, peer: str) -> float:
+        """The measured rate of ``peer`` in bytes/s; 0 if not measured (or not a neighbour)."""
+        state = self._peers.get(peer)
+        return state.rate if state is not None else 0.0
+
     def outstanding(self) -> dict[int, str]:
         return {seq: p.source for seq, p in self._pending.items()}
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as proto
-from .metrics import SimReport, format_rows, percentile, report_rows
+from .metrics import SimReport, Window, format_rows, format_windows, percentile, report_rows
 from .scheduler import (
     EDGE,
     AbandonPeer,
@@ -91,9 +91,15 @@ class SimConfig:
     lag: float = 5.0  #: a joiner starts at the newest keyframe chunk at least this old
     startup_deadline: float = 1.2
     graceful_leave: float = 0.5
+    #: The link layer's dead-peer detection (`LinkConfig.idle_timeout` and
+    #: `keepalive_interval`): a silent leaver's links close after the idle timeout plus up
+    #: to one keep-alive interval.
+    link_idle_timeout: float = 7.0
+    keepalive_interval: float = 2.5
     upload_backlog: float = 0.15  #: `UploadQueue.max_backlog`
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     seed: int = 1
+    window: float = 30.0  #: the time series (`SimReport.windows`) is per this many seconds
 
     @property
     def chunk_bytes(self) -> int:
@@ -144,7 +150,9 @@ class _Peer:
             upload=self.uploads, rate_cap=upload_rate or None, max_backlog=backlog
         )
         self.sending = False
-        self.neighbours: set[str] = set()
+        # A dict, not a set: its order (insertion) is the same in every process, so a seeded
+        # run is reproducible across runs, not only within one (str hashes are salted).
+        self.neighbours: dict[str, None] = {}
         self.joined = 0.0
         self.left: float | None = None
         self.start_seq = 0
@@ -179,6 +187,10 @@ class Simulation:
         self.media_all = 0
         self.events = 0
         self.counts: Counter[str] = Counter()
+        self.windows: list[Window] = []
+        self._window_start = config.warmup
+        self._window_p2p = self._window_cdn = 0
+        self._window_counts: Counter[str] = Counter()
         self._n_sum = 0.0
         self._u_sum = 0.0
         self._samples = 0
@@ -257,6 +269,43 @@ class Simulation:
             self._u_sum += sum(p.upload_rate for p in self.online.values())
         for name in self._seeds():
             self._poke(self.online[name], self.now)
+        if self.now >= self._window_start + self.cfg.window:
+            self._close_window()
+
+    def _close_window(self) -> None:
+        """One point of the time series: what a decay over a long run shows up in."""
+        online = self.online
+        links = [len(p.neighbours) for p in online.values()]
+        dead = [sum(1 for n in p.neighbours if n not in online) for p in online.values()]
+        ratios = []
+        for p in online.values():
+            for name in p.neighbours:
+                other = online.get(name)
+                rate = p.sched.peer_rate(name)
+                if other is not None and other.uploads and rate > 0:
+                    ratios.append(rate / other.upload_rate)
+        c, c0 = self.counts, self._window_counts
+        asked = sum(c[k] - c0[k] for k in ("PeerRequest", "PeerRequest_seed"))
+        refused = sum(c[k] - c0[k] for k in ("busy_queue", "busy_missing", "busy_noupload"))
+        fresh = c["seed_sent_fresh"] - c0["seed_sent_fresh"]
+        seed_sent = fresh + c["seed_sent_old"] - c0["seed_sent_old"]
+        total = self._window_p2p + self._window_cdn
+        self.windows.append(
+            Window(
+                start=self._window_start,
+                end=self.now,
+                offload=self._window_p2p / total if total else 0.0,
+                online=len(online),
+                neighbours=sum(links) / max(len(links), 1),
+                dead_neighbours=sum(dead) / max(len(dead), 1),
+                refused=refused / asked if asked else 0.0,
+                rate_estimate=percentile(ratios, 50),
+                seed_fresh=fresh / seed_sent if seed_sent else 0.0,
+            )
+        )
+        self._window_start = self.now
+        self._window_p2p = self._window_cdn = 0
+        self._window_counts = Counter(c)
 
     def _seeds(self) -> list[str]:
         """The edge keeps the fastest uploaders online as seeds (ties: the longest-standing).
@@ -294,8 +343,8 @@ class Simulation:
                 or len(other.neighbours) >= self.cfg.max_degree
             ):
                 continue
-            peer.neighbours.add(other.name)
-            other.neighbours.add(peer.name)
+            peer.neighbours[other.name] = None
+            other.neighbours[peer.name] = None
             rtt = 2 * (peer.delay + other.delay)
             self.control_bytes += 2 * _HELLO + (_BITFIELD if peer.uploads else 0) + _BITFIELD
             # QUIC + ICE set-up: about two round trips before the first message.
@@ -357,27 +406,36 @@ class Simulation:
         peer.left = self.now
         if peer.uploads:
             self.uploaders.remove(name)
-        graceful = self.rng.random() < self.cfg.graceful_leave
+        cfg = self.cfg
+        graceful = self.rng.random() < cfg.graceful_leave
         for other in peer.neighbours:
             if graceful:
                 self._at(self.now + peer.delay + self.peers[other].delay, 10, other, name)
-            # A silent leaver's neighbours learn only from their own timeouts.
+            else:
+                # Its neighbours' links notice nothing comes back. Without this a silent
+                # leaver held a slot of each neighbour's degree for good: after a few
+                # minutes of churn a seed could be "full" with 14 dead links of 16, its
+                # upload idle, and the swarm fell back to the edge.
+                idle = cfg.link_idle_timeout + self.rng.uniform(0, cfg.keepalive_interval)
+                self._at(self.now + idle, 10, other, name)
         peer.neighbours.clear()
 
     def _unlink(self, name: str, gone: str, _c: Any) -> None:
         peer = self.online.get(name)
         if peer is None or gone not in peer.neighbours:
             return
-        peer.neighbours.discard(gone)
+        del peer.neighbours[gone]
         peer.sched.remove_peer(gone)
         peer.queue.drop_peer(gone)
         other = self.online.get(gone)
         if other is not None:
-            other.neighbours.discard(name)
+            other.neighbours.pop(name, None)
             other.sched.remove_peer(name)
             other.queue.drop_peer(name)
-        if len(peer.neighbours) < self.cfg.connect:
-            self._find_neighbours(peer, self.cfg.connect - len(peer.neighbours))
+        # A seed is kept at the full degree: its upload is the swarm's way in.
+        want = self.cfg.max_degree if peer.is_seed else self.cfg.connect
+        if len(peer.neighbours) < want:
+            self._find_neighbours(peer, want - len(peer.neighbours))
         self._poke(peer, self.now)
 
     # -- one viewer's scheduler at work --------------------------------------------------
@@ -461,6 +519,10 @@ class Simulation:
     def _upload_done(self, uploader: _Peer, asker: str, seq: int) -> None:
         if uploader.left is not None:
             return
+        if uploader.is_seed:
+            # A seed's upload is the swarm's way in for new chunks: how much of it goes there.
+            fresh_seq = self.latest - round(1.0 / self.cfg.chunk_duration)
+            self.counts["seed_sent_fresh" if seq >= fresh_seq else "seed_sent_old"] += 1
         other = self.peers[asker]
         nbytes = self.cfg.chunk_bytes
         self.control_bytes += _CHUNK_HEADER
@@ -480,8 +542,10 @@ class Simulation:
             self.media_bytes += nbytes
             if source == EDGE:
                 self.cdn_bytes += nbytes
+                self._window_cdn += nbytes
             elif fresh:
                 self.p2p_bytes += nbytes
+                self._window_p2p += nbytes
             if not fresh:
                 self.wasted_bytes += nbytes
         if not fresh:
@@ -595,6 +659,7 @@ class Simulation:
             never_started=never_started,
             events=self.events,
             wall_seconds=wall,
+            windows=tuple(self.windows),
         )
 
 
@@ -620,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--counts", action="store_true", help="also print decision counts")
+    parser.add_argument(
+        "--windows", action="store_true", help="also print the time series, per 30 s"
+    )
     return parser
 
 
@@ -649,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulation(config_from_args(args))
     report = sim.run()
     print(format_rows(report_rows(report)))
+    if args.windows:
+        print(format_windows(report.windows))
     if args.counts:
         print(dict(sim.counts))
     print(
