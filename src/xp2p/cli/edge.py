@@ -62,10 +62,10 @@ async def _cmd_edge(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
     try:
         cloud = CloudConfig.from_toml(args.config)
+        config = edge_config(args, port=args.port, stun=tuple(args.stun) if args.stun else None)
+        server = EdgeServer(cloud, config, host=args.host)
     except ConfigError as exc:
         raise SystemExit(f"xp2p edge: {exc}") from None
-    config = edge_config(args, port=args.port, stun=tuple(args.stun) if args.stun else None)
-    server = EdgeServer(cloud, config, host=args.host)
     await server.start()
     print(f"xp2p edge listening on {server.url}/api/v1/swarm", flush=True)
     print(f"  edge key {server.service.edge_key}", flush=True)

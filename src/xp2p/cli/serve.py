@@ -27,7 +27,7 @@ from xp2p.errors import XP2PError
 
 async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
-    from xp2p.cloud.config import CloudConfig, TurnServerConfig
+    from xp2p.cloud.config import CloudConfig, ConfigError, TurnServerConfig
 
     overrides = {
         k: v
@@ -62,7 +62,10 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
         )
         config = dataclasses.replace(config, turn=(*config.turn, turn))
     edge = edge_config(args)
-    server = CloudServer(config, edge=edge)
+    try:
+        server = CloudServer(config, edge=edge)
+    except ConfigError as exc:
+        raise SystemExit(f"xp2p cloud: {exc}") from None
     await server.start()
     host, port = server.stun_address
     print(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from xp2p.cloud.config import ConfigError
 from xp2p.flv.header import SIGNATURE
 
 #: Bytes read from the source per call: a few frames of a typical stream.
@@ -33,7 +34,11 @@ def source_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     """The system trust store, plus ``ca_file`` (an origin's self-signed certificate)."""
     context = ssl.create_default_context()
     if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"edge.source_ca_file: cannot load {ca_file}: {reason}") from None
     return context
 
 
