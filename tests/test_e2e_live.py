@@ -180,7 +180,9 @@ async def test_api_errors_have_seed_codes(stack: Stack, module: P2PModule) -> No
     assert e.value.code == ErrorCode.SERVICE_ALREADY_STARTED
     with pytest.raises(XP2PError) as e:
         await module.start_p2p_service("1vn", StreamInfo(url="https://example.invalid/x.flv"))
-    assert e.value.code == ErrorCode.UNSUPPORTED
+    # 1vN is supported; a source the edge cannot open fails the start with the seed's code.
+    assert e.value.code == ErrorCode.START_STREAM_FAILED
+    assert "source" in str(e.value)
     # A bad start must not have disturbed the good service.
     rec = Recorder()
     await module.start_stream("cam", rec.on_data)
