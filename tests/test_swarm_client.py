@@ -243,8 +243,9 @@ def tamper(mode: str, original: Callable[[int], bytes | None]) -> Callable[[int]
             return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
         if mode == "truncate":
             return data[: len(data) - 100]
-        older = original(seq - 3)  # replay: a genuine chunk, of another sequence number
-        return older if older is not None else data[:50]
+        # Replay: a genuine chunk, of another sequence number.
+        other = original(seq - 1) or original(seq + 1)
+        return other if other is not None else data[:50]
 
     return wire
 

@@ -7,6 +7,7 @@ neighbour link) that `Neighbourhood` dials and accepts; `EdgeClient` talks to th
 """
 
 from xp2p.viewer.swarm.edge_client import EdgeClient, pick_edge
-from xp2p.viewer.swarm.service import SwarmService, SwarmStats
+from xp2p.viewer.swarm.service import SwarmService
+from xp2p.viewer.swarm.stats import SwarmStats
 
 __all__ = ["EdgeClient", "SwarmService", "SwarmStats", "pick_edge"]

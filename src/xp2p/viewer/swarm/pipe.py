@@ -155,6 +155,11 @@ class PeerPipe:
         self._out.put_nowait(data)
         return True
 
+    def halt(self, reason: str) -> None:
+        """Take nothing more from this neighbour, at once (messages already read in the same
+        batch included); the link itself is closed by ``close``."""
+        self._finish(reason)
+
     def _finish(self, reason: str) -> None:
         if self.closed:
             return

@@ -37,6 +37,7 @@ from xp2p.viewer.cloud_client import CloudError
 from .edge_client import EdgeClient
 from .pipe import PeerPipe
 from .playout import Playout
+from .stats import Counters
 
 logger = logging.getLogger("xp2p.viewer.swarm")
 
@@ -50,18 +51,10 @@ LIVE_POLL = 1.0
 MAX_IDLE = 0.25
 #: Pause after an edge request failed on the way (edge unreachable), before it is re-placed.
 EDGE_RETRY = 0.5
-
-
-@dataclass
-class Counters:
-    """Cumulative per service (a restarted pull keeps adding)."""
-
-    p2p_bytes: int = 0
-    cdn_bytes: int = 0
-    uploaded_bytes: int = 0
-    stalls: int = 0  #: of pulls that ended; the current one's are added live
-    bad_chunks: int = 0
-    wasted_bytes: int = 0  #: verified duplicates
+#: A neighbour's announcement moves this viewer's idea of the edge's newest chunk at most
+#: this far past what the edge itself confirmed: a liar announcing chunk 10**12 must not
+#: send this viewer asking the edge for chunks that do not exist.
+HAVE_AHEAD = 6
 
 
 @dataclass(frozen=True)
@@ -108,6 +101,7 @@ class SwarmPull:
         self.playout = Playout(settings.stream_id, skip_header=skip_header)
         self.queue = UploadQueue(upload=settings.upload, rate_cap=settings.upload_rate_cap)
         self.edge_latest = -1
+        self._edge_confirmed = -1  # the newest seq the edge itself showed to exist
         self._poke = asyncio.Event()
         self._upload_wake = asyncio.Event()
         self._edge_inflight: set[int] = set()
@@ -130,7 +124,7 @@ class SwarmPull:
 
     async def start(self, start_seq: int, live_seq: int, init: InitChunk) -> None:
         now = self._loop.time()
-        self.edge_latest = live_seq
+        self.edge_latest = self._edge_confirmed = live_seq
         cd = self.settings.scheduler.chunk_duration
         # The player runs `lag` behind the live edge; a start keyframe already older than
         # that plays after a short buffer instead (some of the lag is already behind us).
@@ -186,7 +180,10 @@ class SwarmPull:
         if isinstance(message, proto.Have | proto.Bitfield):
             seqs = [message.seq] if isinstance(message, proto.Have) else message.seqs()
             for seq in seqs:
-                self.edge_latest = max(self.edge_latest, seq)  # every chunk starts at the edge
+                # Every chunk starts at the edge, so a neighbour's announcement says the edge
+                # has it too (within reason).
+                ahead = min(seq, self._edge_confirmed + HAVE_AHEAD)
+                self.edge_latest = max(self.edge_latest, ahead)
                 if self.scheduler.on_have(peer, seq):
                     self._poke.set()
         elif isinstance(message, proto.Request):
@@ -233,6 +230,7 @@ class SwarmPull:
             return
         now = self._loop.time()
         self.edge_latest = max(self.edge_latest, chunk.seq)
+        self._edge_confirmed = max(self._edge_confirmed, chunk.seq)
         fresh = self.scheduler.on_chunk(chunk.seq, source, len(wire), now)
         if not fresh or self.playout.has(chunk.seq):
             self.counters.wasted_bytes += len(wire)
@@ -388,9 +386,11 @@ class SwarmPull:
         if live.stream_id != self.settings.stream_id:
             self._on_gone()
             return
-        if live.live_seq is not None and live.live_seq > self.edge_latest:
-            self.edge_latest = live.live_seq
-            self._poke.set()
+        if live.live_seq is not None:
+            self._edge_confirmed = max(self._edge_confirmed, live.live_seq)
+            if live.live_seq > self.edge_latest:
+                self.edge_latest = live.live_seq
+                self._poke.set()
 
     # ---- serving ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -49,7 +49,8 @@ from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, StreamInfo
 from .edge_client import EdgeClient
 from .neighbours import Neighbourhood
 from .pipe import PeerPipe
-from .pull import Counters, PullSettings, SwarmPull
+from .pull import PullSettings, SwarmPull
+from .stats import Counters, SwarmStats
 
 logger = logging.getLogger("xp2p.viewer.swarm")
 
@@ -60,27 +61,6 @@ DEFAULT_LAG = 3.0
 FIRST_KEYFRAME_WAIT = 8.0
 REJOIN_BACKOFF = (0.5, 5.0)
 PEER_CONNECT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class SwarmStats:
-    """``P2PModule.get_swarm_stats(id)``; bytes are cumulative since the service started."""
-
-    room: str
-    peer_id: str
-    seed: bool
-    neighbours: int
-    p2p_bytes: int
-    cdn_bytes: int
-    uploaded_bytes: int
-    stalls: int
-    bad_chunks: int
-    banned: int
-    state: str  #: the room's: starting, live, stalled, ended; or reconnecting
-    streaming: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class SwarmService:
@@ -216,8 +196,13 @@ class SwarmService:
                 logger.warning("service %s: bad frame from the edge: %s", self.id, exc)
                 continue
             await self._on_edge_message(message)
-        if not self._stopping and ws is self._ws:
-            self._spawn(self._recover("the edge closed the control channel"), "recover")
+        if self._stopping or ws is not self._ws:
+            return
+        if self.state == "ended":
+            # The source is gone for good and the edge closed the room: nothing to re-join.
+            self._spawn(self.stop_stream(), "ended")
+            return
+        self._spawn(self._recover("the edge closed the control channel"), "recover")
 
     async def _on_edge_message(self, message: Any) -> None:
         neighbours = self._neighbours
@@ -321,7 +306,11 @@ class SwarmService:
     def _ban(self, peer: str, why: str) -> None:
         logger.warning("service %s: banned neighbour %s: %s", self.id, peer, why)
         self.log(LogLevel.WARN, f"swarm: banned neighbour {peer}: {why}")
+        pipe = self.pipes.get(peer)
+        if pipe is not None:
+            pipe.halt(f"banned: {why}")  # not one more message from it, even one read already
         if self._neighbours is not None:
+            self._neighbours.banned.add(peer)
             self._spawn(self._neighbours.drop(peer, f"banned: {why}", ban=True), "ban")
 
     def _banned_peers(self) -> frozenset[str]:

@@ -1,0 +1,39 @@
+"""A 1vN service's statistics: the running counters and the snapshot the app gets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Counters:
+    """Cumulative per service (a restarted pull keeps adding)."""
+
+    p2p_bytes: int = 0
+    cdn_bytes: int = 0
+    uploaded_bytes: int = 0
+    stalls: int = 0  #: of pulls that ended; the current one's are added live
+    bad_chunks: int = 0
+    wasted_bytes: int = 0  #: verified duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmStats:
+    """``P2PModule.get_swarm_stats(id)``; bytes are cumulative since the service started."""
+
+    room: str
+    peer_id: str
+    seed: bool
+    neighbours: int
+    p2p_bytes: int
+    cdn_bytes: int
+    uploaded_bytes: int
+    stalls: int
+    bad_chunks: int
+    banned: int
+    state: str  #: the room's: starting, live, stalled, ended; or reconnecting
+    streaming: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
