@@ -14,6 +14,8 @@ one control viewer pulls every chunk from the edge as soon as it is cut.
 * startup: join to the first keyframe at the data callback, p50/p95
 * extra latency: a keyframe's arrival at a swarm viewer minus at the control viewer, p50/p95
   (the viewers play ``lag`` = 3 s behind live by design, to give chunks time to spread)
+* control overhead: what neighbours sent that was not chunk data (announcements, requests,
+  framing) over the media received
 * CPU per viewer (viewer processes' CPU over the run / viewers / duration)
 
 Targets (issue 5, N = 20, upload 1.5x bitrate): offload >= 90 % (bound 95 %), no stall in 10
@@ -217,6 +219,7 @@ def summarise(result: dict[str, Any]) -> list[Row]:
     p2p = sum(v.get("p2p_bytes", 0) for v in ok)
     cdn = sum(v.get("cdn_bytes", 0) for v in ok)
     received = p2p + cdn
+    control = sum(v.get("control_bytes", 0) for v in ok)
     rate = received / max(1, n) / max(1.0, result["duration"])  # bytes/s per viewer ~ r
     uploads = sum(result["upload_cap"] for v in ok if v["upload"])
     bound = 1 - max(rate, n * rate - uploads) / max(1.0, n * rate)
@@ -240,6 +243,7 @@ def summarise(result: dict[str, Any]) -> list[Row]:
         Row("startup p95", clean(p95(startup)), "s", None, "<= 1.0"),
         Row("extra latency p50", clean(median(extra)), "s"),
         Row("extra latency p95", clean(p95(extra)), "s", None, "<= 1.5"),
+        Row("control overhead", clean(control / max(1, received)), "share", None, "<= 0.03"),
         Row("CPU per viewer", clean(cpu / max(1, n) / result["duration"] * 100), "% of a core"),
     ]
 

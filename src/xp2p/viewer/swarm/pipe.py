@@ -49,6 +49,7 @@ class PeerPipe:
         self.close_reason = ""
         self.hello: proto.Hello | None = None  #: the neighbour's, once it came
         self.received = 0
+        self.chunk_bytes = 0  #: of ``received``, the chunks themselves (their wire form)
         #: What the neighbour announced lately (kept even while this viewer pulls nothing,
         #: so a pull that starts knows at once who holds what).
         self.haves: set[int] = set()
@@ -125,6 +126,8 @@ class PeerPipe:
                 for message in reader.feed(data):
                     if self.closed:
                         return
+                    if isinstance(message, proto.ChunkData):
+                        self.chunk_bytes += len(message.data)
                     self._on_message(self, message)
         except proto.ProtocolError as exc:
             reason = f"protocol error: {exc}"
@@ -137,6 +140,11 @@ class PeerPipe:
         self._finish(f"link closed: {self.link.close_reason}")
 
     # ---- using ----------------------------------------------------------------------
+
+    @property
+    def control_received(self) -> int:
+        """Bytes from the neighbour that were not chunks: announcements, requests, framing."""
+        return self.received - self.chunk_bytes
 
     def note_have(self, seq: int) -> None:
         self.haves.add(seq)

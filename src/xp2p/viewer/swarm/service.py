@@ -278,6 +278,7 @@ class SwarmService:
         pipe.send(proto.Hello(stream_id, join.peer_id, self.info.upload))
 
     def _pipe_down(self, pipe: PeerPipe, reason: str) -> None:
+        self.counters.control_bytes += pipe.control_received
         logger.info("service %s: neighbour %s gone: %s", self.id, pipe.peer_id, reason)
         if self._pull is not None:
             self._pull.remove_pipe(pipe.peer_id)
@@ -470,6 +471,7 @@ class SwarmService:
             cdn_bytes=c.cdn_bytes,
             uploaded_bytes=c.uploaded_bytes,
             stalls=c.stalls + (pull.playout.stalls if pull is not None else 0),
+            control_bytes=c.control_bytes + sum(p.control_received for p in self.pipes.values()),
             bad_chunks=c.bad_chunks,
             banned=len(self._neighbours.banned) if self._neighbours else 0,
             state=self.state,

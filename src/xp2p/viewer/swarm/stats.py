@@ -16,6 +16,7 @@ class Counters:
     stalls: int = 0  #: of pulls that ended; the current one's are added live
     bad_chunks: int = 0
     wasted_bytes: int = 0  #: verified duplicates
+    control_bytes: int = 0  #: from neighbours whose pipes closed, not chunks (see SwarmStats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class SwarmStats:
     cdn_bytes: int
     uploaded_bytes: int
     stalls: int
+    #: Received from neighbours that was not chunk data (announcements, requests, framing):
+    #: the swarm's control overhead, beside p2p_bytes + cdn_bytes.
+    control_bytes: int
     bad_chunks: int
     banned: int
     state: str  #: the room's: starting, live, stalled, ended; or reconnecting
