@@ -182,3 +182,45 @@ def test_download_only_never_serves() -> None:
     for seq in range(10):
         assert isinstance(queue.offer("p", seq, 1000, float(seq)), Busy)
     assert queue.next_transmission(100.0) is None and queue.sent_bytes == 0
+
+
+def test_a_seed_serves_only_fresh_chunks() -> None:
+    queue = UploadQueue(rate_cap=1_250_000.0, max_backlog=1.0, fresh_chunks=3)
+    for seq in range(100, 121):
+        queue.hold(seq)
+    assert queue.offer("p", 120, 82_500, 0.0) is None
+    assert queue.offer("p", 117, 82_500, 0.0) is None
+    # Older than 3 behind the newest held: refused at once, "not this chunk", not "full".
+    assert queue.offer("p", 116, 82_500, 0.0) == Busy(116, 0.0)
+    # What it is asked for does not move the line; what it holds does.
+    queue.hold(130)
+    assert queue.offer("q", 120, 82_500, 0.0) == Busy(120, 0.0)
+    assert [queue.next_transmission(0.0) for _ in range(2)][-1] is not None
+    # Everyone else (the default) serves any chunk it holds.
+    plain = UploadQueue(rate_cap=1_250_000.0, max_backlog=1.0)
+    plain.hold(130)
+    assert plain.offer("p", 100, 82_500, 0.0) is None
+
+
+def test_refusing_one_chunk_is_not_refusing_the_viewer() -> None:
+    s = scheduler()
+    for name in ("seed", "b"):
+        s.add_peer(name, 0.0)
+    s.on_have("seed", 7)
+    s.on_have("seed", 8)
+    s.on_have("b", 7)
+    # Measure "seed" first, so its rate shows whether the refusal touched it.
+    s._peers["seed"].outstanding[1] = 0.0  # white-box: a request long answered
+    s.on_chunk(1, "seed", 82_500, 0.2)
+    rate = s.peer_rate("seed")
+    s.on_refused(7, "seed", 1.0, retry_after=0.0)
+    assert s.peer_rate("seed") == rate
+    out = requests(s.decide(1.0, Playback(7, 10.0), edge_latest=6))
+    # 7 goes to the other holder; "seed" is not rested, so it is still asked for 8.
+    assert PeerRequest(7, "b") in out and PeerRequest(8, "seed") in out
+    assert PeerRequest(7, "seed") not in out
+    # A real Busy (it is full) rests the peer and lowers its rate.
+    s.on_refused(8, "seed", 1.1, retry_after=0.3)
+    assert s.peer_rate("seed") < rate
+    out = s.decide(1.1, Playback(7, 10.0), edge_latest=6)
+    assert not any(isinstance(d, PeerRequest) and d.peer == "seed" for d in out)

@@ -97,6 +97,7 @@ class SimConfig:
     link_idle_timeout: float = 7.0
     keepalive_interval: float = 2.5
     upload_backlog: float = 0.15  #: `UploadQueue.max_backlog`
+    seed_fresh_chunks: int | None = 3  #: a seed's `UploadQueue.fresh_chunks`
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     seed: int = 1
     window: float = 30.0  #: the time series (`SimReport.windows`) is per this many seconds
@@ -286,7 +287,9 @@ class Simulation:
                     ratios.append(rate / other.upload_rate)
         c, c0 = self.counts, self._window_counts
         asked = sum(c[k] - c0[k] for k in ("PeerRequest", "PeerRequest_seed"))
-        refused = sum(c[k] - c0[k] for k in ("busy_queue", "busy_missing", "busy_noupload"))
+        refused = sum(
+            c[k] - c0[k] for k in ("busy_queue", "busy_missing", "busy_noupload", "busy_stale")
+        )
         fresh = c["seed_sent_fresh"] - c0["seed_sent_fresh"]
         seed_sent = fresh + c["seed_sent_old"] - c0["seed_sent_old"]
         total = self._window_p2p + self._window_cdn
@@ -321,10 +324,12 @@ class Simulation:
             if p.is_seed and p not in chosen:
                 p.is_seed = False
                 p.sched.config = self._sched_cfg
+                p.queue.fresh_chunks = None
         for p in chosen:
             if not p.is_seed:
                 p.is_seed = True
                 p.sched.config = self._seed_cfg
+                p.queue.fresh_chunks = self.cfg.seed_fresh_chunks
                 # A seed is the swarm's way in: the tracker fills its neighbour list, so
                 # each new chunk has as many first-hop takers as the seed can serve.
                 self._find_neighbours(p, self.cfg.max_degree - len(p.neighbours))
@@ -498,7 +503,8 @@ class Simulation:
             busy = uploader.queue.offer(asker, seq, nbytes, self.now)
             if busy is not None:
                 retry = busy.retry_after
-                self.counts["busy_queue" if uploader.uploads else "busy_noupload"] += 1
+                kind = "busy_noupload" if not uploader.uploads else "busy_queue"
+                self.counts["busy_stale" if busy.retry_after == 0 else kind] += 1
         if retry is not None:
             other = self.peers[asker]
             self.control_bytes += _BUSY
@@ -550,6 +556,7 @@ class Simulation:
                 self.wasted_bytes += nbytes
         if not fresh:
             return
+        peer.queue.hold(seq)
         if not peer.started and seq == peer.start_seq:
             peer.started = True
             peer.first_at = self.now
