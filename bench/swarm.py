@@ -3,7 +3,7 @@ latency and CPU, beside the theoretical bound and a control viewer pulling from 
 
 An origin (``xp2p origin``, test pattern at ``--bitrate``) feeds the cloud's edge
 (``xp2p cloud``); ``--viewers`` swarm viewers run in ``--processes`` processes
-(bench/_swarm_viewer.py), each uploader capped at ``--upload-factor`` x the stream's rate, and
+(tests/swarm_viewer.py), each uploader capped at ``--upload-factor`` x the stream's rate, and
 one control viewer pulls every chunk from the edge as soon as it is cut.
 
 * offload = p2p / (p2p + cdn) over the viewers, beside the bound
@@ -43,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the
 
 from _common import Row, clean, log, median, p95, print_rows, standard_arguments, write_json  # noqa: E402
 
+VIEWER = HERE.parent / "tests" / "swarm_viewer.py"
 VIEWERS, QUICK_VIEWERS = 20, 6
 DURATION, QUICK_DURATION = 600.0, 40.0
 BITRATE = 2_000_000
@@ -144,7 +145,7 @@ def run(
             _start(
                 [
                     sys.executable,
-                    str(HERE / "_swarm_viewer.py"),
+                    str(VIEWER),
                     *common,
                     "--control",
                     "--out",
@@ -165,7 +166,7 @@ def run(
                 _start(
                     [
                         sys.executable,
-                        str(HERE / "_swarm_viewer.py"),
+                        str(VIEWER),
                         *common,
                         "--name",
                         f"p{i}",

@@ -1,4 +1,5 @@
-"""Several 1vN viewers (or the control viewer) in one process, for bench/swarm.py.
+"""Several 1vN viewers (or the control viewer) in one process: for the multi-process swarm
+tests and bench/swarm.py.
 
 Each viewer is its own ``P2PModule`` (own link identity, own NAT probe) watching ``--url``
 through the edge at ``--cloud``; a player model turns its byte stream into stalls. The control
@@ -58,8 +59,16 @@ class PlayerModel:
             self.stalls += 1
 
 
+Files = dict[Path, bytes]  #: written once the event loop is done
+
+
 async def swarm_viewer(
-    args: argparse.Namespace, index: int, upload: bool, secret: str, results: list[dict[str, Any]]
+    args: argparse.Namespace,
+    index: int,
+    upload: bool,
+    secret: str,
+    results: list[dict[str, Any]],
+    files: Files,
 ) -> None:
     module = P2PModule()
     await module.init(AppParams(args.cloud, args.app_key, secret))
@@ -67,8 +76,12 @@ async def swarm_viewer(
     player = PlayerModel(joined=time.time())
     total = [0]
 
+    kept = bytearray()  # the stream, when --flv-dir asks for it
+
     def on_data(chunk: bytes) -> None:
         total[0] += len(chunk)
+        if args.flv_dir is not None:
+            kept.extend(chunk)
         now = time.time()
         for item in reader.feed(chunk):
             if isinstance(item, FlvTag) and item.is_video:
@@ -86,6 +99,8 @@ async def swarm_viewer(
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         await module.destroy()
+        if args.flv_dir is not None:
+            files[Path(args.flv_dir, f"{args.name}-{index}.flv")] = bytes(kept)
     watched = time.time() - player.joined
     result.update(
         joined=player.joined,
@@ -130,7 +145,7 @@ async def control_viewer(
     results.append({"viewer": "control", "arrivals": arrivals})
 
 
-async def main_async(args: argparse.Namespace) -> int:
+async def main_async(args: argparse.Namespace, files: Files) -> None:
     secret = os.environ["XP2P_APP_SECRET"]
     results: list[dict[str, Any]] = []
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -140,13 +155,12 @@ async def main_async(args: argparse.Namespace) -> int:
         tasks = []
         for i in range(args.viewers):
             upload = i >= args.download_only
-            tasks.append(asyncio.create_task(swarm_viewer(args, i, upload, secret, results)))
+            tasks.append(asyncio.create_task(swarm_viewer(args, i, upload, secret, results, files)))
             await asyncio.sleep(args.spread)  # joins spread out, not all in one instant
         await asyncio.gather(*tasks)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    Path(args.out).write_text(json.dumps({"cpu_s": cpu, "viewers": results}))  # noqa: ASYNC240
-    return 0
+    files[Path(args.out)] = json.dumps({"cpu_s": cpu, "viewers": results}).encode()
 
 
 def main() -> int:
@@ -162,7 +176,12 @@ def main() -> int:
     parser.add_argument("--spread", type=float, default=0.2, help="seconds between joins")
     parser.add_argument("--control", action="store_true")
     parser.add_argument("--out", required=True)
-    return asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--flv-dir", help="keep each viewer's stream as NAME-I.flv here")
+    files: Files = {}
+    asyncio.run(main_async(parser.parse_args(), files))
+    for path, data in files.items():
+        path.write_bytes(data)
+    return 0
 
 
 if __name__ == "__main__":
