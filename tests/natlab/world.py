@@ -40,7 +40,7 @@ class LabWorld:
     coturn: Coturn | None = None
     devices: dict[str, Proc] = field(default_factory=dict)
 
-    def _start(self, ns: str, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+    def start_process(self, ns: str, name: str, argv: list[str], env: dict[str, str]) -> Proc:
         def launcher(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
             return self.lab.popen(ns, argv, **kwargs)
 
@@ -72,7 +72,7 @@ class LabWorld:
         config.write_text("\n".join(lines) + "\n")
         config.chmod(0o600)
         argv = [sys.executable, "-m", "xp2p", "cloud", "--config", str(config)]
-        self.cloud = self._start(self.lab.public, "cloud", argv, {})
+        self.cloud = self.start_process(self.lab.public, "cloud", argv, {})
         self.cloud.wait_line(r"listening on")
         return self.cloud
 
@@ -91,7 +91,7 @@ class LabWorld:
     def start_device(self, site: Site, name: str) -> Proc:
         argv = [sys.executable, "-m", "xp2p", "device", f"{PRODUCT}/{name}", "--cloud", CLOUD_URL]
         env = {"XP2P_DEVICE_SECRET": self.device_secrets[name]}
-        proc = self._start(site.host, f"device-{name}", [*argv, *PATTERN_ARGS], env)
+        proc = self.start_process(site.host, f"device-{name}", [*argv, *PATTERN_ARGS], env)
         self.devices[name] = proc
         proc.wait_line(r"signed in to")
         return proc
@@ -108,14 +108,14 @@ class LabWorld:
 
     def start_viewer(self, site: Site, name: str, devices: list[str], **options: Any) -> Proc:
         env = {"XP2P_APP_SECRET": self.app_secret}
-        return self._start(site.host, name, self.viewer_argv(devices, **options), env)
+        return self.start_process(site.host, name, self.viewer_argv(devices, **options), env)
 
     def start_scenario(self, site: Site, scenario: str, device: str, seconds: float) -> Proc:
         """A ``scenario.py`` viewer; read its events with ``Proc.events()``."""
         argv = [sys.executable, str(HERE / "scenario.py"), scenario, f"{PRODUCT}/{device}"]
         argv += ["--cloud", CLOUD_URL, "--app-key", APP_KEY, "--seconds", str(seconds)]
         env = {"XP2P_APP_SECRET": self.app_secret}
-        return self._start(site.host, f"scenario-{scenario}-{device}", argv, env)
+        return self.start_process(site.host, f"scenario-{scenario}-{device}", argv, env)
 
     def run_viewer(
         self, site: Site, devices: list[str], timeout: float = 120.0, **options: Any
