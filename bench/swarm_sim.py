@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--no-signing", action="store_true")
     args = parser.parse_args()
     sizes = (100, 300) if args.quick else (100, 1000)
-    duration = args.duration or (60.0 if args.quick else 240.0)
+    duration = args.duration or (60.0 if args.quick else 600.0)
     started = time.perf_counter()
     rows: list[Row] = []
     for peers in sizes:
