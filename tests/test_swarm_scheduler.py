@@ -224,3 +224,23 @@ def test_refusing_one_chunk_is_not_refusing_the_viewer() -> None:
     assert s.peer_rate("seed") < rate
     out = s.decide(1.1, Playback(7, 10.0), edge_latest=6)
     assert not any(isinstance(d, PeerRequest) and d.peer == "seed" for d in out)
+
+
+def test_a_start_mid_gop_makes_the_whole_prefix_due_with_the_first_frame() -> None:
+    s = scheduler()
+    s.add_peer("a", 0.0)
+    for seq in range(60, 66):
+        s.on_have("a", seq)
+    # Decode from keyframe chunk 60, show 64 first, at t = 1.2: all of 60..64 due then.
+    start = Playback(60, 1.2, first_shown=64)
+    out = s.decide(0.0, start, edge_latest=70)
+    assert not any(isinstance(d, EdgeRequest) for d in out)  # 1.2 s left: neighbours first
+    assert {d.seq for d in out if isinstance(d, PeerRequest)} <= set(range(60, 65))
+    # Within the edge margin of the first frame, whatever is missing of it goes to the edge.
+    out = s.decide(0.35, start, edge_latest=70)
+    edge = {d.seq for d in out if isinstance(d, EdgeRequest)}
+    assert edge and edge <= set(range(60, 65))
+    # Without first_shown the prefix would be due a chunk apart, 60 at once: the old way.
+    plain = scheduler()
+    out = plain.decide(0.0, Playback(60, 1.2 - 4 * D), edge_latest=70)
+    assert EdgeRequest(60) in out

@@ -55,10 +55,16 @@ class SchedulerConfig:
 @dataclass(frozen=True, slots=True)
 class Playback:
     """The playhead: ``next_seq`` is the first chunk not yet played and must be in the buffer
-    by ``deadline``; each later chunk is due ``chunk_duration`` after the one before."""
+    by ``deadline``; each later chunk is due ``chunk_duration`` after the one before.
+
+    ``first_shown``: a start mid-GOP, decoding from ``next_seq`` (a keyframe chunk) and
+    showing from ``first_shown``: every chunk up to it is due at ``deadline``. Telling the
+    scheduler so (rather than an earlier deadline for the prefix) lets the prefix come from
+    neighbours once the links are up instead of from the edge at once."""
 
     next_seq: int
     deadline: float
+    first_shown: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +236,9 @@ class ChunkScheduler:
         self._expire(now, out)
         wake = now + 1.0
         latest = min(max(self._latest, edge_latest), start + cfg.window)
-        # Deadline of seq: playback.deadline + (seq - start) * chunk_duration.
-        base = playback.deadline - start * cfg.chunk_duration
+        # Deadline of seq: playback.deadline + (max(seq, first) - first) * chunk_duration.
+        first = start if playback.first_shown is None else max(start, playback.first_shown)
+        base = playback.deadline - first * cfg.chunk_duration
         urgent: list[int] = []
         later: list[tuple[int, int]] = []
         peer_slots = cfg.max_peer_requests - sum(
@@ -240,7 +247,7 @@ class ChunkScheduler:
         for seq in range(start, latest + 1):
             if seq in self._have:
                 continue
-            left = base + seq * cfg.chunk_duration - now
+            left = base + max(seq, first) * cfg.chunk_duration - now
             pending = self._pending.get(seq)
             if pending is not None:
                 if pending.source == EDGE or seq > edge_latest or left > cfg.edge_margin:
@@ -267,7 +274,7 @@ class ChunkScheduler:
             else:
                 later.append((self._holders(seq), seq))
         # The first chunk nobody has announced yet still falls due: be back in time for it.
-        left = base + (latest + 1) * cfg.chunk_duration - now
+        left = base + max(latest + 1, first) * cfg.chunk_duration - now
         wake = min(wake, now + max(left - cfg.edge_margin, 0.01))
         if peer_slots > 0 and (urgent or later):
             later.sort()

@@ -1,7 +1,9 @@
 """A discrete-event simulation of one 1vN room, running the real `ChunkScheduler` per peer.
 
-``python -m xp2p.swarm.sim --peers 1000 --duration 240`` (``--help`` for the rest). Virtual
-time, one heapq of events, no threads, no sockets; seeded, so a run is reproducible.
+``python -m xp2p.swarm.sim --peers 1000 --duration 600 [--windows]`` (``--help`` for the
+rest). Virtual time, one heapq of events, no threads, no sockets; seeded, so a run is
+reproducible. ``--windows`` prints a time series per 30 s (offload, links, dead links,
+refusals, rate estimates, the seeds' share of fresh uploads): where a decay shows.
 
 What is modelled: the edge makes a chunk every ``chunk_duration`` (a keyframe chunk every
 ``gop_chunks``) and serves any request (it is the CDN: no capacity limit); each peer has a
@@ -11,10 +13,11 @@ by its `UploadQueue`, one transmission at a time; downloads are limited only for
 transfers (``download_multiple``). Messages travel reliably, as on QUIC: a loss costs a
 retransmission, i.e. one more round trip, with probability ``loss`` per packet of 1200 B.
 Viewers arrive as a Poisson process and stay an exponential time (mean ``mean_session``);
-half of them leave silently (a crash, a dead network: neighbours find out by timeouts), the
-rest close their links. A flash crowd adds ``flash_joins`` within ``flash_seconds``. The
+half of them leave silently (their neighbours' links close after the link layer's idle timeout),
+the rest close their links. A flash crowd adds ``flash_joins`` within ``flash_seconds``. The
 tracker hands each joiner ``connect`` neighbours among uploading peers with fewer than
-``max_degree``; the edge keeps ``seeds`` seeds among the fastest uploaders.
+``max_degree``; the edge keeps ``seeds`` seeds among the fastest uploaders. A joiner shows
+first the chunk ``lag`` behind live, decoding from the keyframe chunk before it.
 
 What is not: downstream limits between peers, per-packet congestion control, chunk size
 variation (every chunk is bitrate x duration), the init chunk (a few hundred bytes per join).
@@ -252,10 +255,8 @@ class Simulation:
         peer.present_seq = min(max(self.latest - round(cfg.lag / d), 0), keyframe)
         peer.start_seq = peer.present_seq - peer.present_seq % cfg.gop_chunks
         peer.play_seq = peer.start_seq
-        # Everything from the keyframe on is needed to show the first frame: the scheduler
-        # sees the prefix as due before it, which sends the prefix to the edge at once.
-        first_due = self.now + cfg.startup_deadline
-        peer.play_time = first_due - (peer.present_seq - peer.start_seq) * d
+        # Everything from the keyframe on is needed to show the first frame, all due then.
+        peer.play_time = self.now + cfg.startup_deadline
         self._find_neighbours(peer, cfg.connect)
         if cfg.mean_session:
             self._at(self.now + self.rng.expovariate(1 / cfg.mean_session), 2, name)
@@ -325,7 +326,8 @@ class Simulation:
             # Joined when few could take it, or lost most neighbours: ask the tracker again.
             self._find_neighbours(peer, self.cfg.connect - len(peer.neighbours))
         self._advance(peer)
-        playback = Playback(peer.play_seq, peer.play_time)
+        shown = None if peer.started else peer.present_seq
+        playback = Playback(peer.play_seq, peer.play_time, shown)
         for d in peer.sched.decide(now, playback, self.latest):
             self.counts[type(d).__name__ + ("_seed" if peer.is_seed else "")] += 1
             if isinstance(d, PeerRequest):
