@@ -203,7 +203,7 @@ def _edge_stats(cloud_url: str, secret: str) -> dict[str, Any]:
     async def fetch() -> dict[str, Any]:
         client = CloudClient(cloud_url, APP_KEY, secret)
         try:
-            doc: dict[str, Any] = await client._request("GET", "/api/v1/swarm/stats")  # type: ignore[attr-defined]
+            doc: dict[str, Any] = await client._request("GET", "/api/v1/swarm/stats")
             return doc
         finally:
             await client.close()
@@ -220,7 +220,7 @@ def summarise(result: dict[str, Any]) -> list[Row]:
     p2p = sum(v.get("p2p_bytes", 0) for v in ok)
     cdn = sum(v.get("cdn_bytes", 0) for v in ok)
     received = p2p + cdn
-    control = sum(v.get("control_bytes", 0) for v in ok)
+    overhead = sum(v.get("control_bytes", 0) for v in ok)
     rate = received / max(1, n) / max(1.0, result["duration"])  # bytes/s per viewer ~ r
     uploads = sum(result["upload_cap"] for v in ok if v["upload"])
     bound = 1 - max(rate, n * rate - uploads) / max(1.0, n * rate)
@@ -244,7 +244,7 @@ def summarise(result: dict[str, Any]) -> list[Row]:
         Row("startup p95", clean(p95(startup)), "s", None, "<= 1.0"),
         Row("extra latency p50", clean(median(extra)), "s"),
         Row("extra latency p95", clean(p95(extra)), "s", None, "<= 1.5"),
-        Row("control overhead", clean(control / max(1, received)), "share", None, "<= 0.03"),
+        Row("control overhead", clean(overhead / max(1, received)), "share", None, "<= 0.03"),
         Row("CPU per viewer", clean(cpu / max(1, n) / result["duration"] * 100), "% of a core"),
     ]
 
@@ -261,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--upload-factor", type=float, default=1.5, help="upload cap / bitrate (1.5)"
     )
+    parser.add_argument("--raw", metavar="PATH", help="also keep every viewer's report here")
     args = parser.parse_args(argv)
     viewers = args.viewers or (QUICK_VIEWERS if args.quick else VIEWERS)
     duration = args.duration or (QUICK_DURATION if args.quick else DURATION)
@@ -268,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="xp2p-swarm-") as tmp:
         result = run(viewers, processes, duration, args.upload_factor, Path(tmp))
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(result))
     rows = summarise(result)
     print_rows(
         rows, title=f"1vN swarm: {viewers} viewers, {duration:g} s, upload {args.upload_factor:g}x"
