@@ -267,8 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     duration = args.duration or (QUICK_DURATION if args.quick else DURATION)
     processes = min(args.processes, viewers)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="xp2p-swarm-") as tmp:
-        result = run(viewers, processes, duration, args.upload_factor, Path(tmp))
+    # Kept, not removed: the processes' logs are what explains a failed run.
+    work = Path(tempfile.mkdtemp(prefix="xp2p-swarm-"))
+    log(f"logs in {work}")
+    result = run(viewers, processes, duration, args.upload_factor, work)
     if args.raw:
         Path(args.raw).write_text(json.dumps(result))
     rows = summarise(result)

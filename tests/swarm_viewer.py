@@ -122,8 +122,18 @@ async def control_viewer(
     room = room_id(args.url)
     arrivals: dict[int, float] = {}
     try:
-        live = await edge.live(room)
-        seq = live.live_seq if live.live_seq is not None else 0
+        while True:  # the room exists once the first swarm viewer joined
+            try:
+                live = await edge.live(room)
+            except CloudError as exc:
+                if exc.status != 404 or time.time() > args.until:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
+            if live.live_seq is not None:
+                break
+            await asyncio.sleep(0.2)
+        seq = live.live_seq
         while time.time() < args.until:
             try:
                 chunk, _proof, _raw = await edge.chunk(room, seq, wait=3.0)
