@@ -83,7 +83,12 @@ def _start(
 
 
 def run(
-    viewers: int, processes: int, duration: float, upload_factor: float, work: Path
+    viewers: int,
+    processes: int,
+    duration: float,
+    upload_factor: float,
+    work: Path,
+    playout_delay: float = 0.0,
 ) -> dict[str, Any]:
     secret = secrets.token_urlsafe(18)
     http_port, origin_port = _free_port(), _free_port()
@@ -174,6 +179,8 @@ def run(
                         str(count),
                         "--upload-cap",
                         str(upload_cap),
+                        "--playout-delay",
+                        str(playout_delay),
                         "--out",
                         str(out),
                     ],
@@ -261,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--upload-factor", type=float, default=1.5, help="upload cap / bitrate (1.5)"
     )
+    parser.add_argument(
+        "--playout-delay", type=float, default=0.0, help="viewers' delay behind live (0: 3 s)"
+    )
     parser.add_argument("--raw", metavar="PATH", help="also keep every viewer's report here")
     args = parser.parse_args(argv)
     viewers = args.viewers or (QUICK_VIEWERS if args.quick else VIEWERS)
@@ -270,12 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Kept, not removed: the processes' logs are what explains a failed run.
     work = Path(tempfile.mkdtemp(prefix="xp2p-swarm-"))
     log(f"logs in {work}")
-    result = run(viewers, processes, duration, args.upload_factor, work)
+    result = run(viewers, processes, duration, args.upload_factor, work, args.playout_delay)
     if args.raw:
         Path(args.raw).write_text(json.dumps(result))
     rows = summarise(result)
+    delay = args.playout_delay or 3.0
     print_rows(
-        rows, title=f"1vN swarm: {viewers} viewers, {duration:g} s, upload {args.upload_factor:g}x"
+        rows,
+        title=f"1vN swarm: {viewers} viewers, {duration:g} s, upload {args.upload_factor:g}x, "
+        f"playout delay {delay:g} s",
     )
     if args.json:
         write_json(args.json, "swarm", rows, viewers=viewers, seconds=time.monotonic() - started)

@@ -87,7 +87,12 @@ async def swarm_viewer(
             if isinstance(item, FlvTag) and item.is_video:
                 player.video(item, now)
 
-    info = StreamInfo(url=args.url, upload=upload, upload_rate_cap=args.upload_cap if upload else 0)
+    info = StreamInfo(
+        url=args.url,
+        upload=upload,
+        upload_rate_cap=args.upload_cap if upload else 0,
+        playout_delay=args.playout_delay,
+    )
     service = f"v{index}"
     result: dict[str, Any] = {"viewer": f"{args.name}-{index}", "upload": upload}
     try:
@@ -184,6 +189,7 @@ def main() -> int:
     parser.add_argument("--upload-cap", type=int, default=0, help="bytes/s per uploader")
     parser.add_argument("--until", type=float, required=True, help="wall time to stop at")
     parser.add_argument("--spread", type=float, default=0.2, help="seconds between joins")
+    parser.add_argument("--playout-delay", type=float, default=0.0, help="0 = the default")
     parser.add_argument("--control", action="store_true")
     parser.add_argument("--out", required=True)
     parser.add_argument("--flv-dir", help="keep each viewer's stream as NAME-I.flv here")

@@ -183,6 +183,12 @@ async def test_api_errors_have_seed_codes(stack: Stack, module: P2PModule) -> No
     # 1vN is supported; a source the edge cannot open fails the start with the seed's code.
     assert e.value.code == ErrorCode.START_STREAM_FAILED
     assert "source" in str(e.value)
+    with pytest.raises(XP2PError) as e:
+        await module.start_p2p_service(
+            "1vn", StreamInfo(url="http://127.0.0.1:9/x.flv", playout_delay=0.5)
+        )
+    assert e.value.code == ErrorCode.BAD_PARAM
+    assert "playout_delay" in str(e.value)
     # A bad start must not have disturbed the good service.
     rec = Recorder()
     await module.start_stream("cam", rec.on_data)

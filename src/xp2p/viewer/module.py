@@ -23,6 +23,7 @@ from xp2p.viewer.command import CommandResult
 from xp2p.viewer.download import DownloadCallback
 from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, Service, StreamInfo
 from xp2p.viewer.swarm import EdgeClient, SwarmService, SwarmStats, pick_edge
+from xp2p.viewer.swarm.service import DEFAULT_LAG
 from xp2p.viewer.voice import VoiceWriter
 
 logger = logging.getLogger("xp2p.viewer")
@@ -278,11 +279,21 @@ class P2PModule:
             raise XP2PError(ErrorCode.BAD_PARAM, f"1vN needs an http(s) FLV url: {exc}") from None
         if info.upload_rate_cap < 0:
             raise XP2PError(ErrorCode.BAD_PARAM, "upload_rate_cap must be >= 0 (0 = no cap)")
+        if not (info.playout_delay == 0 or 1.0 <= info.playout_delay <= 30.0):
+            raise XP2PError(
+                ErrorCode.BAD_PARAM, "playout_delay must be 0 (default) or 1-30 seconds"
+            )
         edge_url = pick_edge(app.edge_urls or (app.cloud_url,), room_id(url))
         edge = EdgeClient(edge_url, app.app_key, app.app_secret)
         config = replace(self._link_config, nat_type=self.nat_type)
         service = SwarmService(
-            service_id, info, msg_callback, f"module {self._uuid}", edge=edge, link_config=config
+            service_id,
+            info,
+            msg_callback,
+            f"module {self._uuid}",
+            edge=edge,
+            link_config=config,
+            lag=info.playout_delay or DEFAULT_LAG,
         )
         self._starting.add(service_id)
         try:

@@ -25,7 +25,10 @@ class StreamInfo:
     """The seed's streamInfo. 1v1: product_id + device_name (xp2p_info optional: fetched from
     the cloud when empty). 1vN: an http(s) FLV ``url``; ``upload=False`` makes the viewer
     download-only (it serves and announces nothing, as metered mobile users want) and
-    ``upload_rate_cap`` caps what it serves its neighbours, in bytes/s (0 = no cap)."""
+    ``upload_rate_cap`` caps what it serves its neighbours, in bytes/s (0 = no cap);
+    ``playout_delay`` is how far behind live its player runs, in seconds (0 = the default,
+    3 s): a longer delay gives each chunk more time to spread among viewers before anyone must
+    fetch it from the edge (more offload), a shorter one lowers the latency."""
 
     url: str = ""
     product_id: str = ""
@@ -34,6 +37,7 @@ class StreamInfo:
     live_stream_domain: str = ""
     upload: bool = True
     upload_rate_cap: int = 0
+    playout_delay: float = 0.0
 
     @property
     def is_1v1(self) -> bool:
