@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,10 +21,10 @@ from xp2p.swarm.edge_api import room_id
 from xp2p.viewer.cloud_client import CloudError
 from xp2p.viewer.swarm.edge_client import EdgeClient
 
+from .ffprobe import FFPROBE, decodes_h264
 from .procs import Proc
 
 pytestmark = pytest.mark.multiprocess
-FFPROBE = shutil.which("ffprobe")
 VIEWER = Path(__file__).with_name("swarm_viewer.py")
 APP_KEY = "swarm-test-app"
 SECONDS = 20.0
@@ -126,23 +124,4 @@ def test_viewer_processes_feed_each_other_and_play_the_edges_bytes(
         compared = [t for t in media if (t.timestamp, t.tag_type) in edge]
         assert len(compared) > len(media) // 3, "too little overlap with the edge's chunks"
         assert all(edge[(t.timestamp, t.tag_type)] == t.data for t in compared)
-        probe = subprocess.run(
-            [
-                FFPROBE,
-                "-v",
-                "error",
-                "-count_frames",
-                "-select_streams",
-                "v:0",
-                "-show_entries",
-                "stream=codec_name,nb_read_frames",
-                "-of",
-                "json",
-                str(flv),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        stream = json.loads(probe.stdout)["streams"][0]
-        assert stream["codec_name"] == "h264" and int(stream["nb_read_frames"]) > 0
+        assert decodes_h264(flv)

@@ -6,7 +6,6 @@ reason; the session summary says how many NAT-lab tests ran, so a skip is never 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from .lab import NatLab, unavailable_reason
 from .world import LabWorld, new_world
 
 REASON = unavailable_reason()
-FFPROBE = shutil.which("ffprobe")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,13 +4,11 @@ can connect directly in theory do (no relay)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import FFPROBE
+from ..ffprobe import FFPROBE, decodes_h264
 from .lab import NAT_KINDS, NatKind, NatLab, direct_possible
 from .world import LabWorld
 
@@ -20,34 +18,6 @@ pytestmark = [
 ]
 
 VIEWER_KINDS = (*NAT_KINDS, NatKind.UDP_BLOCKED)
-
-
-def _decodes_video(path: Path) -> bool:
-    assert FFPROBE is not None
-    done = subprocess.run(
-        [
-            FFPROBE,
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    streams = json.loads(done.stdout or "{}").get("streams", [])
-    return (
-        bool(streams)
-        and streams[0]["codec_name"] == "h264"
-        and int(streams[0]["nb_read_frames"]) > 0
-    )
 
 
 @pytest.mark.timeout(600)
@@ -66,7 +36,7 @@ def test_every_nat_pair_connects_and_theoretically_direct_pairs_go_direct(
         out.mkdir()
         for result in world.run_viewer(site, list(cameras), out=out, seconds=1.5):
             name = str(result["device"]).split("/")[1]
-            result["decoded"] = _decodes_video(out / f"{name}-0.flv") if result["ok"] else False
+            result["decoded"] = decodes_h264(out / f"{name}-0.flv") if result["ok"] else False
             results[(cameras[name], viewer_kind)] = result
 
     with capsys.disabled():
@@ -103,4 +73,4 @@ def test_live_video_keeps_flowing_through_a_router_that_drops_five_percent(
     viewer = lab.add_site(NatKind.FULL_CONE, loss=0.05)
     (result,) = world.run_viewer(viewer, ["cam8"], out=tmp_path, seconds=4)
     assert result["ok"], result["error"]
-    assert _decodes_video(tmp_path / "cam8-0.flv")
+    assert decodes_h264(tmp_path / "cam8-0.flv")
