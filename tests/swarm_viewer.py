@@ -26,6 +26,7 @@ from xp2p.flv import FlvReader, FlvTag
 from xp2p.swarm.edge_api import room_id
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.viewer.cloud_client import CloudError
+from xp2p.viewer.swarm import SwarmService
 from xp2p.viewer.swarm.edge_client import EdgeClient
 
 #: The player model's start-up buffer: it starts playing this long after the first keyframe.
@@ -100,6 +101,15 @@ async def swarm_viewer(
         await asyncio.sleep(max(0.0, args.until - time.time()))
         stats = module.get_swarm_stats(service)
         result.update(stats.to_json())
+        # Why chunks went to the edge, and the refusals both ways: what --raw is read for.
+        swarm = module._services[service]
+        assert isinstance(swarm, SwarmService)
+        counters = swarm.counters
+        result.update(
+            edge_requests=dict(counters.edge_requests),
+            refused=counters.refused,
+            refusing=counters.refusing,
+        )
     except Exception as exc:  # a failed viewer is a result, not a crash of the others
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:

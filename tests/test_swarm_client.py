@@ -458,3 +458,30 @@ async def test_stop_leaves_nothing_behind_and_streams_restart(
     await until(
         lambda: all(r.viewers == 0 for r in cloud.edge.rooms.values()), 10, "the room empty"
     )
+
+
+async def test_a_capped_swarm_feeds_itself(cloud: CloudServer, origin: OriginServer) -> None:
+    """Issue 5: six viewers, upload capped at 1.5x the stream's rate. A seed that rescued old
+    chunks for everyone (it holds all of them first) spent its upload on those instead of
+    new ones, and the swarm fell back to the edge: non-seeds took 40-60 % from it."""
+    url = origin.url
+    cap = int(1.5 * PATTERN.bitrate / 8)
+    viewers = [await join(cloud, url, f"v{i}", upload_rate_cap=cap) for i in range(6)]
+    try:
+        await until(lambda: all(len(v.data) > 150_000 for v in viewers), 40, "video")
+        # Measured over a stretch of steady state, not the start (first GOPs from the edge).
+        before = {v.name: v.stats() for v in viewers}
+        await until(lambda: all(len(v.data) > 700_000 for v in viewers), 60, "more video")
+        after = {v.name: v.stats() for v in viewers}
+    finally:
+        await stop_all(viewers)
+    p2p = cdn = 0
+    for v in viewers:
+        a, b = after[v.name], before[v.name]
+        assert a.stalls == b.stalls, a
+        if not (a.seed or b.seed):
+            p2p += a.p2p_bytes - b.p2p_bytes
+            cdn += a.cdn_bytes - b.cdn_bytes
+    share = p2p / max(p2p + cdn, 1)
+    print(f"non-seeds' p2p share {share:.2f} ({p2p} p2p, {cdn} cdn bytes)")
+    assert share > 0.75, (p2p, cdn)

@@ -55,6 +55,19 @@ EDGE_RETRY = 0.5
 #: this far past what the edge itself confirmed: a liar announcing chunk 10**12 must not
 #: send this viewer asking the edge for chunks that do not exist.
 HAVE_AHEAD = 6
+#: `UploadQueue.max_backlog`: a request that would wait longer than this behind the upload
+#: cap is refused at once, so the asker tries another holder while the chunk is young. At
+#: the queue's default (0.6 s, about 3 chunks at 1.5x the bitrate) the first holders of a
+#: chunk sat on queues of requests they served late; the simulator runs 0.15 s.
+UPLOAD_BACKLOG = 0.15
+#: A seed's `UploadQueue.fresh_chunks`: it serves only its newest chunk and the one before.
+#: A seed is the swarm's only first hop; without this rule every neighbour rescued old chunks
+#: from it (it holds everything, so it is always a holder), its upload went to those, new
+#: chunks spread late, the next ones needed rescuing too: at 20 viewers with upload capped at
+#: 1.5x, offload 0.35-0.49 and ~11 edge copies, 5-6 viewers pulling nearly all from the edge.
+#: 1 rather than the simulator's 3: at that size and cap 3 ran 0.85 in the simulator and
+#: 0.54 here, 1 ran 0.94 in both.
+SEED_FRESH_CHUNKS = 1
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,12 @@ class SwarmPull:
         self._loop = asyncio.get_running_loop()
         self.scheduler = ChunkScheduler(settings.scheduler, random.Random())
         self.playout = Playout(settings.stream_id, skip_header=skip_header)
-        self.queue = UploadQueue(upload=settings.upload, rate_cap=settings.upload_rate_cap)
+        self.queue = UploadQueue(
+            upload=settings.upload,
+            rate_cap=settings.upload_rate_cap,
+            max_backlog=UPLOAD_BACKLOG,
+            fresh_chunks=SEED_FRESH_CHUNKS if settings.scheduler.seed else None,
+        )
         self.edge_latest = -1
         self._edge_confirmed = -1  # the newest seq the edge itself showed to exist
         self._poke = asyncio.Event()
@@ -115,7 +133,9 @@ class SwarmPull:
 
     def set_seed(self, seed: bool) -> None:
         if seed != self.seed:
+            logger.info("%s: seed %s", self.settings.peer_id, seed)
             self.scheduler.config = replace(self.scheduler.config, seed=seed)
+            self.queue.fresh_chunks = SEED_FRESH_CHUNKS if seed else None
             if seed:
                 self._spawn(self._follow(), "follow")
             self._poke.set()
@@ -193,6 +213,7 @@ class SwarmPull:
         elif isinstance(message, proto.ChunkData):
             self._on_peer_chunk(pipe, message)
         elif isinstance(message, proto.Busy):
+            self.counters.refused += 1
             self.scheduler.on_refused(message.seq, peer, now, message.retry_after_ms / 1000)
             self._poke.set()
 
@@ -240,6 +261,7 @@ class SwarmPull:
         else:
             self.counters.p2p_bytes += len(wire)
         self.playout.add(chunk, wire)
+        self.queue.hold(chunk.seq)
         if self.settings.upload:
             have = proto.Have(chunk.seq)
             for name, pipe in self.pipes.items():
@@ -287,13 +309,15 @@ class SwarmPull:
             now = self._loop.time()
             self._pump(now)
             playback = self.playout.playback(now)
-            for decision in self.scheduler.decide(now, playback, self.edge_latest):
+            decisions = self.scheduler.decide(now, playback, self.edge_latest)
+            for decision in decisions:
                 if isinstance(decision, PeerRequest):
                     pipe = self.pipes.get(decision.peer)
                     if pipe is None or not pipe.send(proto.Request(decision.seq)):
                         self.scheduler.on_refused(decision.seq, decision.peer, now)
                 elif isinstance(decision, EdgeRequest):
                     if decision.seq not in self._edge_inflight:
+                        self._count_edge_request(decision.seq, decisions)
                         self._edge_inflight.add(decision.seq)
                         self._spawn(self._fetch_edge(decision.seq), f"edge-{decision.seq}")
                 elif isinstance(decision, CancelRequest):
@@ -309,6 +333,21 @@ class SwarmPull:
             self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), max(wake - now, 0.002))
+
+    def _count_edge_request(self, seq: int, decisions: list[Any]) -> None:
+        """Why a chunk goes to the edge (`Counters.edge_requests`): what tells a swarm that
+        works (seed, start) from one that does not (the rest)."""
+        if self.seed:
+            why = "seed"
+        elif not self.playout.released:
+            why = "start"
+        elif any(isinstance(d, CancelRequest) and d.seq == seq for d in decisions):
+            why = "peer_late"  # a neighbour's transfer was overdue
+        elif any(seq in p.haves for p in self.pipes.values()):
+            why = "peers_busy"  # holders, none free to ask (refused, or slots full)
+        else:
+            why = "no_holder"
+        self.counters.edge_requests[why] += 1
 
     async def _fetch_edge(self, seq: int) -> None:
         try:
@@ -367,6 +406,7 @@ class SwarmPull:
             if chunk.stream_id != self.settings.stream_id:
                 self._on_gone()
                 return
+            self.counters.edge_requests["seed"] += 1
             self._on_chunk(chunk, wire, EDGE)
         if not self.stopped:
             self._spawn(self._poll_live(), "live")
@@ -404,6 +444,7 @@ class SwarmPull:
             return
         busy = self.queue.offer(pipe.peer_id, seq, len(wire), now)
         if busy is not None:
+            self.counters.refusing += 1
             pipe.send(proto.Busy(seq, min(int(busy.retry_after * 1000), 0xFFFF)))
         else:
             self._upload_wake.set()

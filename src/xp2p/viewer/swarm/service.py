@@ -483,6 +483,16 @@ class SwarmService:
             await asyncio.sleep(STATS_INTERVAL)
             s = self.stats()
             self.notify(NotifySubtype.SWARM, s.to_json())
+            c = self.counters
+            logger.debug(
+                "service %s%s: edge requests %s, refused %d, refusing %d, %d queued to send",
+                self.id,
+                " (seed)" if s.seed else "",
+                dict(c.edge_requests),
+                c.refused,
+                c.refusing,
+                len(self._pull.queue) if self._pull is not None else 0,
+            )
             report = PeerStats(s.p2p_bytes, s.cdn_bytes, s.uploaded_bytes, s.stalls, s.neighbours)
             await self._send_ws(report.to_json())
 

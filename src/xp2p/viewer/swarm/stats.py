@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -17,6 +18,12 @@ class Counters:
     bad_chunks: int = 0
     wasted_bytes: int = 0  #: verified duplicates
     control_bytes: int = 0  #: from neighbours whose pipes closed, not chunks (see SwarmStats)
+    #: Chunks asked of the edge, by why: ``seed``, ``start`` (before the first frame),
+    #: ``peer_late`` (a neighbour's transfer overdue), ``peers_busy`` (neighbours hold it,
+    #: none could be asked), ``no_holder``. Logged with each stats report (debug).
+    edge_requests: Counter[str] = field(default_factory=Counter)
+    refused: int = 0  #: requests neighbours refused (Busy)
+    refusing: int = 0  #: requests this viewer refused for its upload cap (or a seed's rule)
 
 
 @dataclass(frozen=True, slots=True)
