@@ -11,7 +11,9 @@ one control viewer pulls every chunk from the edge as soon as it is cut.
 * edge egress in stream copies (the edge's own count: bytes served / bytes cut)
 * rebuffer ratio (a player model: plays from the first keyframe after a 0.5 s buffer; a late
   video tag stalls it) p50/p95, and continuity (viewers with no stall)
-* startup: join to the first keyframe at the data callback, p50/p95
+* startup: join to the first keyframe at the data callback, p50/p95 over the viewers that join
+  a live room (the room's first viewer watches alone for WARMUP s; its startup, which includes
+  the source's, is its own row)
 * extra latency: a keyframe's arrival at a swarm viewer minus at the control viewer, p50/p95
   (the viewers play ``lag`` = 3 s behind live by design, to give chunks time to spread)
 * control overhead: what neighbours sent that was not chunk data (announcements, requests,
@@ -45,6 +47,9 @@ from _common import Row, clean, log, median, p95, print_rows, standard_arguments
 
 VIEWER = HERE.parent / "tests" / "swarm_viewer.py"
 VIEWERS, QUICK_VIEWERS = 20, 6
+FIRST = "p0-0"  #: the viewer that opens the room
+#: How long the room's first viewer watches alone (longer than the default playout delay).
+WARMUP = 5.0
 DURATION, QUICK_DURATION = 600.0, 40.0
 BITRATE = 2_000_000
 APP_KEY = "bench-app"
@@ -161,9 +166,15 @@ def run(
             )
         )
         workers = []
-        per = [
-            viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)
+        # The room's first viewer joins alone and the others once the room has been live for
+        # longer than the playout delay: joiners of a live room start at once (from an older
+        # keyframe), while everyone in a room younger than the delay waits for the same
+        # playhead, which would make the startup figure the room's age, not the swarm's.
+        rest = viewers - 1
+        per = [1] + [
+            rest // processes + (1 if i < rest % processes else 0) for i in range(processes)
         ]
+        per = [count for count in per if count]
         for i, count in enumerate(per):
             out = work / f"viewers{i}.json"
             outs.append(out)
@@ -188,7 +199,7 @@ def run(
                     env,
                 )
             )
-            time.sleep(0.5)
+            time.sleep(WARMUP if i == 0 else 0.5)
         log(f"{viewers} viewers in {processes} processes for {duration:g} s ...")
         for proc in [started[-1], *workers]:
             proc.wait(timeout=duration + 120)
@@ -232,7 +243,8 @@ def summarise(result: dict[str, Any]) -> list[Row]:
     uploads = sum(result["upload_cap"] for v in ok if v["upload"])
     bound = 1 - max(rate, n * rate - uploads) / max(1.0, n * rate)
     rebuffer = [v["rebuffer_s"] / max(1e-9, v["watched"]) for v in ok]
-    startup = [v["startup"] for v in ok if v["startup"] is not None]
+    startup = [v["startup"] for v in ok if v["startup"] is not None and v["viewer"] != FIRST]
+    first = next((v["startup"] for v in ok if v["viewer"] == FIRST), None)
     ref = {int(ts): t for ts, t in control["arrivals"].items()}
     extra = [t - ref[int(ts)] for v in ok for ts, t in v["arrivals"].items() if int(ts) in ref]
     clean_share = sum(v["player_stalls"] == 0 for v in ok) / max(1, len(ok))
@@ -247,8 +259,9 @@ def summarise(result: dict[str, Any]) -> list[Row]:
         Row("rebuffer ratio p50", clean(median(rebuffer)), "share", None, 0.0),
         Row("rebuffer ratio p95", clean(p95(rebuffer)), "share", None, 0.0),
         Row("continuity (viewers without a stall)", clean_share, "share", None, 1.0),
-        Row("startup p50", clean(median(startup)), "s"),
-        Row("startup p95", clean(p95(startup)), "s", None, "<= 1.0"),
+        Row("startup, room's first viewer", first, "s"),
+        Row("startup p50 (joiners of a live room)", clean(median(startup)), "s"),
+        Row("startup p95 (joiners of a live room)", clean(p95(startup)), "s", None, "<= 1.0"),
         Row("extra latency p50", clean(median(extra)), "s"),
         Row("extra latency p95", clean(p95(extra)), "s", None, "<= 1.5"),
         Row("control overhead", clean(overhead / max(1, received)), "share", None, "<= 0.03"),

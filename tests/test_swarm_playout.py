@@ -78,3 +78,17 @@ def test_a_continuing_pull_sends_no_second_file_header() -> None:
     p.add(chunk(0, key=True), b"")
     assert p.take(0.0) == b"<init0><c0>"
     assert p.app_has_header
+
+
+def test_a_joiner_starts_from_a_keyframe_about_its_delay_old() -> None:
+    from xp2p.viewer.swarm.playout import START_BUFFER, pick_start
+
+    # 0.33 s chunks, a keyframe every 6 chunks, live edge at 100, a 3 s delay.
+    keyframes = (66, 72, 78, 84, 90, 96)
+    start = pick_start(keyframes, 96, 100, 0.33, 3.0)
+    age = (100 + 1 - start) * 0.33
+    assert start == 90 and age >= 3.0 - START_BUFFER  # the newest old enough
+    assert (100 + 1 - 96) * 0.33 < 3.0 - START_BUFFER  # the newest is too young
+    # A stream that just started has no keyframe that old: the newest it is.
+    assert pick_start((1,), 1, 3, 0.33, 3.0) == 1
+    assert pick_start((), 5, 7, 0.33, 3.0) == 5  # an edge that lists none

@@ -423,6 +423,10 @@ def _stream_id(doc: dict[str, Any]) -> int:
     return int(value)
 
 
+#: Keyframe chunks a /live answer lists at most (30 s of 1 s GOPs, with room).
+MAX_KEYFRAMES = 64
+
+
 @dataclass(frozen=True, slots=True)
 class LiveInfo:
     stream_id: int
@@ -430,6 +434,9 @@ class LiveInfo:
     keyframe_seq: int | None
     init_id: int | None
     state: RoomState
+    #: The keyframe chunks the edge still keeps, oldest first (at most MAX_KEYFRAMES): a
+    #: joiner can start from one already about its playout delay old, and play at once.
+    keyframes: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -438,6 +445,7 @@ class LiveInfo:
             "keyframe_seq": self.keyframe_seq,
             "init_id": self.init_id,
             "state": self.state,
+            "keyframes": list(self.keyframes),
         }
 
     @classmethod
@@ -449,7 +457,19 @@ class LiveInfo:
             _opt_int(doc, "keyframe_seq"),
             _opt_int(doc, "init_id"),
             _state(doc),
+            _keyframes(doc),
         )
+
+
+def _keyframes(doc: dict[str, Any]) -> tuple[int, ...]:
+    value = doc.get("keyframes", [])  # absent from older edges
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_KEYFRAMES
+        or not all(_is_int(v) and v >= 0 for v in value)
+    ):
+        raise MessageError(f"keyframes must be a list of at most {MAX_KEYFRAMES} chunk numbers")
+    return tuple(value)
 
 
 def _state(doc: dict[str, Any]) -> RoomState:

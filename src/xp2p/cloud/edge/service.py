@@ -218,6 +218,7 @@ class EdgeService:
             store.keyframe_seq,
             store.init.init_id if store.init is not None else None,
             room.state,
+            store.keyframe_seqs(api.MAX_KEYFRAMES),
         )
         return web.json_response(info.to_json())
 

@@ -84,6 +84,11 @@ class ChunkStore:
                 return stored.seq
         return None
 
+    def keyframe_seqs(self, limit: int) -> tuple[int, ...]:
+        """The newest ``limit`` keyframe chunks still kept, oldest first."""
+        found = [s.seq for s in reversed(self._chunks) if s.keyframe_start][:limit]
+        return tuple(reversed(found))
+
     @property
     def held_ms(self) -> int:
         return self._held_ms

@@ -19,6 +19,21 @@ from collections import deque
 from xp2p.swarm import Chunk, InitChunk, StreamAssembler
 from xp2p.swarm.scheduler import Playback
 
+#: A joiner starts from a keyframe chunk already about its delay old, so that it can play
+#: within this long instead of waiting out the whole delay on the newest keyframe.
+START_BUFFER = 0.6
+
+
+def pick_start(
+    keyframes: tuple[int, ...], newest: int, live_seq: int, chunk_s: float, lag: float
+) -> int:
+    """The keyframe chunk to start playing from: the newest one at least ``lag -
+    START_BUFFER`` seconds behind the live edge (it has had time to spread, and the player
+    starts within START_BUFFER), else the newest keyframe (a stream just started)."""
+    ready = [k for k in keyframes if (live_seq + 1 - k) * chunk_s >= lag - START_BUFFER]
+    return max(ready) if ready else newest
+
+
 #: Chunks kept behind the playhead, to serve neighbours that play a little later.
 DEFAULT_KEEP = 90
 _FLV_HEADER_BYTES = 13  # the file header and PreviousTagSize0

@@ -49,6 +49,7 @@ from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, StreamInfo
 from .edge_client import EdgeClient
 from .neighbours import Neighbourhood
 from .pipe import PeerPipe
+from .playout import pick_start
 from .pull import PullSettings, SwarmPull
 from .stats import Counters, SwarmStats
 
@@ -377,7 +378,14 @@ class SwarmService:
             skip_header=skip_header,
         )
         self._pull = pull
-        await pull.start(live.keyframe_seq, live.live_seq, init)
+        start = pick_start(
+            live.keyframes,
+            live.keyframe_seq,
+            live.live_seq,
+            settings.scheduler.chunk_duration,
+            self.lag,
+        )
+        await pull.start(start, live.live_seq, init)
         for pipe in list(self.pipes.values()):
             if pipe.hello is not None and pipe.hello.stream_id != live.stream_id:
                 pipe.send(proto.Hello(live.stream_id, join.peer_id, self.info.upload))
