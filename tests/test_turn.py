@@ -325,3 +325,28 @@ def test_offer_frames_carry_ice_servers_and_tolerate_bad_ones() -> None:
     assert request.ice_servers[0].expires_at == 1
     request = _parse_offer({**base, "ice_servers": "garbage"})
     assert request is not None and request.ice_servers == ()
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "grace"),
+    [
+        ("port-restricted", "port-restricted", "wait"),
+        ("symmetric", "full-cone", "wait"),
+        ("restricted-cone", "symmetric", "wait"),
+        ("open", "symmetric", "wait"),
+        ("symmetric", "port-restricted", "none"),
+        ("symmetric", "symmetric", "none"),
+        ("udp-blocked", "full-cone", "none"),
+        ("full-cone", "udp-blocked", "none"),
+        ("unknown", "full-cone", "guess"),
+        ("port-restricted", None, "guess"),  # an answer from an older device says nothing
+    ],
+)
+def test_relay_grace_follows_what_the_two_nats_allow(
+    local: str, remote: str | None, grace: str
+) -> None:
+    from xp2p.link.connect import DIRECT_WAIT, relay_grace
+    from xp2p.link.ice import RELAY_GRACE
+
+    expected = {"wait": DIRECT_WAIT, "none": 0.0, "guess": RELAY_GRACE}[grace]
+    assert relay_grace(local, remote) == expected
