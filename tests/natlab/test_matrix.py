@@ -4,6 +4,7 @@ can connect directly in theory do (no relay)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,16 @@ def test_every_nat_pair_connects_and_theoretically_direct_pairs_go_direct(
         out.mkdir()
         for result in world.run_viewer(site, list(cameras), out=out, seconds=1.5):
             name = str(result["device"]).split("/")[1]
-            if not result["ok"]:
-                # An app retries a failed start; so does the matrix, once, and says so. (Seen
-                # once in ~10 full runs: symmetric camera -> UDP-blocked viewer, no ICE path.)
-                first_error = result["error"]
+            errors = []
+            while not result["ok"] and len(errors) < 3:
+                # An app retries a failed start; so does the matrix, and says so. Seen in
+                # about one full run in five under CI load: a camera's cloud connection and
+                # links stall for seconds (no PONG, no ICE path), it signs in again by itself.
+                errors.append(result["error"])
+                time.sleep(3)
                 (result,) = world.run_viewer(site, [name], out=out, seconds=1.5)
-                result["retried_after"] = first_error
+            if errors:
+                result["retried_after"] = "; ".join(errors)
             result["decoded"] = decodes_h264(out / f"{name}-0.flv") if result["ok"] else False
             results[(cameras[name], viewer_kind)] = result
 
