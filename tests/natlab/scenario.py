@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 from xp2p import XP2PError
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
+from xp2p.watchdog import watch_running_loop
 
 T0 = time.monotonic()
 
@@ -78,6 +80,7 @@ async def follow(module: P2PModule, info: StreamInfo, seconds: float) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    watchdog = watch_running_loop()
     module = P2PModule()
     secret = os.environ["XP2P_APP_SECRET"]
     await module.init(
@@ -94,6 +97,7 @@ async def main_async(args: argparse.Namespace) -> int:
             await follow(module, info, args.seconds)
     finally:
         await module.destroy()
+        watchdog.stop()
     return 0
 
 
@@ -104,6 +108,10 @@ def main() -> int:
     parser.add_argument("--cloud", required=True)
     parser.add_argument("--app-key", required=True)
     parser.add_argument("--seconds", type=float, default=60)
+    # The log goes to the same file as the events; events are the lines that start with "{".
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

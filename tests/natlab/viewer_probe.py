@@ -27,6 +27,7 @@ from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import LinkConfig
 from xp2p.link.config import Conditions
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
+from xp2p.watchdog import watch_running_loop
 
 
 async def probe_device(
@@ -80,6 +81,7 @@ async def main_async(args: argparse.Namespace) -> int:
     secret = os.environ["XP2P_APP_SECRET"]
     await module.init(AppParams(args.cloud, args.app_key, secret))
     out = Path(args.out) if args.out else None
+    watchdog = watch_running_loop()
     try:
         for run in range(args.runs):
             for device in args.devices:
@@ -87,6 +89,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 result["nat_type"] = module.nat_type
                 print(json.dumps(result), flush=True)
     finally:
+        watchdog.stop()
         await module.destroy()
     return 0
 

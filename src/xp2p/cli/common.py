@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xp2p.watchdog import watch_running_loop
+
 if TYPE_CHECKING:
     from xp2p.media import MediaSource
     from xp2p.viewer import AppParams
@@ -112,7 +114,11 @@ async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await main(stop)
+    watchdog = watch_running_loop()
+    try:
+        await main(stop)
+    finally:
+        watchdog.stop()
 
 
 def add_app_args(parser: argparse.ArgumentParser) -> None:
