@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PUBLIC_NET = "203.0.113"
+BRIDGE_MAC = "02:00:cb:00:71:01"  # locally administered
 CLOUD_IP = f"{PUBLIC_NET}.1"
 CLOUD_ALT_IP = f"{PUBLIC_NET}.2"
 TURN_IP = f"{PUBLIC_NET}.3"
@@ -205,7 +206,10 @@ class NatLab:
         for ns in (pub, sink):
             _run("ip", "netns", "add", ns)
             self._ns(ns, "ip", "link", "set", "lo", "up")
-        self._ns(pub, "ip", "link", "add", "br0", "type", "bridge")
+        # A fixed MAC: a bridge left to choose takes its lowest port's, so adding a site could
+        # change it, and every router that cached the old one lost the cloud until its ARP
+        # entry expired (TCP stalled 14 s; the device's WebSocket missed PONGs, offers timed out).
+        self._ns(pub, "ip", "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge")
         self._ns(pub, "ip", "link", "set", "br0", "up")
         for ip in (CLOUD_IP, CLOUD_ALT_IP, TURN_IP):
             self._ns(pub, "ip", "addr", "add", f"{ip}/24", "dev", "br0")
@@ -236,7 +240,10 @@ class NatLab:
 
     def add_site(self, kind: NatKind | str, *, loss: float = 0.0, delay_ms: float = 0.0) -> Site:
         """A new private network behind a router of this kind, with one host in it."""
-        index = next(i for i in range(1, MAX_SITES + 1) if i not in self.sites)
+        free = [i for i in range(1, MAX_SITES + 1) if i not in self.sites]
+        if not free:
+            raise RuntimeError(f"the lab holds at most {MAX_SITES} sites")
+        index = free[0]
         site = Site(self, index, NatKind(kind), loss, delay_ms)
         self.sites[index] = site
         router, host = site.router, site.host
