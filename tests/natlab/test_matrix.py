@@ -4,7 +4,6 @@ can connect directly in theory do (no relay)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -37,16 +36,6 @@ def test_every_nat_pair_connects_and_theoretically_direct_pairs_go_direct(
         out.mkdir()
         for result in world.run_viewer(site, list(cameras), out=out, seconds=1.5):
             name = str(result["device"]).split("/")[1]
-            errors = []
-            while not result["ok"] and len(errors) < 3:
-                # An app retries a failed start; so does the matrix, and says so. Seen in
-                # about one full run in five under CI load: a camera's cloud connection and
-                # links stall for seconds (no PONG, no ICE path), it signs in again by itself.
-                errors.append(result["error"])
-                time.sleep(3)
-                (result,) = world.run_viewer(site, [name], out=out, seconds=1.5)
-            if errors:
-                result["retried_after"] = "; ".join(errors)
             result["decoded"] = decodes_h264(out / f"{name}-0.flv") if result["ok"] else False
             results[(cameras[name], viewer_kind)] = result
 
@@ -61,9 +50,6 @@ def test_every_nat_pair_connects_and_theoretically_direct_pairs_go_direct(
                 cell = f"{r['mode']} {r['connect_ms']:.0f}" if r["ok"] else "FAILED"
                 cells.append(f"{cell:>20}")
             print(f"{camera.value:18}" + "".join(cells))
-        for (c, v), r in results.items():
-            if "retried_after" in r:
-                print(f"retried {c} -> {v} after: {r['retried_after']}")
 
     failures = [f"{c}->{v}: {r['error']}" for (c, v), r in results.items() if not r["ok"]]
     assert not failures, failures
