@@ -70,7 +70,9 @@ class EdgeClient:
     def ws(self, join: api.JoinResponse) -> Any:
         path = f"{api.API}/rooms/{join.room}/ws"
         return self.http.ws_connect(
-            self.base + path, params={"peer_id": join.peer_id, "token": join.token}
+            self.base + path,
+            params={"peer_id": join.peer_id},
+            headers={"Authorization": f"Bearer {join.token}"},
         )
 
 

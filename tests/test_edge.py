@@ -340,9 +340,18 @@ async def test_websocket_refuses_bad_tokens(origin: OriginServer, client: EdgeCl
         (a.peer_id, a.token[:-4] + "AAAA", "bad_signature"),
         (a.peer_id, "garbage", "malformed"),
     ]:
-        async with client.http.get(path, params={"peer_id": peer_id, "token": token}) as r:
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with client.http.get(path, params={"peer_id": peer_id}, headers=bearer) as r:
             doc = await r.json()
             assert (r.status, doc["code"]) == (401, "bad_token") and reason in doc["message"]
+    async with client.http.get(path, params={"peer_id": a.peer_id}) as r:
+        doc = await r.json()
+        assert (r.status, doc["code"]) == (401, "bad_token") and "Bearer" in doc["message"]
+    # A token in the URL would land in access logs: refused even when genuine.
+    async with client.http.get(path, params={"peer_id": a.peer_id, "token": a.token}) as r:
+        doc = await r.json()
+        assert (r.status, doc["code"]) == (400, "bad_request")
+        assert "Authorization header" in doc["message"]
 
 
 async def test_stats_count_cdn_bytes_and_peer_reports(

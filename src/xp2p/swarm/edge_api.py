@@ -34,10 +34,12 @@ the app API's ``{"error": {"code", "message"}}`` (what CloudClient turns into
   is a keyframe chunk coded against a new ``init_id`` (fetch ``init`` again): a
   `StreamAssembler` counts one stall and carries on. A room stopped after ``linger`` and
   started again has a new ``stream_id``.
-- WebSocket ``GET /api/v1/swarm/rooms/{room}/ws?peer_id=P&token=T`` (not app-signed: the
-  token authenticates it; closing it = leaving the room). JSON text frames of at most
-  `MAX_WS_FRAME` bytes; a bigger or malformed frame gets ``{"type":"error"}`` and, past
-  `MAX_WS_ERRORS` of them, a close. Edge → peer (`parse_edge_message`):
+- WebSocket ``GET /api/v1/swarm/rooms/{room}/ws?peer_id=P`` with ``Authorization: Bearer
+  T`` (not app-signed: the peer token authenticates it, and stays out of the URL and so out
+  of access logs; a ``token`` query parameter is refused; closing it = leaving the room).
+  JSON text frames of at most `MAX_WS_FRAME` bytes; a bigger or malformed frame gets
+  ``{"type":"error"}`` and, past `MAX_WS_ERRORS` of them, a close.
+  Edge → peer (`parse_edge_message`):
   ``neighbours`` {neighbours} (whenever the list changes, and at once on connect),
   ``seed`` {seed}, ``offer`` {from, request_id, offer}, ``answer`` {from, request_id,
   answer}, ``reject`` {from, request_id, reason}, ``state`` {state} (stalled/ended/live

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
@@ -52,14 +52,19 @@ class P2PInfo:
     report_time: int | None
 
 
-class CloudClient:
-    """One app's signed-in client of the cloud; safe to share between tasks."""
+class SignedClient:
+    """What the clients of the cloud and of an edge share: one aiohttp session, app-signed
+    requests (the secret stays in here and out of the repr), answers read up to a limit,
+    and every failure on the way as a `CloudError`."""
+
+    #: Names the server in error messages.
+    server = "the cloud"
 
     def __init__(
         self, base_url: str, app_key: str, app_secret: str, *, timeout: float = 10.0
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError("base_url must be an http(s) URL")
+            raise ValueError(f"the URL of {self.server} must be http(s)")
         self.base_url = base_url.rstrip("/")
         self.app_key = app_key
         self._app_secret = app_secret
@@ -67,18 +72,66 @@ class CloudClient:
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        return f"CloudClient({self.base_url!r}, app_key={self.app_key!r})"
+        return f"{type(self).__name__}({self.base_url!r}, app_key={self.app_key!r})"
 
-    async def __aenter__(self) -> CloudClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def _fetch(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        limit: int,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        """Send a signed request; the status and the body, whatever the status."""
+        data = body or b""
+        headers = sign_request(self.app_key, self._app_secret, method, path, data)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        timeout = self.timeout if timeout is None else timeout
+        # encoded=True: the server checks the signature over the request target exactly as
+        # sent, so yarl must not re-quote what the caller already quoted.
+        url = URL(self.base_url + path, encoded=True)
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                self.session.request(method, url, data=data, headers=headers) as resp,
+            ):
+                raw = bytearray()
+                async for piece in resp.content.iter_any():
+                    raw += piece
+                    if len(raw) > limit:
+                        raise CloudError(
+                            resp.status, "bad_response", f"{self.server}'s answer is too large"
+                        )
+                return resp.status, bytes(raw)
+        except TimeoutError:
+            raise CloudError(
+                0, "timeout", f"no answer from {self.server} within {timeout:g} s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise CloudError(0, "unreachable", f"cannot reach {self.server}: {exc}") from None
+
+
+class CloudClient(SignedClient):
+    """One app's signed-in client of the cloud; safe to share between tasks."""
 
     # --- API --------------------------------------------------------------------------------
 
@@ -132,30 +185,8 @@ class CloudClient:
     async def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-        headers = sign_request(self.app_key, self._app_secret, method, path, data)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        # encoded=True: the server checks the signature over the request target exactly as
-        # sent, so yarl must not re-quote what _device_path already quoted.
-        url = URL(self.base_url + path, encoded=True)
-        try:
-            async with (
-                asyncio.timeout(self.timeout),
-                self._session.request(method, url, data=data, headers=headers) as resp,
-            ):
-                status = resp.status
-                raw = bytearray()
-                async for chunk in resp.content.iter_any():
-                    raw += chunk
-                    if len(raw) > MAX_RESPONSE_SIZE:
-                        raise CloudError(status, "bad_response", "the cloud's answer is too large")
-        except TimeoutError:
-            raise CloudError(0, "timeout", f"no answer within {self.timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise CloudError(0, "unreachable", f"cannot reach the cloud: {exc}") from None
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        status, raw = await self._fetch(method, path, data, limit=MAX_RESPONSE_SIZE)
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):

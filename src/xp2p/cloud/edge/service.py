@@ -257,7 +257,12 @@ class EdgeService:
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         room = self._room(request)
-        peer_id, token = request.query.get("peer_id", ""), request.query.get("token", "")
+        if "token" in request.query:  # it would be in every access log and proxy's
+            raise EdgeError(400, "bad_request", "send the peer token in the Authorization header")
+        peer_id = request.query.get("peer_id", "")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not token:
+            raise EdgeError(401, "bad_token", "no 'Authorization: Bearer' peer token")
         if not api.is_peer_id(peer_id):
             raise EdgeError(400, "bad_request", "peer_id is missing or malformed")
         try:

@@ -7,7 +7,6 @@ reached or did not answer in time), so callers handle edge and cloud failures al
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
@@ -16,7 +15,6 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from xp2p.auth import sign_request
 from xp2p.swarm import Chunk, InitChunk, decode_item
 from xp2p.swarm.edge_api import (
     API,
@@ -29,7 +27,7 @@ from xp2p.swarm.edge_api import (
     MessageError,
 )
 from xp2p.swarm.wire import MAX_PAYLOAD, ChunkFormatError, ChunkProof
-from xp2p.viewer.cloud_client import CloudError
+from xp2p.viewer.cloud_client import CloudError, SignedClient
 
 #: A wire item is the payload plus a header and a proof of well under a KiB.
 MAX_ITEM_BYTES = MAX_PAYLOAD + 1024
@@ -44,33 +42,10 @@ def pick_edge(edge_urls: tuple[str, ...], room: str) -> str:
     return max(edge_urls, key=lambda url: hashlib.sha256(f"{url}\n{room}".encode()).digest())
 
 
-class EdgeClient:
+class EdgeClient(SignedClient):
     """One viewer's client of one edge; owns its aiohttp session."""
 
-    def __init__(
-        self, base_url: str, app_key: str, app_secret: str, *, timeout: float = 10.0
-    ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError("the edge URL must be http(s)")
-        self.base_url = base_url.rstrip("/")
-        self.app_key = app_key
-        self._app_secret = app_secret
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def __repr__(self) -> str:
-        return f"EdgeClient({self.base_url!r}, app_key={self.app_key!r})"
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    server = "the edge"
 
     # ---- API ------------------------------------------------------------------------
 
@@ -115,10 +90,11 @@ class EdgeClient:
 
     async def control(self, room: str, peer_id: str, token: str) -> aiohttp.ClientWebSocketResponse:
         """The room's control WebSocket (closing it leaves the room)."""
-        path = f"{_room(room)}/ws?peer_id={quote(peer_id, safe='')}&token={quote(token, safe='')}"
+        path = f"{_room(room)}/ws?peer_id={quote(peer_id, safe='')}"
         try:
             return await self.session.ws_connect(
                 URL(self.base_url + path, encoded=True),
+                headers={"Authorization": f"Bearer {token}"},
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 heartbeat=10.0,
                 max_msg_size=MAX_WS_FRAME,
@@ -139,34 +115,10 @@ class EdgeClient:
         limit: int = MAX_JSON_BYTES,
         timeout: float | None = None,
     ) -> tuple[int, bytes]:
-        data = body or b""
-        headers = sign_request(self.app_key, self._app_secret, method, path, data)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        timeout = self.timeout if timeout is None else timeout
-        url = URL(self.base_url + path, encoded=True)  # signed exactly as sent
-        try:
-            async with (
-                asyncio.timeout(timeout),
-                self.session.request(method, url, data=data, headers=headers) as resp,
-            ):
-                raw = bytearray()
-                async for piece in resp.content.iter_any():
-                    raw += piece
-                    if len(raw) > limit:
-                        raise CloudError(
-                            resp.status, "bad_response", "the edge's answer is too large"
-                        )
-                status = resp.status
-        except TimeoutError:
-            raise CloudError(
-                0, "timeout", f"no answer from the edge within {timeout:g} s"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise CloudError(0, "unreachable", f"cannot reach the edge: {exc}") from None
+        status, raw = await self._fetch(method, path, body, limit=limit, timeout=timeout)
         if status >= 400:
-            raise _error(status, bytes(raw))
-        return status, bytes(raw)
+            raise _error(status, raw)
+        return status, raw
 
 
 def _room(room: str) -> str:
