@@ -56,37 +56,27 @@ class FlvParams:
         return f"/{self.filename}?{self.params}"
 
 
-class Service:
-    def __init__(
-        self,
-        service_id: str,
-        info: StreamInfo,
-        link: Link,
-        msg_callback: MsgCallback | None,
-        log_context: str,
-    ) -> None:
+class ServiceEvents:
+    """How a service (1v1 or 1vN) reports to the app: notifies, also logged, and log lines,
+    through the app's ``msg_callback``, whose exceptions never reach the service."""
+
+    #: Notifies too frequent to log (periodic statistics).
+    unlogged: frozenset[NotifySubtype] = frozenset()
+
+    def __init__(self, service_id: str, msg_callback: MsgCallback | None, log_context: str) -> None:
         self.id = service_id
-        self.info = info
-        self.link = link
         self.msg_callback = msg_callback
         self._log_context = log_context
-        self._pull: asyncio.Task[None] | None = None
-        self._response: ResponseStream | None = None
-        self._stopping = False
-        #: what else runs on this service (voice, downloads): stopped with it, by kind
-        self.closers: dict[str, Callable[[], Awaitable[None]]] = {}
-        self._watch = asyncio.create_task(self._watch_link(), name=f"watch-{service_id}")
-
-    # ---- events ---------------------------------------------------------------------
 
     def notify(self, subtype: NotifySubtype, detail: Any = None) -> None:
-        logger.info(
-            "%s service %s: %s %s",
-            self._log_context,
-            self.id,
-            subtype.value,
-            "" if detail is None else detail,
-        )
+        if subtype not in self.unlogged:
+            logger.info(
+                "%s service %s: %s %s",
+                self._log_context,
+                self.id,
+                subtype.value,
+                "" if detail is None else detail,
+            )
         self._emit(XP2PEvent.NOTIFY, subtype.value, detail)
 
     def log(self, level: LogLevel, text: str) -> None:
@@ -99,6 +89,26 @@ class Service:
             self.msg_callback(event, subtype, detail)
         except Exception:  # an app's callback bug must not kill the service
             logger.exception("msg_callback raised for service %s", self.id)
+
+
+class Service(ServiceEvents):
+    def __init__(
+        self,
+        service_id: str,
+        info: StreamInfo,
+        link: Link,
+        msg_callback: MsgCallback | None,
+        log_context: str,
+    ) -> None:
+        super().__init__(service_id, msg_callback, log_context)
+        self.info = info
+        self.link = link
+        self._pull: asyncio.Task[None] | None = None
+        self._response: ResponseStream | None = None
+        self._stopping = False
+        #: what else runs on this service (voice, downloads): stopped with it, by kind
+        self.closers: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._watch = asyncio.create_task(self._watch_link(), name=f"watch-{service_id}")
 
     async def _watch_link(self) -> None:
         await self.link.wait_closed()

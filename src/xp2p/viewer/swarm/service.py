@@ -21,7 +21,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xp2p.errors import ErrorCode, XP2PError
-from xp2p.events import LogLevel, NotifySubtype, XP2PEvent
+from xp2p.events import LogLevel, NotifySubtype
 from xp2p.link import LinkConfig, LinkIdentity
 from xp2p.link.config import parse_ice_servers
 from xp2p.swarm import protocol as proto
@@ -44,7 +44,13 @@ from xp2p.swarm.edge_api import (
 )
 from xp2p.swarm.scheduler import SchedulerConfig
 from xp2p.viewer.cloud_client import CloudError
-from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, StreamInfo
+from xp2p.viewer.service import (
+    DataCallback,
+    FlvParams,
+    MsgCallback,
+    ServiceEvents,
+    StreamInfo,
+)
 
 from .edge_client import EdgeClient
 from .neighbours import Neighbourhood
@@ -64,8 +70,10 @@ REJOIN_BACKOFF = (0.5, 5.0)
 PEER_CONNECT_TIMEOUT = 5.0
 
 
-class SwarmService:
+class SwarmService(ServiceEvents):
     """The 1vN sibling of `xp2p.viewer.service.Service`: same notify/log/stop behaviour."""
+
+    unlogged = frozenset({NotifySubtype.SWARM})
 
     def __init__(
         self,
@@ -78,10 +86,8 @@ class SwarmService:
         link_config: LinkConfig,
         lag: float = DEFAULT_LAG,
     ) -> None:
-        self.id = service_id
+        super().__init__(service_id, msg_callback, log_context)
         self.info = info
-        self.msg_callback = msg_callback
-        self._log_context = log_context
         self.edge = edge
         self._link_config = link_config
         self.lag = lag
@@ -100,24 +106,6 @@ class SwarmService:
         self.seed = False
         self.state = "starting"
         self.closers: dict[str, Any] = {}  # the 1v1 extras never attach here
-
-    # ---- events (as Service) ----------------------------------------------------------
-
-    def notify(self, subtype: NotifySubtype, detail: Any = None) -> None:
-        if subtype != NotifySubtype.SWARM:
-            logger.info("%s service %s: %s %s", self._log_context, self.id, subtype.value, detail)
-        self._emit(XP2PEvent.NOTIFY, subtype.value, detail)
-
-    def log(self, level: LogLevel, text: str) -> None:
-        self._emit(XP2PEvent.LOG, level.value, text)
-
-    def _emit(self, event: str, subtype: str, detail: Any) -> None:
-        if self.msg_callback is None:
-            return
-        try:
-            self.msg_callback(event, subtype, detail)
-        except Exception:  # an app's callback bug must not kill the service
-            logger.exception("msg_callback raised for service %s", self.id)
 
     # ---- joining ----------------------------------------------------------------------
 
