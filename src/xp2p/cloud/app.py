@@ -40,6 +40,7 @@ from xp2p.cloud.edge import EdgeConfig, EdgeService
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.stun import StunServer, start_stun_server
+from xp2p.httpd import host_in_url, start_site
 from xp2p.link.config import StunInfo
 
 logger = logging.getLogger("xp2p.cloud")
@@ -104,10 +105,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def _host_in_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 class CloudServer:
     """Runs the cloud: ``await start()``, then ``url`` and ``stun_address`` are known."""
 
@@ -156,18 +153,14 @@ class CloudServer:
             alt_host=cfg.stun_alt_host,
             advertised_host=cfg.advertised_host,
         )
-        runner = web.AppRunner(self.create_app(), shutdown_timeout=SHUTDOWN_TIMEOUT)
         try:
-            await runner.setup()
-            site = web.TCPSite(runner, cfg.host, cfg.port)
-            await site.start()
+            self._runner, self._port = await start_site(
+                self.create_app(), cfg.host, cfg.port, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
         except BaseException:
-            await runner.cleanup()
             self._stun.close()
             self._stun = None
             raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
         logger.info("cloud listening on %s, STUN on %s:%d", self.url, *self.stun_address)
 
     async def stop(self) -> None:
@@ -193,7 +186,7 @@ class CloudServer:
         host = self.config.host
         if host in WILDCARD_HOSTS:
             host = self.config.advertised_host
-        return f"http://{_host_in_url(host)}:{self._port}"
+        return f"http://{host_in_url(host)}:{self._port}"
 
     @property
     def stun_address(self) -> tuple[str, int]:
@@ -237,7 +230,7 @@ class CloudServer:
     def _ice_servers(self, user: str) -> list[dict[str, Any]]:
         """STUN first, then each TURN server with REST credentials for ``user``."""
         stun = self.stun_info
-        servers: list[dict[str, Any]] = [{"urls": [f"stun:{_host_in_url(stun.host)}:{stun.port}"]}]
+        servers: list[dict[str, Any]] = [{"urls": [f"stun:{host_in_url(stun.host)}:{stun.port}"]}]
         now = int(self._clock())
         for turn in self.config.turn:
             username, password = turn_credentials(turn.shared_secret, user, turn.ttl, now=now)

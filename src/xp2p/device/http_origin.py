@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from xp2p.device.channel import LiveChannel
+from xp2p.httpd import host_in_url, start_site
 from xp2p.media import MediaSource
 
 logger = logging.getLogger("xp2p.origin")
@@ -58,24 +59,19 @@ class OriginServer:
     @property
     def url(self) -> str:
         scheme = "https" if self.ssl_context else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}{self.path}"
+        return f"{scheme}://{host_in_url(self.host)}:{self.port}{self.path}"
 
     async def start(self) -> None:
         await self.channel.start()
         app = web.Application()
         app.router.add_get(self.path, self._live, allow_head=False)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
-            await site.start()
+            self._runner, self.port = await start_site(
+                app, self.host, self.port, ssl_context=self.ssl_context, shutdown_timeout=1.0
+            )
         except BaseException:
-            await runner.cleanup()
             await self.channel.aclose()
             raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         await self.channel.aclose()  # ends every response first

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from xp2p.errors import XP2PError
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
+from xp2p.httpd import host_in_url, start_site
 from xp2p.player.playback import serve_playback
 from xp2p.viewer import FlvParams, P2PModule, StreamInfo
 
@@ -172,7 +173,7 @@ class PlayerServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{host_in_url(self.host)}:{self.port}"
 
     def live_url(self, device: str, quality: str = "high") -> str:
         return f"{self.url}/live/{device}.flv?quality={quality}"
@@ -186,11 +187,7 @@ class PlayerServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/live/{product}/{device}.flv", self._live)
         app.router.add_get("/playback/{product}/{device}.flv", self._playback)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await start_site(app, self.host, self.port, access_log=False)
         logger.info("serving %s", self.url)
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from xp2p.auth import RequestVerifier, turn_credentials
 from xp2p.cloud.config import WILDCARD_HOSTS, CloudConfig
+from xp2p.httpd import host_in_url, start_site
 
 from .config import EdgeConfig
 from .service import EdgeService, edge_errors
@@ -57,15 +58,7 @@ class EdgeServer:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.create_app(), shutdown_timeout=2.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.config.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._runner, self._port = await start_site(self.create_app(), self.host, self.config.port)
         logger.info("edge listening on %s", self.url)
 
     async def stop(self) -> None:
@@ -86,4 +79,4 @@ class EdgeServer:
         if self._port is None:
             raise RuntimeError("edge not started")
         host = self.cloud.advertised_host if self.host in WILDCARD_HOSTS else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self._port}"
+        return f"http://{host_in_url(host)}:{self._port}"
