@@ -235,13 +235,7 @@ class CloudConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> CloudConfig:
         path = Path(path)
-        try:
-            with path.open("rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        doc = read_toml(path)
         section = doc.get("cloud", doc)
         if not isinstance(section, dict):
             raise ConfigError("cloud: must be a table")
@@ -368,3 +362,14 @@ def _tables(doc: dict[str, Any], name: str, keys: set[str]) -> list[tuple[str, d
             raise ConfigError(f"{where}.{unknown[0]}: unknown setting")
         out.append((where, item))
     return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's document; ConfigError (naming the file) when unreadable or not TOML."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None

@@ -18,12 +18,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xp2p.cloud.config import ConfigError
+from xp2p.cloud.config import ConfigError, read_toml
 from xp2p.swarm.chunk import DEFAULT_TARGET_MS
 
 #: A viewer's playout buffer plus its retries must fit in what the edge keeps.
@@ -69,14 +68,7 @@ class EdgeConfig:
     def from_toml(cls, path: str | Path) -> EdgeConfig:
         """The ``[edge]`` table of a config file (defaults where it has none)."""
         path = Path(path)
-        try:
-            with path.open("rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        section = doc.get("edge", {})
+        section = read_toml(path).get("edge", {})
         if not isinstance(section, dict):
             raise ConfigError("edge: must be a table")
         return cls.from_dict(section, base_dir=path.parent)
