@@ -32,10 +32,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+# tests/ holds the synthetic stream the link's loss tests use too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _live_stream import FPS, LiveWatch, stream_pieces
+from live_stream import FPS, LiveWatch, stream_pieces
 
 CHUNK = 64 * 1024
 

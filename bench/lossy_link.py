@@ -14,7 +14,7 @@ loss rate:
 * **live stalls**: a synthetic 4 Mbit/s FLV stream (25 fps, fixed-size tags, real
   timestamps) written frame by frame as its media time comes, over the same three
   transports; the viewer counts what a player with a 500 ms jitter buffer would stall on
-  (``_live_stream.StallDetector``) and how long it would sit stalled, and checks the bytes.
+  (``tests/live_stream.StallDetector``) and how long it would sit stalled, and checks the bytes.
 
 Rows: ``link_goodput@L%`` (baseline: TCP BBR; target >= 4 Mbit/s, the stream's rate),
 ``tcp_cubic_goodput@L%``, ``tcp_bbr_goodput@L%``, ``link_live_stalls@L%`` (baseline: TCP
@@ -57,7 +57,7 @@ ADDR = {"viewer": "198.51.100.1", "device": "198.51.100.2"}
 QUEUE_NUM = 7
 TCP_PORT = 5201
 CASES = ("link", "tcp_cubic", "tcp_bbr")
-LIVE_BITRATE = 4.0  #: Mbit/s of the synthetic stream (bench/_live_stream.py)
+LIVE_BITRATE = 4.0  #: Mbit/s of the synthetic stream (tests/live_stream.py)
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
