@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,29 @@ def test_bad_size_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -
         main(["demo", "--size", "big"])
     assert exit_.value.code == 2
     assert "640x360" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('port = "8080"\n', "port: must be of type int"),
+        ("port = 70000\n", "port: must be an integer in [0, 65535]"),
+        ('[[apps]]\nkey = "a"\nsecret = "short"\n', "apps[0].secret: must be a string of at least"),
+        ("port = [\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_cloud_config_is_one_clear_line(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "cloud.toml"
+    path.write_text(toml)
+    with pytest.raises(SystemExit) as exit_:
+        main(["cloud", "--config", str(path)])
+    assert str(exit_.value.code).startswith("xp2p cloud: ")
+    assert message in str(exit_.value.code)
+
+
+def test_a_missing_cloud_config_names_the_file() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["cloud", "--config", "/nonexistent/cloud.toml"])
+    assert str(exit_.value.code) == (
+        "xp2p cloud: /nonexistent/cloud.toml: cannot read: No such file or directory"
+    )

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xp2p import __version__
 from xp2p.cli.common import (
@@ -22,12 +23,37 @@ from xp2p.cli.edge import add_edge_args, edge_config
 from xp2p.device.config import DeviceConfig
 from xp2p.errors import XP2PError
 
+if TYPE_CHECKING:
+    from xp2p.cloud.config import CloudConfig
+
 # ---- commands ---------------------------------------------------------------------------
 
 
 async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
-    from xp2p.cloud.config import CloudConfig, ConfigError, TurnServerConfig
+    from xp2p.cloud.config import ConfigError
+
+    try:
+        config = _cloud_config(args)
+        edge = edge_config(args)
+        server = CloudServer(config, edge=edge)
+    except ConfigError as exc:  # the operator gets the setting and the problem, no traceback
+        raise SystemExit(f"xp2p cloud: {exc}") from None
+    await server.start()
+    host, port = server.stun_address
+    print(
+        f"xp2p cloud {__version__} listening on {server.url} (STUN udp {host}:{port})", flush=True
+    )
+    if edge.enabled:
+        print(f"  1vN edge: {server.url}/api/v1/swarm (linger {edge.linger:g} s)", flush=True)
+    for entry in config.turn:
+        print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
+    await stop.wait()
+    await server.stop()
+
+
+def _cloud_config(args: argparse.Namespace) -> CloudConfig:
+    from xp2p.cloud.config import CloudConfig, TurnServerConfig
 
     overrides = {
         k: v
@@ -61,22 +87,7 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
             tuple(args.turn), secret(args, "XP2P_TURN_SECRET", "TURN secret"), args.turn_ttl
         )
         config = dataclasses.replace(config, turn=(*config.turn, turn))
-    edge = edge_config(args)
-    try:
-        server = CloudServer(config, edge=edge)
-    except ConfigError as exc:
-        raise SystemExit(f"xp2p cloud: {exc}") from None
-    await server.start()
-    host, port = server.stun_address
-    print(
-        f"xp2p cloud {__version__} listening on {server.url} (STUN udp {host}:{port})", flush=True
-    )
-    if edge.enabled:
-        print(f"  1vN edge: {server.url}/api/v1/swarm (linger {edge.linger:g} s)", flush=True)
-    for entry in config.turn:
-        print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
-    await stop.wait()
-    await server.stop()
+    return config
 
 
 async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
