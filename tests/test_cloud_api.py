@@ -187,6 +187,39 @@ async def test_connect_to_offline_device(client: CloudClient) -> None:
     assert (err.status, err.code) == (404, "device_offline")
 
 
+async def test_an_app_flooding_a_device_with_offers_is_rate_limited() -> None:
+    cloud = CloudServer(_config(offer_burst=3, offer_rate=0.5))
+    await cloud.start()
+    try:
+        device = await _device(cloud)
+        async with CloudClient(cloud.url, "demo-app", "demo-app-secret") as app:
+            for n in range(3):  # the burst goes through
+                assert await app.connect("DEMO", "cam1", {"n": n}) == {
+                    "echo": {"n": n},
+                    "app": "demo-app",
+                }
+            err = await _error(app.connect("DEMO", "cam1", {"n": 3}))
+            assert (err.status, err.code) == (429, "rate_limited")
+            assert "too many connection attempts to this device; retry in" in err.message
+            assert 0 < err.details["retry_after"] <= 2.0
+            # Over plain HTTP: the standard header says when to come back.
+            body = json.dumps({"offer": {"n": 4}}).encode()
+            path = "/api/v1/devices/DEMO/cam1/connect"
+            headers = sign_request("demo-app", "demo-app-secret", "POST", path, body)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(cloud.url + path, data=body, headers=headers) as resp,
+            ):
+                assert resp.status == 429
+                assert resp.headers["Retry-After"] in ("1", "2")
+            # Each device has its own budget (per app: tests/test_cloud_limits.py).
+            err = await _error(app.connect("OTHER", "cam9", {"n": 0}))
+            assert err.code == "device_offline"  # not rate_limited
+        await device.close()
+    finally:
+        await cloud.stop()
+
+
 async def test_connect_device_timeout(server: CloudServer, client: CloudClient) -> None:
     async def silent(request: OfferRequest) -> dict[str, Any]:
         await asyncio.sleep(30)

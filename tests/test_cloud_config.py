@@ -22,6 +22,8 @@ stun_port = 3478
 stun_alt_port = 3479
 grant_ttl = 120
 connect_timeout = 2
+offer_rate = 0.5
+offer_burst = 4
 grant_key_file = "keys/grant.pem"
 
 [[apps]]
@@ -55,6 +57,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert (config.host, config.port, config.advertised_host) == ("0.0.0.0", 9000, "203.0.113.5")
     assert (config.stun_port, config.stun_alt_port, config.grant_ttl) == (3478, 3479, 120)
     assert config.connect_timeout == 2.0
+    assert (config.offer_rate, config.offer_burst) == (0.5, 4)
     assert config.grant_key_file == tmp_path / "keys" / "grant.pem"
     assert config.apps == (
         AppConfig("my-app", "my-app-secret-123", ("P1", "P2")),
@@ -79,6 +82,7 @@ def test_cloud_section_and_defaults(tmp_path: Path) -> None:
     assert config.advertised_host == "127.0.0.1"
     assert config.apps == () and config.turn == () and config.grant_ttl == 300
     assert config.connect_timeout == 5.0 and config.stun_alt_port is None
+    assert (config.offer_rate, config.offer_burst) == (2.0, 20)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +94,10 @@ def test_cloud_section_and_defaults(tmp_path: Path) -> None:
         ("stun_port = 3478\nstun_alt_port = 3478", "stun_alt_port"),
         ("grant_ttl = 0", "grant_ttl"),
         ("connect_timeout = -1", "connect_timeout"),
+        ("offer_rate = 0", "offer_rate"),
+        ('offer_rate = "fast"', "offer_rate"),
+        ("offer_burst = 0", "offer_burst"),
+        ("offer_burst = 2.5", "offer_burst"),
         ('host = ""', "host"),
         ("colour = 1", "colour"),
         ("[[apps]]\nkey = 'a'", "apps[0].secret"),

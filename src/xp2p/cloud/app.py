@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +39,7 @@ from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig
 from xp2p.cloud.device_ws import DeviceGateway
 from xp2p.cloud.edge import EdgeConfig, EdgeService
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
+from xp2p.cloud.limits import RateLimiter
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.stun import StunServer, start_stun_server
 from xp2p.httpd import host_in_url, start_site
@@ -81,7 +83,9 @@ async def _json_errors(
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        retry = exc.extra.get("retry_after")
+        headers = {"Retry-After": str(math.ceil(retry))} if retry is not None else None
+        return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -120,6 +124,7 @@ class CloudServer:
         self.registry: DeviceRegistry = registry or MemoryRegistry()
         self.hub = SignallingHub()
         self._clock = clock
+        self._offers = RateLimiter(config.offer_rate, config.offer_burst)
         grant_key = config.load_grant_key()
         self._signer = GrantSigner(grant_key)
         self._verifier = RequestVerifier({a.key: a.secret for a in config.apps})
@@ -331,6 +336,15 @@ class CloudServer:
             raise ApiError(400, "bad_request", "offer must be a JSON object")
         if len(json.dumps(offer, separators=(",", ":"))) > MAX_OFFER_SIZE:
             raise ApiError(400, "bad_request", f"offer exceeds {MAX_OFFER_SIZE} bytes")
+        wait = self._offers.take((app.key, pid, dev), time.monotonic())
+        if wait > 0:
+            logger.warning("app %s: too many offers to %s/%s, refused one", app.key, pid, dev)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many connection attempts to this device; retry in {wait:.1f} s",
+                retry_after=round(wait, 3),
+            )
         logger.info("offer from app %s to %s/%s", app.key, pid, dev)
         try:
             answer = await self.hub.relay_offer(

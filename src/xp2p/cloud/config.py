@@ -97,6 +97,10 @@ class CloudConfig:
     connect_timeout: float = 5.0
     turn: tuple[TurnServerConfig, ...] = ()
     grant_key_file: Path | None = None
+    #: Connection attempts (offers) one app may make to one device: ``offer_burst`` at once,
+    #: then ``offer_rate`` per second; beyond that 429 rate_limited (each costs the device).
+    offer_rate: float = 2.0
+    offer_burst: int = 20
 
     def __post_init__(self) -> None:
         _check(bool(self.host), "host", "must not be empty")
@@ -135,6 +139,12 @@ class CloudConfig:
             "connect_timeout",
             "must be a number of seconds in (0, 120]",
         )
+        _check(
+            _is_number(self.offer_rate) and 0 < self.offer_rate <= 1000,
+            "offer_rate",
+            "must be a number of offers per second in (0, 1000]",
+        )
+        _check_int(self.offer_burst, "offer_burst", 1, 10000)
         keys: set[str] = set()
         for i, app in enumerate(self.apps):
             where = f"apps[{i}]"
@@ -247,7 +257,7 @@ class CloudConfig:
         known = {
             "host", "port", "public_host", "stun_port", "stun_alt_port", "stun_alt_host",
             "apps", "devices",
-            "grant_ttl", "connect_timeout", "turn", "grant_key_file",
+            "grant_ttl", "connect_timeout", "turn", "grant_key_file", "offer_rate", "offer_burst",
         }  # fmt: skip
         # The 1vN edge's table shares the file (`xp2p.cloud.edge.config.EdgeConfig`).
         unknown = sorted(set(doc) - known - {"edge"})
@@ -257,13 +267,14 @@ class CloudConfig:
         for name in ("host", "public_host", "stun_alt_host"):
             if name in doc:
                 kw[name] = _typed(doc[name], str, name)
-        for name in ("port", "stun_port", "stun_alt_port", "grant_ttl"):
+        for name in ("port", "stun_port", "stun_alt_port", "grant_ttl", "offer_burst"):
             if name in doc:
                 kw[name] = _typed(doc[name], int, name)
-        if "connect_timeout" in doc:
-            value = doc["connect_timeout"]
-            _check(_is_number(value), "connect_timeout", "must be a number")
-            kw["connect_timeout"] = float(value)
+        for name in ("connect_timeout", "offer_rate"):
+            if name in doc:
+                value = doc[name]
+                _check(_is_number(value), name, "must be a number")
+                kw[name] = float(value)
         if "grant_key_file" in doc:
             key_path = Path(_typed(doc["grant_key_file"], str, "grant_key_file"))
             if base_dir is not None and not key_path.is_absolute():
