@@ -133,3 +133,32 @@ async def test_a_vanished_viewer_frees_its_slot_when_its_link_times_out(
     assert waited < idle_timeout + 6.0
     assert await device_st(a) == [{"status": "0", "appConnectNum": "2"}]
     assert len(small_device.links) == 2  # b's link is gone on the device
+
+
+async def test_links_past_max_links_are_refused_until_one_closes(stack: Stack) -> None:
+    """Links that only send commands hold no viewer slot, but each costs the device; past
+    ``max_links`` an offer gets 503 busy, and a closed link makes room again."""
+    swap = DeviceSwap(stack)
+    device = await swap.start(max_links=2)
+    modules = [P2PModule() for _ in range(3)]
+    try:
+        for module in modules:
+            await module.init(stack.app_params)
+        a, b, c = modules
+        await a.start_p2p_service("cam", DEVICE)
+        await b.start_p2p_service("cam", DEVICE)
+        with pytest.raises(XP2PError) as e:
+            await c.start_p2p_service("cam", DEVICE)
+        assert e.value.code == ErrorCode.START_STREAM_FAILED
+        assert "busy: 2 links already open" in e.value.message
+        assert len(device.links) == 2
+        closed = [asyncio.ensure_future(link.wait_closed()) for link in device.links]
+        await a.stop_p2p_service("cam")
+        done, _ = await asyncio.wait(closed, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1  # the device saw a's link close; b's is up
+        await c.start_p2p_service("cam", DEVICE)
+        assert (await device_st(c))[0]["status"] == "0"
+    finally:
+        for module in modules:
+            await module.destroy()
+        await swap.close()

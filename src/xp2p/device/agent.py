@@ -46,6 +46,7 @@ class DeviceAgent:
         self.routes = DeviceRoutes(config, self._channels)
         self.links: set[Link] = set()
         self._pending: set[asyncio.Future[Link]] = set()
+        self._answering = 0  #: offers whose answer is being prepared
         self._verifier: GrantVerifier | None = None
         self._ice_servers: tuple[IceServer, ...] = ()
         #: This device's NAT as its last probe found it (``link.nat.NatType`` values).
@@ -152,6 +153,14 @@ class DeviceAgent:
             raise OfferRejected(400, exc.args[0]) from exc
         grant = self._check_grant(token)
         label = f"app {grant.app_key} (grant {grant.grant_id[:8]})"
+        # Each offer costs an ICE agent and TURN allocations: bounded, whoever sends them.
+        opening = self._answering + len(self._pending)
+        if opening >= self.config.max_pending_links:
+            logger.warning("refused %s: %d links already being set up", label, opening)
+            raise OfferRejected(503, "busy: too many connections being set up; retry shortly")
+        if len(self.links) + opening >= self.config.max_links:
+            logger.warning("refused %s: %d links open", label, len(self.links))
+            raise OfferRejected(503, f"busy: {self.config.max_links} links already open")
         link_config = replace(
             self.config.link,
             ice_servers=request.ice_servers or self._ice_servers or self.config.link.ice_servers,
@@ -161,12 +170,15 @@ class DeviceAgent:
         async def handler(req: IncomingRequest) -> None:
             await self.routes.handle(req, grant)
 
+        self._answering += 1  # gathering, before the link is pending
         try:
             pending = await accept_link(
                 link_config, self.identity, remote, handler=handler, peer_label=label
             )
         except LinkError as exc:
             raise OfferRejected(500, f"cannot open a link: {exc}") from exc
+        finally:
+            self._answering -= 1
         self._pending.add(pending.link)
         self._spawn(self._adopt(pending.link, label))
         return pending.answer

@@ -36,6 +36,10 @@ class DeviceConfig:
     max_lag: float = 3.0
     #: Viewers that may pull live video at once; more get 503 (SPEC §7).
     max_viewers: int = 4
+    #: Links being set up at once (ICE, TURN, QUIC handshake: the costly part); more get 503.
+    max_pending_links: int = 8
+    #: Open links, pulling or not (commands, talk-back); more get 503.
+    max_links: int = 32
     #: Recordings live in ``<recordings_dir>/ch<N>/``; None = no recording, no files.
     recordings_dir: Path | None = None
     #: Length of one recorded segment file, and what the recorder keeps.
