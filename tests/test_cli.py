@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from xp2p.cli import build_parser, main
+from xp2p.cli.common import link_config
+from xp2p.device.http_origin import self_signed_certificate
 
 
 def subcommands() -> list[str]:
@@ -78,3 +80,27 @@ def test_a_missing_cloud_config_names_the_file() -> None:
     assert str(exit_.value.code) == (
         "xp2p cloud: /nonexistent/cloud.toml: cannot read: No such file or directory"
     )
+
+
+def test_turn_ca_is_read_and_checked_when_the_command_starts(tmp_path: Path) -> None:
+    cert, _key = self_signed_certificate(tmp_path)
+    args = build_parser().parse_args(
+        ["watch", "DEMO/cam1", "--app-key", "k", "--turn-ca", str(cert)]
+    )
+    assert link_config(args).turn_tls_ca == cert.read_text()
+    assert link_config(build_parser().parse_args(["device", "DEMO/cam1"])).turn_tls_ca is None
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for path, problem in [(not_pem, "not a PEM CA certificate"), (tmp_path / "no.pem", "No such")]:
+        args = build_parser().parse_args(["device", "DEMO/cam1", "--turn-ca", str(path)])
+        with pytest.raises(SystemExit) as exit_:
+            link_config(args)
+        assert str(exit_.value.code).startswith(f"xp2p: --turn-ca {path}: {problem}")
+
+
+def test_max_links_below_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XP2P_DEVICE_SECRET", "x" * 16)
+    with pytest.raises(SystemExit) as exit_:
+        main(["device", "DEMO/cam1", "--max-links", "0"])
+    assert "--max-links" in str(exit_.value.code)

@@ -9,7 +9,7 @@ import sys
 from typing import NoReturn
 from urllib.parse import quote
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
 from xp2p.errors import XP2PError
 
 #: Exit statuses besides 0 (success) and argparse's 2 (bad usage).
@@ -58,7 +58,7 @@ async def _cmd_cmd(args: argparse.Namespace, stop: asyncio.Event) -> None:
     product, device = split_device(args.device)
     query = build_query(args)
     params = app_params(args)
-    module = P2PModule()
+    module = P2PModule(link_config(args))
 
     async def exchange() -> CommandResult:
         await module.init(params)

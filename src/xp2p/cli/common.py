@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from xp2p.watchdog import watch_running_loop
 
 if TYPE_CHECKING:
+    from xp2p.link import LinkConfig
     from xp2p.media import MediaSource
     from xp2p.viewer import AppParams
 
@@ -126,6 +127,34 @@ def add_app_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
     parser.add_argument("--app-key", required=True, help="the app's key")
     parser.add_argument("--secret-file", help="file holding the app secret")
+    add_turn_ca_arg(parser)
+
+
+def add_turn_ca_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--turn-ca",
+        type=Path,
+        metavar="PEM",
+        help="verify turns: relays against this CA alone (default: the system's trust store)",
+    )
+
+
+def link_config(args: argparse.Namespace) -> LinkConfig:
+    """The link settings the command line sets: ``--turn-ca``, checked now rather than at
+    the first relayed connection."""
+    from xp2p.link import LinkConfig
+    from xp2p.link.ice import LinkError, turn_tls_context
+
+    if args.turn_ca is None:
+        return LinkConfig()
+    try:
+        pem = Path(args.turn_ca).read_text()
+        turn_tls_context(pem)
+    except OSError as exc:
+        raise SystemExit(f"xp2p: --turn-ca {args.turn_ca}: {exc.strerror}") from None
+    except (LinkError, ValueError) as exc:
+        raise SystemExit(f"xp2p: --turn-ca {args.turn_ca}: not a PEM CA certificate") from exc
+    return LinkConfig(turn_tls_ca=pem)
 
 
 def app_params(args: argparse.Namespace) -> AppParams:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
 from xp2p.errors import XP2PError
 
 #: Bytes gathered from the link's small chunks before they are hashed and written.
@@ -336,7 +336,7 @@ async def _cmd_download(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
     product, device = split_device(args.device)
     params = app_params(args)
-    module = P2PModule()
+    module = P2PModule(link_config(args))
     try:
         await module.init(params)
         info = StreamInfo(product_id=product, device_name=device)

@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
 
 if TYPE_CHECKING:
     from xp2p.viewer import P2PModule
@@ -100,7 +100,7 @@ async def _run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     else:
         month = args.month or datetime.now(UTC).strftime("%Y%m")
         start, end = month_window(month)
-    module = P2PModule()
+    module = P2PModule(link_config(args))
     params = app_params(args)
     try:
         await module.init(params)

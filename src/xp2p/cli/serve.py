@@ -14,7 +14,9 @@ from xp2p.cli.common import (
     Subparsers,
     add_app_args,
     add_source_args,
+    add_turn_ca_arg,
     app_params,
+    link_config,
     secret,
     source_factory,
     split_device,
@@ -100,6 +102,7 @@ async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
         device_name=device,
         device_secret=secret(args, "XP2P_DEVICE_SECRET", "device secret"),
         channels={0: ChannelConfig(default=source_factory(args))},
+        link=link_config(args),
     )
     agent = DeviceAgent(with_device_options(config, args))
     await agent.start()
@@ -117,7 +120,7 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.viewer import P2PModule
 
     product, device = split_device(args.device)
-    module = P2PModule()
+    module = P2PModule(link_config(args))
     params = app_params(args)
     try:
         await module.init(params)
@@ -190,16 +193,25 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-viewers", type=int, default=4, help="viewers that may pull video at once (4)"
     )
+    group.add_argument(
+        "--max-links",
+        type=int,
+        default=32,
+        help="open links, pulling or not (32); more viewers get 503 busy",
+    )
 
 
 def with_device_options(config: DeviceConfig, args: argparse.Namespace) -> DeviceConfig:
-    if args.max_viewers < 1 or args.segment_seconds < 1:
-        raise SystemExit("xp2p: --max-viewers and --segment-seconds must be at least 1")
+    if min(args.max_viewers, args.max_links, args.segment_seconds) < 1:
+        raise SystemExit(
+            "xp2p: --max-viewers, --max-links and --segment-seconds must be at least 1"
+        )
     return dataclasses.replace(
         config,
         recordings_dir=args.recordings_dir,
         segment_seconds=args.segment_seconds,
         max_viewers=args.max_viewers,
+        max_links=args.max_links,
     )
 
 
@@ -279,6 +291,7 @@ def register(commands: Subparsers) -> None:
     device.add_argument("device", metavar="PRODUCT/DEVICE")
     device.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
     device.add_argument("--secret-file", help="file holding the device secret")
+    add_turn_ca_arg(device)
     add_source_args(device)
     add_device_args(device)
 

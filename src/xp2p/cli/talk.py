@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, split_device
+from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
 from xp2p.errors import ErrorCode, XP2PError
 
 SERVICE_ID = "talk"
@@ -143,7 +143,7 @@ async def _cmd_talk(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
     product, device = split_device(args.device)
     pcm = await _load_pcm(args)
-    module = P2PModule()
+    module = P2PModule(link_config(args))
     await module.init(app_params(args))
     finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
     try:
