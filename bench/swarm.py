@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
     sys.path.insert(0, str(HERE))
+# tests/ holds what the swarm's multi-process test starts its cloud with, too.
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 from _common import Row, clean, log, median, p95, print_rows, standard_arguments, write_json  # noqa: E402
+from procs import free_port, write_cloud_config  # noqa: E402
 
 VIEWER = HERE.parent / "tests" / "swarm_viewer.py"
 VIEWERS, QUICK_VIEWERS = 20, 6
@@ -53,13 +55,6 @@ WARMUP = 5.0
 DURATION, QUICK_DURATION = 600.0, 40.0
 BITRATE = 2_000_000
 APP_KEY = "bench-app"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_http(url: str, timeout: float = 30.0) -> None:
@@ -96,13 +91,8 @@ def run(
     playout_delay: float = 0.0,
 ) -> dict[str, Any]:
     secret = secrets.token_urlsafe(18)
-    http_port, origin_port = _free_port(), _free_port()
-    config = work / "cloud.toml"
-    config.write_text(
-        f'host = "127.0.0.1"\nport = {http_port}\nstun_port = 0\n'
-        f'[[apps]]\nkey = "{APP_KEY}"\nsecret = "{secret}"\nproducts = ["*"]\n'
-    )
-    config.chmod(0o600)
+    http_port, origin_port = free_port(), free_port()
+    config = write_cloud_config(work / "cloud.toml", http_port, APP_KEY, secret)
     source = f"http://127.0.0.1:{origin_port}/live/bench.flv"
     cloud_url = f"http://127.0.0.1:{http_port}"
     started: list[subprocess.Popen[bytes]] = []

@@ -1,10 +1,12 @@
-"""A started program whose output goes to a log file the tests read (lines, JSON events)."""
+"""A started program whose output goes to a log file the tests read (lines, JSON events),
+and what starting one on loopback needs: a free port, a cloud config. (Benches use it too.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +15,25 @@ from pathlib import Path
 from typing import Any
 
 Launcher = Callable[..., "subprocess.Popen[bytes]"]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 now (TCP, or UDP with ``socket.SOCK_DGRAM``)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_cloud_config(path: Path, port: int, app_key: str, app_secret: str) -> Path:
+    """An ``xp2p cloud`` config on 127.0.0.1:``port`` (STUN on any free port) with one app
+    allowed every product; readable by its owner only, as it holds the secret."""
+    path.write_text(
+        f'host = "127.0.0.1"\nport = {port}\nstun_port = 0\n'
+        f'[[apps]]\nkey = "{app_key}"\nsecret = "{app_secret}"\nproducts = ["*"]\n'
+    )
+    path.chmod(0o600)
+    return path
 
 
 @dataclass

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import shutil
-import socket
 import struct
 import subprocess
 import threading
@@ -39,6 +38,8 @@ from xp2p.media import (
     make_test_flv,
     remux_items,
 )
+
+from .procs import free_port
 
 SMALL = TestPatternConfig(width=320, height=240, fps=25, gop=25, bitrate=300_000)
 
@@ -287,13 +288,6 @@ def test_file_source_missing_file(tmp_path: Path) -> None:
 
 
 # -- URLs ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def expect_media_error(source: UrlSource) -> MediaError:

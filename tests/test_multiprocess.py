@@ -12,18 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from .procs import Proc
+from .procs import Proc, free_port
 
 pytestmark = pytest.mark.multiprocess
 
 FFPROBE = shutil.which("ffprobe")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _xp2p(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from xp2p.swarm import Chunk, InitChunk, StreamAssembler
 from xp2p.swarm import edge_api as api
 
 from .edge_support import APP_KEY, APP_SECRET, FFMPEG, FFPROBE, EdgeClient, ffprobe_frames
+from .procs import free_port
 
 PATTERN = TestPatternConfig(width=320, height=180, fps=25, bitrate=300_000, gop=25)
 #: A third-party live HTTP-FLV server: ffmpeg serving one client (the URL goes last).
@@ -107,18 +107,12 @@ async def test_the_edge_pulls_an_https_origin_with_its_self_signed_certificate(
         assert "TLS" in doc["message"] or "certificate" in doc["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @needs_ffmpeg
 async def test_the_edge_pulls_a_third_party_ffmpeg_http_flv_server(
     edge: tuple[EdgeServer, Path], tmp_path: Path
 ) -> None:
     server, _ = edge
-    url = f"http://127.0.0.1:{_free_port()}/x.flv"
+    url = f"http://127.0.0.1:{free_port()}/x.flv"
     ffmpeg = await asyncio.create_subprocess_exec(
         FFMPEG or "ffmpeg",
         *FFMPEG_SOURCE.split(),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -22,19 +21,12 @@ from xp2p.viewer.cloud_client import CloudError
 from xp2p.viewer.swarm.edge_client import EdgeClient
 
 from .ffprobe import FFPROBE, decodes_h264
-from .procs import Proc
+from .procs import Proc, free_port, write_cloud_config
 
 pytestmark = pytest.mark.multiprocess
 VIEWER = Path(__file__).with_name("swarm_viewer.py")
 APP_KEY = "swarm-test-app"
 SECONDS = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -78,12 +70,8 @@ def test_viewer_processes_feed_each_other_and_play_the_edges_bytes(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
     secret = secrets.token_urlsafe(18)
-    http_port, origin_port = _free_port(), _free_port()
-    config = tmp_path / "cloud.toml"
-    config.write_text(
-        f'host = "127.0.0.1"\nport = {http_port}\nstun_port = 0\n'
-        f'[[apps]]\nkey = "{APP_KEY}"\nsecret = "{secret}"\nproducts = ["*"]\n'
-    )
+    http_port, origin_port = free_port(), free_port()
+    config = write_cloud_config(tmp_path / "cloud.toml", http_port, APP_KEY, secret)
     xp2p = [sys.executable, "-m", "xp2p"]
     origin = Proc.start(
         "origin",
