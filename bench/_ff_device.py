@@ -8,7 +8,7 @@ pull: start bytes (header, sequence headers, cached GOP) then each batch as it c
 ``--trace`` it records the device's phases (see ``_ff_trace``) and serves them on
 ``GET /trace`` (the events so far, then forgets them).
 
-    python bench/_ff_device.py [--trace] [--congestion-control NAME]
+    python -m bench._ff_device [--trace] [--congestion-control NAME]
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aiohttp import web
 
-from _common import serve_live_channel
-
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from bench._common import serve_live_channel
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
 from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
@@ -61,7 +56,7 @@ def baseline_app(live: LiveChannel, trace: list[dict[str, object]] | None) -> we
 async def serve(trace: bool, congestion_control: str) -> None:
     events: list[dict[str, object]] | None = None
     if trace:
-        from _ff_trace import install_device_trace
+        from bench._ff_trace import install_device_trace
 
         events = install_device_trace()
     cloud = CloudServer(CloudConfig.demo(port=0, stun_port=0))

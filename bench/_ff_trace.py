@@ -330,7 +330,7 @@ def _median(values: list[float]) -> float | None:
 
 
 def print_breakdown(results: Any) -> None:
-    from _common import print_table
+    from bench._common import print_table
 
     for title, phases_of in (
         ("connected: where the time goes (median of runs, ms)", connect_phases),
@@ -362,7 +362,7 @@ def print_breakdown(results: Any) -> None:
 
 
 def _print_sends(rtt_ms: float, which: str, run: Any) -> None:
-    from _common import print_table
+    from bench._common import print_table
 
     assert run.trace is not None
     write0 = _write0(run.trace)

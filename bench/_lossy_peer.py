@@ -1,7 +1,7 @@
 """One end of bench/lossy_link.py, run inside its network namespace (``ip netns exec``).
 
-    python bench/_lossy_peer.py device --addr A [--port P] [--congestion-control NAME]
-    python bench/_lossy_peer.py viewer --addr A --device D [--port P] [--congestion-control NAME]
+    python -m bench._lossy_peer device --addr A [--port P] [--congestion-control NAME]
+    python -m bench._lossy_peer viewer --addr A --device D [--port P] [--congestion-control NAME]
 
 The two ends talk JSON lines with the orchestrator on stdin/stdout (it also carries the
 link's offer and answer, which are the only signalling):
@@ -29,13 +29,9 @@ import json
 import os
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
-# tests/ holds the synthetic stream the link's loss tests use too.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from live_stream import FPS, LiveWatch, stream_pieces
+from tests.support.live_stream import FPS, LiveWatch, stream_pieces
 
 CHUNK = 64 * 1024
 

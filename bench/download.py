@@ -26,7 +26,7 @@ kernel's UDP receive-buffer drops: the evidence for where the time goes. ``--sen
 before/after runs); ``--udp-rcvbuf B`` and ``--pacing-bucket N`` patch the link for an
 experiment (bigger UDP receive buffers; aioquic's pacer releasing up to N datagrams a wake).
 
-    python bench/download.py [--quick] [--json PATH] [--mb N] [--reps N] [--rtt 0,50,100]
+    python -m bench.download [--quick] [--json PATH] [--mb N] [--reps N] [--rtt 0,50,100]
         [--send-buffer B] [--max-stream-data B] [--max-data B] [--udp-rcvbuf B]
         [--pacing-bucket N]
 """
@@ -50,10 +50,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import Row, log, median, print_rows, print_table, standard_arguments, write_json
+from bench._common import Row, log, median, print_rows, print_table, standard_arguments, write_json
 
 FILE = "bench.bin"
 CHUNK = 256 * 1024

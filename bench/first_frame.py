@@ -1,7 +1,7 @@
 """Time to a connected link and to the first keyframe, beside HTTP-FLV over TCP, in one run.
 
 The cloud, a test-pattern device (640x360@25, 800 kbit/s, GOP 50) and a plain HTTP-FLV server
-on the device's own ``LiveChannel`` run in a child process (``_ff_device.py``); the viewer runs
+on the device's own ``LiveChannel`` run in a child process (``bench._ff_device``); the viewer runs
 here, so the encoder never shares the viewer's event loop. For each conditioner RTT (the
 link's user-space conditioner, at the viewer's end, in both directions, so ICE checks, the
 QUIC handshake and the video all see it) every run opens a new service (a new link):
@@ -20,7 +20,7 @@ Targets: first keyframe <= 1 RTT + 30 ms after start_stream; connected <= 3 RTT 
 start_p2p_service; a row passes when its median is within the target. ``--trace`` also
 records each phase on both ends (``_ff_trace.py``) and prints where the time went.
 
-    python bench/first_frame.py [--quick] [--runs N] [--rtt 0,50,100] [--trace] [--json PATH]
+    python -m bench.first_frame [--quick] [--runs N] [--rtt 0,50,100] [--trace] [--json PATH]
 """
 
 from __future__ import annotations
@@ -36,11 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import Row, clean, log, median, p95, print_table, standard_arguments, write_json
-from _ff_proxy import DelayProxy, KeyframeWatch, TcpRun, fetch_first_keyframe
+from bench._common import Row, clean, log, median, p95, print_table, standard_arguments, write_json
+from bench._ff_proxy import DelayProxy, KeyframeWatch, TcpRun, fetch_first_keyframe
 
 HERE = Path(__file__).resolve().parent
 RTTS = (0, 50, 100)
@@ -307,10 +304,10 @@ async def run_bench(
     """Everything but the printing; ``device_argv`` lets an experiment run another far end."""
     recorder = None
     if trace:
-        from _ff_trace import install_viewer_trace
+        from bench._ff_trace import install_viewer_trace
 
         recorder = install_viewer_trace()
-    argv = list(device_argv or [sys.executable, str(HERE / "_ff_device.py")])
+    argv = list(device_argv or [sys.executable, "-m", "bench._ff_device"])
     if trace and "--trace" not in argv:
         argv.append("--trace")
     async with DeviceProcess(argv) as device:
@@ -333,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarise(results)
     print_summary(rows, runs)
     if args.trace:
-        from _ff_trace import print_breakdown
+        from bench._ff_trace import print_breakdown
 
         print_breakdown(results)
     if args.json:

@@ -14,7 +14,8 @@ loss rate:
 * **live stalls**: a synthetic 4 Mbit/s FLV stream (25 fps, fixed-size tags, real
   timestamps) written frame by frame as its media time comes, over the same three
   transports; the viewer counts what a player with a 500 ms jitter buffer would stall on
-  (``tests/live_stream.StallDetector``) and how long it would sit stalled, and checks the bytes.
+  (``tests/support/live_stream.StallDetector``) and how long it would sit stalled, and checks
+  the bytes.
 
 Rows: ``link_goodput@L%`` (baseline: TCP BBR; target >= 4 Mbit/s, the stream's rate),
 ``tcp_cubic_goodput@L%``, ``tcp_bbr_goodput@L%``, ``link_live_stalls@L%`` (baseline: TCP
@@ -22,7 +23,7 @@ BBR; target 0 at 0 and 1 %) and the two TCP stall counts. Needs root (namespaces
 iptables) and the NetfilterQueue package. The namespaces (prefix ``xpll-``) are deleted on
 exit, on a crash and, if an earlier run left any, at start.
 
-    sudo .venv/bin/python bench/lossy_link.py [--quick] [--json PATH] [--loss 0,1,5]
+    sudo .venv/bin/python -m bench.lossy_link [--quick] [--json PATH] [--loss 0,1,5]
         [--rtt 50] [--bulk S] [--live S] [--reps N] [--link-cc NAME]
 """
 
@@ -42,13 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import Row, log, median, print_rows, print_table, standard_arguments, write_json
+from bench._common import Row, log, median, print_rows, print_table, standard_arguments, write_json
 
 HERE = Path(__file__).resolve().parent
-PEER = HERE / "_lossy_peer.py"
 DELAYER = HERE.parent / "tests" / "natlab" / "delayer.py"
 PREFIX = "xpll-"
 NS = {"viewer": PREFIX + "v", "device": PREFIX + "d"}
@@ -57,7 +54,7 @@ ADDR = {"viewer": "198.51.100.1", "device": "198.51.100.2"}
 QUEUE_NUM = 7
 TCP_PORT = 5201
 CASES = ("link", "tcp_cubic", "tcp_bbr")
-LIVE_BITRATE = 4.0  #: Mbit/s of the synthetic stream (tests/live_stream.py)
+LIVE_BITRATE = 4.0  #: Mbit/s of the synthetic stream (tests/support/live_stream.py)
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -160,7 +157,7 @@ class Peer:
     """``_lossy_peer.py`` in a namespace, spoken to in JSON lines."""
 
     def __init__(self, role: str, link_cc: str | None) -> None:
-        argv = ["ip", "netns", "exec", NS[role], sys.executable, str(PEER), role]
+        argv = ["ip", "netns", "exec", NS[role], sys.executable, "-m", "bench._lossy_peer", role]
         argv += ["--addr", ADDR[role], "--port", str(TCP_PORT)]
         if role == "viewer":
             argv += ["--device", ADDR["device"]]

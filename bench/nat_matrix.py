@@ -10,7 +10,7 @@ pulls half a second of live video.
 Targets (issue 4): 100 % connected, 100 % of theoretically-direct pairs direct, connect time
 <= 3 RTT + 150 ms for direct pairs and <= 5 RTT + 300 ms for relayed ones. Anchors: plain
 ICE connects directly in about 70-85 % of field sessions, Tailscale reports > 90 %.
-Needs root (namespaces); run as ``sudo .venv/bin/python bench/nat_matrix.py``.
+Needs root (namespaces); run as ``sudo .venv/bin/python -m bench.nat_matrix``.
 """
 
 from __future__ import annotations
@@ -21,21 +21,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))  # tests.natlab
-
-from tests.natlab.lab import (  # noqa: E402
+from tests.natlab.lab import (
     NAT_KINDS,
     NatKind,
     NatLab,
     direct_possible,
     unavailable_reason,
 )
-from tests.natlab.world import new_world  # noqa: E402
+from tests.natlab.world import new_world
 
-from _common import (  # noqa: E402
+from bench._common import (
     Row,
     clean,
     log,
@@ -45,6 +40,8 @@ from _common import (  # noqa: E402
     standard_arguments,
     write_json,
 )
+
+HERE = Path(__file__).resolve().parent
 
 RUNS, QUICK_RUNS = 10, 2
 RTTS = (0.0, 60.0)

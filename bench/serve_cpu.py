@@ -16,7 +16,7 @@ rows; a case's cost per viewer-minute is (window CPU - idle CPU) / (N x window m
 Each case starts its viewers, lets them pass the GOP burst, then measures; cases alternate
 link and TCP for each N so slow drift hits both alike.
 
-    python bench/serve_cpu.py [--quick] [--json PATH] [--window S] [--viewers 1,2,4]
+    python -m bench.serve_cpu [--quick] [--json PATH] [--window S] [--viewers 1,2,4]
 """
 
 from __future__ import annotations
@@ -35,10 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (
+from bench._common import (
     Row,
     log,
     print_rows,
@@ -237,7 +234,8 @@ class Child:
     async def start(cls, role: str, setup: dict[str, Any]) -> Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(HERE),
+            "-m",
+            "bench.serve_cpu",
             "--role",
             role,
             stdin=asyncio.subprocess.PIPE,

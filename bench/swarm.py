@@ -38,16 +38,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import free_port, write_cloud_config
+
+from bench._common import Row, clean, log, median, p95, print_rows, standard_arguments, write_json
+
 HERE = Path(__file__).resolve().parent
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(HERE))
-# tests/ holds what the swarm's multi-process test starts its cloud with, too.
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import Row, clean, log, median, p95, print_rows, standard_arguments, write_json  # noqa: E402
-from procs import free_port, write_cloud_config  # noqa: E402
-
-VIEWER = HERE.parent / "tests" / "swarm_viewer.py"
+VIEWER = HERE.parent / "tests" / "support" / "swarm_viewer.py"
 VIEWERS, QUICK_VIEWERS = 20, 6
 FIRST = "p0-0"  #: the viewer that opens the room
 #: How long the room's first viewer watches alone (longer than the default playout delay).

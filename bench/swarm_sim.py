@@ -1,6 +1,6 @@
 """1vN swarm: the simulator's figures at N = 100 and 1,000, and the cost of chunk signatures.
 
-`python bench/swarm_sim.py [--quick] [--json PATH] [--duration S] [--seed N] [--no-signing]`
+`python -m bench.swarm_sim [--quick] [--json PATH] [--duration S] [--seed N] [--no-signing]`
 
 Runs `xp2p.swarm.sim` (the real `ChunkScheduler` in every simulated viewer) with churn
 (exponential sessions, mean 120 s) and a flash crowd (50 joins in 5 s), and prints the rows
@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from _common import Row, log, print_rows, standard_arguments, write_json
+from bench._common import Row, log, print_rows, standard_arguments, write_json
 from xp2p.swarm.metrics import report_rows
 from xp2p.swarm.sim import SimConfig, Simulation
 

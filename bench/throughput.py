@@ -16,7 +16,7 @@ Timed on the receiver, from sending the request to the last byte; CPU is ``proce
 each process over the transfer (the sender's until the connection closes). MB = 10^6 bytes.
 Setup (imports, key generation, ICE, handshake) is outside the timed part.
 
-    python bench/throughput.py [--quick] [--json PATH] [--mb N] [--reps N] [--rate MB/s]
+    python -m bench.throughput [--quick] [--json PATH] [--mb N] [--reps N] [--rate MB/s]
                                [--pin none|apart|together] [--profile DIR] [--cases link,raw]
 """
 
@@ -35,10 +35,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0], not the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import Row, log, median, p95, print_rows, print_table, standard_arguments, write_json
+from bench._common import (
+    Row,
+    log,
+    median,
+    p95,
+    print_rows,
+    print_table,
+    standard_arguments,
+    write_json,
+)
 
 CHUNK = 64 * 1024
 TARGET_RATIO = 0.80

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ..ffprobe import FFPROBE, decodes_h264
+from tests.support.ffprobe import FFPROBE, decodes_h264
+
 from .lab import NAT_KINDS, NatKind, NatLab, direct_possible
 from .world import LabWorld
 

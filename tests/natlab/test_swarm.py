@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ..ffprobe import FFPROBE, decodes_h264
-from ..procs import Proc
+from tests.support.ffprobe import FFPROBE, decodes_h264
+from tests.support.procs import Proc
+
 from .lab import CLOUD_IP, NatKind, NatLab
 from .world import APP_KEY, CLOUD_URL, LabWorld
 
@@ -20,7 +21,7 @@ pytestmark = [
     pytest.mark.natlab,
     pytest.mark.skipif(FFPROBE is None, reason="ffprobe missing: scripts/setup.sh installs it"),
 ]
-VIEWER = Path(__file__).resolve().parent.parent / "swarm_viewer.py"
+VIEWER = Path(__file__).resolve().parent.parent / "support" / "swarm_viewer.py"
 SECONDS = 25.0
 
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.coturn import Coturn, start_coturn
+from tests.support.procs import Proc
+
 from .lab import CLOUD_ALT_IP, CLOUD_IP, TURN_IP, NatLab, Site
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/ for coturn.py when run from bench/
-from coturn import Coturn, start_coturn  # noqa: E402
-from procs import Proc  # noqa: E402
 
 CLOUD_URL = f"http://{CLOUD_IP}:8080"
 APP_KEY = "lab-app"

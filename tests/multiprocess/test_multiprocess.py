@@ -1,0 +1,120 @@
+"""Real `xp2p` processes: cloud, device and watcher; ffprobe decodes the player URL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import Proc, free_port
+
+pytestmark = pytest.mark.multiprocess
+
+FFPROBE = shutil.which("ffprobe")
+
+
+def _xp2p(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
+    return Proc.start(name, [sys.executable, "-m", "xp2p", *args], log, env)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.mark.skipif(FFPROBE is None, reason="ffprobe missing: scripts/setup.sh installs ffmpeg")
+@pytest.mark.timeout(120)
+def test_ffprobe_decodes_h264_from_the_player(tmp_path: Path, procs: list[Proc]) -> None:
+    http_port, stun_port, player_port = free_port(), free_port(socket.SOCK_DGRAM), free_port()
+    config = tmp_path / "cloud.toml"
+    config.write_text(f"""
+host = "127.0.0.1"
+port = {http_port}
+stun_port = {stun_port}
+
+[[apps]]
+key = "test-app"
+secret = "app-secret-0123456789abcdef"
+
+[[devices]]
+product_id = "DEMO"
+device_name = "cam1"
+secret = "device-secret-0123456789abcdef"
+""")
+    cloud_url = f"http://127.0.0.1:{http_port}"
+    cloud = _xp2p("cloud", ["cloud", "--config", str(config)], {}, tmp_path / "cloud.log")
+    procs.append(cloud)
+    cloud.wait_line(r"listening on")
+    device = _xp2p(
+        "device",
+        ["device", "DEMO/cam1", "--cloud", cloud_url, "--size", "320x180", "--bitrate", "300k"],
+        {"XP2P_DEVICE_SECRET": "device-secret-0123456789abcdef"},
+        tmp_path / "dev.log",
+    )
+    procs.append(device)
+    device.wait_line(r"signed in to")
+    watch = _xp2p(
+        "watch",
+        [
+            "watch",
+            "DEMO/cam1",
+            "--cloud",
+            cloud_url,
+            "--app-key",
+            "test-app",
+            "--port",
+            str(player_port),
+        ],
+        {"XP2P_APP_SECRET": "app-secret-0123456789abcdef"},
+        tmp_path / "watch.log",
+    )
+    procs.append(watch)
+    url = watch.wait_line(r"Open (http://\S+)").group(1)
+    assert url == f"http://127.0.0.1:{player_port}/live/DEMO/cam1.flv?quality=high"
+
+    probe = subprocess.run(
+        [
+            FFPROBE or "ffprobe",
+            "-v",
+            "error",
+            "-read_intervals",
+            "%+2",
+            "-show_streams",
+            "-show_frames",
+            "-select_streams",
+            "v",
+            "-of",
+            "json",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    result = json.loads(probe.stdout)
+    (video,) = result["streams"]
+    assert video["codec_name"] == "h264"
+    assert (video["width"], video["height"]) == (320, 180)
+    frames = result["frames"]
+    assert len(frames) >= 10
+    assert frames[0]["key_frame"] == 1 and frames[0]["pict_type"] == "I"
+
+    # The player closed: the pull stops (seed playerStopPull) and the watcher says so.
+    watch.wait_line(r"pull stopped", timeout=15)
+    for proc in (watch, device, cloud):
+        assert proc.stop() == 0, proc.text()
+    for proc in (watch, device, cloud):
+        text = proc.text()
+        assert "Traceback" not in text, text
+        assert "app-secret-0123456789abcdef" not in text
+        assert "device-secret-0123456789abcdef" not in text
