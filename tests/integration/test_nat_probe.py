@@ -21,16 +21,12 @@ from xp2p.cloud.stun import ALL_SOCKETS, ResponderAddresses, binding_response
 from xp2p.link import LinkError
 from xp2p.link.nat import (
     BehaviourDiscovery,
-    Dependence,
-    NatBehaviour,
-    NatType,
-    ProbeResults,
     ProbeSocket,
     ProbeTimings,
     Transmit,
-    classify,
     discover_nat_behaviour,
 )
+from xp2p.link.nat_behaviour import Dependence, NatBehaviour, NatType, ProbeResults, classify
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.viewer import module as module_module
 

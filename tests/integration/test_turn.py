@@ -23,7 +23,8 @@ from xp2p.errors import ErrorCode, XP2PError
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import LinkConfig
 from xp2p.link.config import Conditions, IceServer
-from xp2p.link.ice import LinkError, create_ice
+from xp2p.link.errors import LinkError
+from xp2p.link.ice import create_ice
 from xp2p.media import TestPatternSource
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 

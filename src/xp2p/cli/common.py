@@ -143,7 +143,8 @@ def link_config(args: argparse.Namespace) -> LinkConfig:
     """The link settings the command line sets: ``--turn-ca``, checked now rather than at
     the first relayed connection."""
     from xp2p.link import LinkConfig
-    from xp2p.link.ice import LinkError, turn_tls_context
+    from xp2p.link.errors import LinkError
+    from xp2p.link.ice import turn_tls_context
 
     if args.turn_ca is None:
         return LinkConfig()

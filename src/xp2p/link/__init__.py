@@ -1,12 +1,51 @@
-"""One authenticated, encrypted P2P link: ICE (aioice) + QUIC (aioquic) + HTTP/3."""
+"""One authenticated, encrypted P2P link: ICE (aioice) + QUIC (aioquic) + HTTP/3.
 
-from xp2p.link.config import Conditions, IceServer, LinkConfig
-from xp2p.link.connect import PendingLink, accept_link, open_link, parse_offer
-from xp2p.link.ice import IceParameters, LinkError
-from xp2p.link.identity import LinkIdentity, certificate_fingerprint
-from xp2p.link.link import Link
-from xp2p.link.requests import IncomingRequest, ResponseStream, StreamClosed
-from xp2p.link.xp2pinfo import Xp2pInfo
+The names below load on first use: ``xp2p.link.errors`` and ``xp2p.link.nat_behaviour``
+(the pure half of NAT discovery) import with the standard library alone, and importing
+them must not pull in aioice, aioquic and cryptography through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from xp2p.link.errors import LinkError, StreamClosed
+
+if TYPE_CHECKING:
+    from xp2p.link.config import Conditions, IceServer, LinkConfig
+    from xp2p.link.connect import PendingLink, accept_link, open_link, parse_offer
+    from xp2p.link.ice import IceParameters
+    from xp2p.link.identity import LinkIdentity, certificate_fingerprint
+    from xp2p.link.link import Link
+    from xp2p.link.requests import IncomingRequest, ResponseStream
+    from xp2p.link.xp2pinfo import Xp2pInfo
+
+#: name -> the module that defines it
+_LAZY = {
+    "Conditions": "config",
+    "IceServer": "config",
+    "LinkConfig": "config",
+    "PendingLink": "connect",
+    "accept_link": "connect",
+    "open_link": "connect",
+    "parse_offer": "connect",
+    "IceParameters": "ice",
+    "LinkIdentity": "identity",
+    "certificate_fingerprint": "identity",
+    "Link": "link",
+    "IncomingRequest": "requests",
+    "ResponseStream": "requests",
+    "Xp2pInfo": "xp2pinfo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xp2p.link' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xp2p.link.{module}"), name)
+
 
 __all__ = [
     "Conditions",

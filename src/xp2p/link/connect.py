@@ -26,11 +26,11 @@ from aioquic.quic.packet import pull_quic_header
 from xp2p.link import conditioner
 from xp2p.link.config import LinkConfig
 from xp2p.link.congestion import use_xp2p_pacer
+from xp2p.link.errors import LinkError
 from xp2p.link.ice import (
     RELAY_GRACE,
     IceConnection,
     IceParameters,
-    LinkError,
     connect_ice,
     create_ice,
     local_parameters,
@@ -38,7 +38,7 @@ from xp2p.link.ice import (
 )
 from xp2p.link.identity import LINK_SERVER_NAME, LinkIdentity, certificate_fingerprint
 from xp2p.link.link import Link, ReceiveWindowQuic, RequestHandler
-from xp2p.link.nat import NatType
+from xp2p.link.nat_behaviour import NatType
 
 logger = logging.getLogger("xp2p.link")
 

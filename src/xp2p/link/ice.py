@@ -21,6 +21,7 @@ from aioice.ice import CandidatePair, StunProtocol, relayed_candidate, server_re
 from aioice.mdns import is_mdns_hostname
 
 from xp2p.link.config import IceServer, LinkConfig
+from xp2p.link.errors import LinkError
 
 logger = logging.getLogger("xp2p.link")
 
@@ -35,14 +36,6 @@ RELAY_GATHER_GRACE = 0.3
 RELAY_GRACE = 0.5
 #: First retransmission timeout of a connectivity check (aioice: 0.5 s for everything).
 CHECK_RTO = 0.15
-
-
-class LinkError(Exception):
-    """The link could not be set up or was lost; ``reason`` is a short machine word."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,9 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
 from xp2p.link.config import LinkConfig
-from xp2p.link.ice import IceConnection, LinkError, selected_pair
-from xp2p.link.requests import IncomingRequest, ResponseStream, StreamClosed, check_target
+from xp2p.link.errors import LinkError, StreamClosed
+from xp2p.link.ice import IceConnection, selected_pair
+from xp2p.link.requests import IncomingRequest, ResponseStream, check_target
 
 logger = logging.getLogger("xp2p.link")
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from xp2p.link.ice import LinkError
+from xp2p.link.errors import LinkError, StreamClosed
 
 if TYPE_CHECKING:
     from xp2p.link.link import Link, _Stream
@@ -23,10 +23,6 @@ def check_target(target: str) -> None:
     bad = next((c for c in target if ord(c) <= 0x20 or ord(c) == 0x7F), None)
     if bad is not None:
         raise ValueError(f"request target contains {bad!r}; percent-encode it")
-
-
-class StreamClosed(Exception):
-    """The peer cancelled the request, or the link went down, while data was flowing."""
 
 
 class IncomingRequest:

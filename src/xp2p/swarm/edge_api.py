@@ -82,7 +82,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from xp2p.auth import b64url_decode, b64url_encode
-from xp2p.link.nat import NatType
+from xp2p.link.nat_behaviour import NatType
 
 API = "/api/v1/swarm"
 JOIN_PATH = f"{API}/join"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from xp2p.link.nat import NatType
+from xp2p.link.nat_behaviour import NatType
 from xp2p.swarm.edge_api import Neighbour, PeerStats
 
 #: NAT pairs where no direct path can exist (the link layer relays them through TURN):
