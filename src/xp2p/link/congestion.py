@@ -1,12 +1,12 @@
 """Congestion control and pacing tuned for live video's first frame.
 
 A viewer's first request is answered with the FLV header, the sequence headers and the
-current GOP at once (DESIGN: first frame costs one round trip). aioquic's cubic starts with
-RFC 9002's 10-datagram window (~12 KB) and paces it over a whole RTT, so a 20-40 KB keyframe
-took two or three round trips (bench/first_frame.py: 150 ms at 100 ms RTT, 207 ms p95).
-``xp2p-cubic`` is cubic with a 32-datagram initial window (what Google QUIC deployed) also
-after an idle reset, and the pacer lets that window leave in one burst, as Linux and
-Chromium do in slow start.
+current GOP at once (docs/architecture.md: first frame costs one round trip). aioquic's
+cubic starts with RFC 9002's 10-datagram window (~12 KB) and paces it over a whole RTT, so a
+20-40 KB keyframe took two or three round trips (bench/first_frame.py: 150 ms at 100 ms RTT,
+207 ms p95). ``xp2p-cubic`` is cubic with a 32-datagram initial window (what Google QUIC
+deployed) also after an idle reset, and the pacer lets that window leave in one burst, as
+Linux and Chromium do in slow start.
 
 ``xp2p-bbr`` (link.bbr, the default) keeps that first flight and otherwise paces at its own
 model of the path (``ModelPacer``): loss-based cubic managed 2-3.4 Mbit/s on a 50 ms path
@@ -15,12 +15,13 @@ with 1 % loss, under a 4 Mbit/s live stream.
 
 from __future__ import annotations
 
-from aioquic.quic.congestion.base import register_congestion_control
+from aioquic.quic.congestion.base import QuicCongestionControl, register_congestion_control
 from aioquic.quic.congestion.cubic import CubicCongestionControl
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
 
 from xp2p.link.bbr import INITIAL_WINDOW_PACKETS, Xp2pBbr
+from xp2p.link.quic_internals import max_datagram_size, replace_pacer
 
 CUBIC = "xp2p-cubic"
 PACING_SLACK = 1e-7  #: seconds
@@ -35,7 +36,7 @@ class Xp2pCubic(CubicCongestionControl):
     def reset(self) -> None:
         # cubic resets to the initial window after an idle period: keep ours.
         super().reset()
-        self.congestion_window = INITIAL_WINDOW_PACKETS * self._max_datagram_size
+        self.congestion_window = INITIAL_WINDOW_PACKETS * max_datagram_size(self)
 
 
 class BurstPacer(QuicPacketPacer):
@@ -45,8 +46,9 @@ class BurstPacer(QuicPacketPacer):
         super().update_rate(congestion_window, smoothed_rtt)
         if self.packet_time is None:
             return
-        burst = INITIAL_WINDOW_PACKETS * self._max_datagram_size
-        pacing_rate = self._max_datagram_size / self.packet_time
+        mss = max_datagram_size(self)
+        burst = INITIAL_WINDOW_PACKETS * mss
+        pacing_rate = mss / self.packet_time
         self.bucket_max = max(self.bucket_max, burst / pacing_rate)
 
 
@@ -72,7 +74,7 @@ class ModelPacer(QuicPacketPacer):
         if rate <= 0:
             super().update_rate(congestion_window, smoothed_rtt)
             return
-        mss = self._max_datagram_size
+        mss = max_datagram_size(self)
         self.packet_time = max(K_MICRO_SECOND, min(mss / rate, K_SECOND))
         bucket = max(2 * mss, min(congestion_window // 4, 16 * mss), INITIAL_WINDOW_PACKETS * mss)
         self.bucket_max = bucket / rate
@@ -99,18 +101,16 @@ class ModelPacer(QuicPacketPacer):
 
 
 def use_xp2p_pacer(quic: QuicConnection) -> None:
-    """Give a connection the pacer its xp2p controller needs (none for aioquic's own).
+    """Give a connection the pacer its xp2p controller needs (none for aioquic's own)."""
+    replace_pacer(quic, _pacer_for)
 
-    aioquic builds its pacer inside loss recovery and offers no hook, hence the private
-    attributes.
-    """
-    recovery = quic._loss
-    controller = recovery._cc
-    mss = recovery._pacer._max_datagram_size
+
+def _pacer_for(controller: QuicCongestionControl, mss: int) -> QuicPacketPacer | None:
     if isinstance(controller, Xp2pBbr):
-        recovery._pacer = ModelPacer(max_datagram_size=mss, controller=controller)
-    elif isinstance(controller, Xp2pCubic):
-        recovery._pacer = BurstPacer(max_datagram_size=mss)
+        return ModelPacer(max_datagram_size=mss, controller=controller)
+    if isinstance(controller, Xp2pCubic):
+        return BurstPacer(max_datagram_size=mss)
+    return None
 
 
 register_congestion_control(CUBIC, Xp2pCubic)

@@ -37,8 +37,9 @@ from xp2p.link.ice import (
     set_remote_parameters,
 )
 from xp2p.link.identity import LINK_SERVER_NAME, LinkIdentity, certificate_fingerprint
-from xp2p.link.link import Link, ReceiveWindowQuic, RequestHandler
+from xp2p.link.link import Link, RequestHandler
 from xp2p.link.nat_behaviour import NatType
+from xp2p.link.quic_internals import ReceiveWindowQuic
 
 logger = logging.getLogger("xp2p.link")
 

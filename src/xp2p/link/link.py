@@ -14,27 +14,29 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
     StopSendingReceived,
     StreamReset,
 )
-from aioquic.quic.packet import QuicFrameType
-from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.stream import QuicStream
 
 from xp2p.link.config import LinkConfig
 from xp2p.link.errors import LinkError, StreamClosed
 from xp2p.link.ice import IceConnection, selected_pair
+from xp2p.link.quic_internals import (
+    ReceiveWindowQuic,
+    receive_window_due,
+    smoothed_rtt,
+    unacked_bytes,
+)
 from xp2p.link.requests import IncomingRequest, ResponseStream, check_target
+from xp2p.link.transport import StreamState
+from xp2p.tasks import TaskSet
 
 logger = logging.getLogger("xp2p.link")
 
@@ -43,59 +45,6 @@ PEER = ("192.0.2.1", 4433)
 H3_REQUEST_CANCELLED = 0x010C
 
 RequestHandler = Callable[[IncomingRequest], Awaitable[None]]
-
-
-@dataclass
-class _Stream:
-    stream_id: int
-    body: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
-    headers: asyncio.Future[list[tuple[bytes, bytes]]] | None = None
-    closed: bool = False  #: reset/stopped by the peer, or the link is gone
-    finished: bool = False  #: we have sent our FIN
-    unread: int = 0  #: body bytes queued in ``body`` that the application has not taken yet
-    taken: int = 0  #: body bytes the application took since the window was last looked at
-
-
-class ReceiveWindowQuic(QuicConnection):
-    """aioquic's connection, with stream receive windows that follow the reader.
-
-    aioquic raises a stream's window as data *arrives* (doubling it once half is used), so a
-    reader that stops reading never slows the sender: its unread bytes pile up in memory
-    without bound. Here the peer may send at most ``max_stream_data`` bytes beyond what the
-    application has taken; streams the link does not track keep aioquic's behaviour.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        #: The link's streams by id (``Link`` shares its dict); only those get reader windows.
-        self.tracked: dict[int, _Stream] = {}
-
-    def _write_stream_limits(
-        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
-    ) -> None:
-        # Called for every stream (HTTP/3 has seven) in every packet built: keep it cheap.
-        if not stream.max_stream_data_local:
-            return  # a stream we only send on: aioquic does nothing for it either
-        stream_id = stream.stream_id
-        tracked = None if stream_id is None else self.tracked.get(stream_id)
-        if stream_id is None or tracked is None:
-            super()._write_stream_limits(builder, space, stream)
-            return
-        window = self._configuration.max_stream_data
-        limit = stream.receiver.starting_offset() - tracked.unread + window
-        # Raise in steps of half a window, like aioquic, so MAX_STREAM_DATA frames stay rare.
-        if limit - stream.max_stream_data_local >= window // 2:
-            stream.max_stream_data_local = limit
-        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
-            buf = builder.start_frame(
-                QuicFrameType.MAX_STREAM_DATA,
-                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
-                handler=self._on_max_stream_data_delivery,
-                handler_args=(stream,),
-            )
-            buf.push_uint_var(stream_id)
-            buf.push_uint_var(stream.max_stream_data_local)
-            stream.max_stream_data_local_sent = stream.max_stream_data_local
 
 
 class Link:
@@ -120,7 +69,7 @@ class Link:
         self._h3: H3Connection | None = None
         self._handler = handler
         self._loop = asyncio.get_running_loop()
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, StreamState] = {}
         self._progress = asyncio.Event()
         self._blocked: set[int] = set()  #: streams whose writer waits for send buffer
         self._handshake: asyncio.Future[None] = self._loop.create_future()
@@ -128,10 +77,10 @@ class Link:
         self.close_reason = ""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._ping_ids = itertools.count()
         self.bytes_received = 0
         self.bytes_sent = 0
+        self._tasks = TaskSet(f"link{self.id}")
         if isinstance(quic, ReceiveWindowQuic):
             quic.tracked = self._streams
 
@@ -144,8 +93,8 @@ class Link:
         elif first_datagram is not None:
             self._receive(first_datagram)
         self._ice.datagram_handler = self._receive
-        self._spawn(self._recv_loop(), "recv")
-        self._spawn(self._keepalive_loop(), "keepalive")
+        self._tasks.spawn(self._recv_loop(), "recv")
+        self._tasks.spawn(self._keepalive_loop(), "keepalive")
         self._transmit()
 
     async def wait_handshake(self, timeout: float) -> None:
@@ -185,8 +134,7 @@ class Link:
     @property
     def rtt(self) -> float:
         """Smoothed RTT in seconds as QUIC's loss recovery measures it."""
-        rtt: float = self._quic._loss._rtt_smoothed  # aioquic exposes no public accessor
-        return rtt
+        return smoothed_rtt(self._quic)
 
     async def close(self, reason: str = "closed") -> None:
         if self._closed.is_set():
@@ -195,9 +143,7 @@ class Link:
         self._transmit()  # sends the CONNECTION_CLOSE now: _transmit writes to the socket
         self._shutdown(reason)
         await self._ice.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
 
     def _shutdown(self, reason: str) -> None:
         if self._closed.is_set():
@@ -215,7 +161,7 @@ class Link:
         self._wake_writers()
         self._ice.datagram_handler = None
         # The ICE side is closed asynchronously; a dead peer must not keep sockets open.
-        self._spawn(self._ice.close(), "ice-close")
+        self._tasks.spawn(self._ice.close(), "ice-close")
 
     # ---- client side ----------------------------------------------------------------
 
@@ -235,7 +181,7 @@ class Link:
         except ValueError as exc:
             raise LinkError("bad_request", str(exc)) from exc
         stream_id = self._quic.get_next_available_stream_id()
-        stream = _Stream(stream_id, headers=self._loop.create_future())
+        stream = StreamState(stream_id, headers=self._loop.create_future())
         self._streams[stream_id] = stream
         h3_headers = [
             (b":method", method.encode()),
@@ -249,7 +195,7 @@ class Link:
         if isinstance(body, bytes):
             await self.write(stream_id, body, end=True)
         elif body is not None:
-            self._spawn(self._upload(stream_id, body), f"upload-{stream_id}")
+            self._tasks.spawn(self._upload(stream_id, body), f"upload-{stream_id}")
         assert stream.headers is not None
         try:
             raw = await asyncio.wait_for(asyncio.shield(stream.headers), timeout)
@@ -289,11 +235,9 @@ class Link:
 
     def backlog(self, stream_id: int) -> int:
         """Bytes written to the stream and not yet acknowledged by the peer."""
-        # aioquic keeps unacknowledged data in the sender's buffer and has no public gauge.
-        quic_stream = self._quic._streams.get(stream_id)
-        return 0 if quic_stream is None else len(quic_stream.sender._buffer)
+        return unacked_bytes(self._quic, stream_id)
 
-    def _consumed(self, stream: _Stream, size: int) -> None:
+    def consumed(self, stream: StreamState, size: int) -> None:
         """The application took ``size`` body bytes: reopen the peer's window when due."""
         stream.unread -= size
         stream.taken += size
@@ -301,17 +245,29 @@ class Link:
         if stream.taken < window // 8:  # look now and then, not per chunk
             return
         stream.taken = 0
-        quic_stream = self._quic._streams.get(stream.stream_id)
-        if quic_stream is None:
-            return
-        limit = quic_stream.receiver.starting_offset() - stream.unread + window
-        if limit - quic_stream.max_stream_data_local >= window // 2:
+        if receive_window_due(self._quic, stream.stream_id, stream.unread, window):
             self._transmit()  # ReceiveWindowQuic puts the raise in the next packet
+
+    def send_response(
+        self, stream_id: int, status: int, headers: Iterable[tuple[str, str]]
+    ) -> None:
+        if self._h3 is None:
+            raise StreamClosed("link is not connected")
+        h3_headers = [(b":status", str(status).encode())]
+        h3_headers += [(k.lower().encode(), v.encode()) for k, v in headers]
+        self._h3.send_headers(stream_id, h3_headers)
+        self._transmit()
+
+    def release(self, stream: StreamState) -> None:
+        self._streams.pop(stream.stream_id, None)
 
     def cancel(self, stream_id: int) -> None:
         """Abandon a request: stop the peer sending, and reset our side."""
         stream = self._streams.pop(stream_id, None)
-        if stream is None or self._closed.is_set():
+        if stream is None:
+            return
+        stream.cancelled = True
+        if self._closed.is_set():
             return
         with contextlib.suppress(ValueError, AssertionError):
             self._quic.stop_stream(stream_id, H3_REQUEST_CANCELLED)
@@ -321,7 +277,7 @@ class Link:
         self._close_stream(stream)
         self._transmit()
 
-    def _close_stream(self, stream: _Stream) -> None:
+    def _close_stream(self, stream: StreamState) -> None:
         if stream.closed:
             return
         stream.closed = True
@@ -339,12 +295,6 @@ class Link:
         self._progress = asyncio.Event()
 
     # ---- datagram plumbing ----------------------------------------------------------
-
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(f"link{self.id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _recv_loop(self) -> None:
         # With an IceConnection datagrams arrive through datagram_handler; aioice's queue
@@ -425,9 +375,9 @@ class Link:
             if stream is None:
                 if self._quic.configuration.is_client:
                     return
-                stream = _Stream(event.stream_id)
+                stream = StreamState(event.stream_id)
                 self._streams[event.stream_id] = stream
-                self._spawn(self._serve(stream, event.headers), f"serve-{event.stream_id}")
+                self._tasks.spawn(self._serve(stream, event.headers), f"serve-{event.stream_id}")
             elif stream.headers is not None and not stream.headers.done():
                 stream.headers.set_result(list(event.headers))
             if event.stream_ended:
@@ -443,7 +393,7 @@ class Link:
             if event.stream_ended:
                 stream.body.put_nowait(None)
 
-    async def _serve(self, stream: _Stream, raw_headers: list[tuple[bytes, bytes]]) -> None:
+    async def _serve(self, stream: StreamState, raw_headers: list[tuple[bytes, bytes]]) -> None:
         request = IncomingRequest.from_headers(self, stream, raw_headers)
         try:
             if request is None:
@@ -473,8 +423,5 @@ def _handshake_error(event: ConnectionTerminated) -> LinkError:
 
 
 async def _respond_plain(link: Link, stream_id: int, status: int, text: str) -> None:
-    assert link._h3 is not None
-    link._h3.send_headers(
-        stream_id, [(b":status", str(status).encode()), (b"content-type", b"text/plain")]
-    )
+    link.send_response(stream_id, status, [("content-type", "text/plain")])
     await link.write(stream_id, text.encode(), end=True)

@@ -1,18 +1,16 @@
 """The two ends of one request on a link: what a handler gets (``IncomingRequest``) and what a
-requester gets back (``ResponseStream``). Both move bytes through their ``Link``."""
+requester gets back (``ResponseStream``). Both move bytes through a ``RequestTransport``
+(``xp2p.link.transport``), never through a transport's internals."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from xp2p.link.errors import LinkError, StreamClosed
+from xp2p.link.transport import RequestTransport, StreamState
 
-if TYPE_CHECKING:
-    from xp2p.link.link import Link, _Stream
-
-MAX_QUERY_BYTES = 3000  # SPEC §3: the whole query is at most 3000 bytes
+MAX_QUERY_BYTES = 3000  # docs/protocol.md: the whole query is at most 3000 bytes
 
 
 def check_target(target: str) -> None:
@@ -29,7 +27,12 @@ class IncomingRequest:
     """A request the peer sent; the handler answers with ``respond`` then ``write``/``end``."""
 
     def __init__(
-        self, link: Link, stream: _Stream, method: str, target: str, headers: dict[str, str]
+        self,
+        link: RequestTransport,
+        stream: StreamState,
+        method: str,
+        target: str,
+        headers: dict[str, str],
     ) -> None:
         self.link = link
         self._stream = stream
@@ -41,7 +44,7 @@ class IncomingRequest:
 
     @classmethod
     def from_headers(
-        cls, link: Link, stream: _Stream, raw: list[tuple[bytes, bytes]]
+        cls, link: RequestTransport, stream: StreamState, raw: list[tuple[bytes, bytes]]
     ) -> IncomingRequest | None:
         try:
             headers = {k.decode("ascii").lower(): v.decode("utf-8") for k, v in raw}
@@ -70,7 +73,7 @@ class IncomingRequest:
 
     async def body(self) -> AsyncIterator[bytes]:
         while (chunk := await self._stream.body.get()) is not None:
-            self.link._consumed(self._stream, len(chunk))
+            self.link.consumed(self._stream, len(chunk))
             yield chunk
 
     async def respond(
@@ -78,12 +81,8 @@ class IncomingRequest:
     ) -> None:
         if self.closed:
             raise StreamClosed("request was cancelled")
-        assert self.link._h3 is not None
-        h3_headers = [(b":status", str(status).encode())]
-        h3_headers += [(k.lower().encode(), v.encode()) for k, v in headers]
-        self.link._h3.send_headers(self.stream_id, h3_headers)
+        self.link.send_response(self.stream_id, status, headers)
         self.responded = True
-        self.link._transmit()
         if body is not None:
             await self.write(body, end=True)
 
@@ -93,11 +92,17 @@ class IncomingRequest:
     def backlog(self) -> int:
         return self.link.backlog(self.stream_id)
 
+    def cancel(self) -> None:
+        """Abandon the request (reset our side, stop the viewer sending)."""
+        self.link.cancel(self.stream_id)
+
 
 class ResponseStream:
     """A response on the requesting side: status, headers, then the body as it arrives."""
 
-    def __init__(self, link: Link, stream: _Stream, raw: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self, link: RequestTransport, stream: StreamState, raw: list[tuple[bytes, bytes]]
+    ) -> None:
         self._link = link
         self._stream = stream
         headers = {k.decode("ascii", "replace"): v.decode("utf-8", "replace") for k, v in raw}
@@ -110,12 +115,11 @@ class ResponseStream:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._stream.body.get()) is not None:
-            self._link._consumed(self._stream, len(chunk))
+            self._link.consumed(self._stream, len(chunk))
             yield chunk
-        cancelled_by_us = self._stream.stream_id not in self._link._streams
         if self._stream.finished:
-            self._link._streams.pop(self._stream.stream_id, None)
-        if cancelled_by_us:
+            self._link.release(self._stream)
+        if self._stream.cancelled:
             return
         if self._stream.closed or self._link.closed:
             raise LinkError("closed", f"link lost: {self._link.close_reason}")
