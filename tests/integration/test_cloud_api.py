@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.waiting import wait_until
 from xp2p.auth import GrantVerifier, sign_request, turn_credentials
 from xp2p.cloud import AppConfig, CloudConfig, CloudServer, DeviceConfig, TurnServerConfig
 from xp2p.device.cloud_session import DeviceCloudSession, OfferRejected, OfferRequest
@@ -136,11 +137,12 @@ async def test_p2p_info_follows_the_device(server: CloudServer, client: CloudCli
     assert info.online and info.xp2p_info == INFO
     assert info.report_time is not None and abs(info.report_time - time.time()) < 5
     await device.close()
-    for _ in range(50):
-        info = await client.get_p2p_info("DEMO", "cam1")
-        if not info.online:
-            break
-        await asyncio.sleep(0.02)
+
+    async def offline() -> bool:
+        return not (await client.get_p2p_info("DEMO", "cam1")).online
+
+    await wait_until(offline, what="the device reported offline")
+    info = await client.get_p2p_info("DEMO", "cam1")
     assert not info.online and info.xp2p_info == INFO  # offline keeps the last xp2pInfo
 
 

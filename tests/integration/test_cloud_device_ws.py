@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.waiting import wait_until
 from xp2p.auth import device_proof, export_public_key
 from xp2p.cloud import CloudConfig, CloudServer, DeviceConfig
 from xp2p.cloud.device_ws import MAX_BAD_FRAMES, BadMessage, parse_device_frame
@@ -252,11 +253,7 @@ async def test_session_reconnects_after_cloud_restart(config: CloudConfig) -> No
     try:
         await session.wait_signed_in(5.0)
         await first.stop()
-        for _ in range(100):
-            if not session.signed_in:
-                break
-            await asyncio.sleep(0.02)
-        assert not session.signed_in
+        await wait_until(lambda: not session.signed_in, what="the session noticed the cloud left")
         second = CloudServer(replace(config, port=port))
         await second.start()
         info = await session.wait_signed_in(10.0)
@@ -284,9 +281,12 @@ async def test_session_close_signs_out(server: CloudServer, config: CloudConfig)
     await session.wait_signed_in(5.0)
     await session.close()
     assert not session.signed_in
-    await asyncio.sleep(0.05)
-    presence = await server.registry.get("DEMO", "cam1")
-    assert presence is not None and not presence.online
+
+    async def signed_out() -> bool:
+        presence = await server.registry.get("DEMO", "cam1")
+        return presence is not None and not presence.online
+
+    await wait_until(signed_out, what="the cloud marked the device offline")
 
 
 def test_parse_device_frame_never_crashes() -> None:

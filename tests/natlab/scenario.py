@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.watchdog import watch_running_loop
 
 T0 = time.monotonic()
+#: Set by the module's event handler when a NAT probe reports (natChanged or natError).
+NAT_REPORTED = asyncio.Event()
 
 
 def emit(event: str, **detail: Any) -> None:
@@ -57,9 +60,12 @@ async def follow(module: P2PModule, info: StreamInfo, seconds: float) -> None:
     await module.start_p2p_service("cam", info, msg_callback=on_msg, data_callback=on_data)
     await asyncio.wait_for(got.wait(), 15)
     emit("streaming", mode=module.link_mode("cam"))
+    NAT_REPORTED.clear()  # only a report after the link is lost counts below
     await asyncio.wait_for(lost.wait(), seconds)
     await module.stop_p2p_service("cam")
-    await asyncio.sleep(1.0)  # let the background re-probe report natChanged first
+    # The lost link starts a background re-probe: let it report before reset_p2p probes again.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(NAT_REPORTED.wait(), 5)
     await module.reset_p2p()
     emit("reset", nat_type=module.nat_type)
     deadline = time.monotonic() + 30
@@ -79,13 +85,18 @@ async def follow(module: P2PModule, info: StreamInfo, seconds: float) -> None:
     emit("recovered", mode=module.link_mode("cam"))
 
 
+def on_event(event: str, detail: Any) -> None:
+    emit(event, detail=detail)
+    NAT_REPORTED.set()
+
+
 async def main_async(args: argparse.Namespace) -> int:
     watchdog = watch_running_loop()
     module = P2PModule()
     secret = os.environ["XP2P_APP_SECRET"]
     await module.init(
         AppParams(args.cloud, args.app_key, secret),
-        event_handler=lambda event, detail: emit(event, detail=detail),
+        event_handler=on_event,
     )
     emit("init", nat_type=module.nat_type)
     product, _, name = args.device.partition("/")

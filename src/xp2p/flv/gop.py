@@ -49,10 +49,6 @@ class GopCache:
     def has_keyframe(self) -> bool:
         return bool(self._gop)
 
-    @property
-    def gop_bytes(self) -> int:
-        return self._gop_bytes
-
     def add(self, tag: FlvTag) -> None:
         if tag.is_video:
             self._has_video = True
