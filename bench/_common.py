@@ -2,7 +2,7 @@
 
 A bench prints a table and, with ``--json PATH``, writes
 ``{"bench": NAME, "rows": [{"metric", "value", "unit", "baseline", "target"}], ...}``
-(DESIGN.md, "Benchmarks"). ``baseline`` is the value of the same-run comparison, or None.
+(docs/architecture.md, "Benchmarks"). ``baseline`` is the value of the same-run comparison, or None.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bulk throughput of one xp2p link, beside raw aioquic on the same loopback, in the same run.
 
 Each case moves N bytes from a sender to a receiver, each in its own process (spawned fresh
-for every repetition), so the figures compare with PLATFORM-NOTES (raw aioquic, one process
+for every repetition), so the figures compare with docs/platform.md (raw aioquic, one process
 per end: 20-24 MB/s):
 
 * ``link``: the device side (``accept_link``) answers ``GET /bulk?n=N`` with N bytes written

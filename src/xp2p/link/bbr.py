@@ -3,7 +3,7 @@ loss response).
 
 Why not cubic: on a 50 ms path with 1 % random loss, aioquic's reno and cubic read every
 loss as congestion and halved their window to 2-3.4 Mbit/s, under a 4 Mbit/s camera stream,
-while kernel TCP with BBR did 52 Mbit/s (PLATFORM-NOTES). This controller sends at what the
+while kernel TCP with BBR did 52 Mbit/s (docs/platform.md). This controller sends at what the
 path delivers instead: it keeps a model of the bottleneck (the windowed maximum of delivery
 rate samples, the windowed minimum RTT), paces at ``pacing_gain x bandwidth`` and bounds
 what is in flight at about two bandwidth-delay products. Random loss barely moves the
