@@ -113,7 +113,8 @@ async def test_third_viewer_is_refused_until_one_stops(
     # Closing the link (stop_p2p_service) frees the slot as well.
     await b.stop_p2p_service("cam")
     await start_when_free(a, within=3.0)
-    assert small_device.routes.extras["capacity"].in_use == 2
+    slots = small_device.routes.state.viewer_slots
+    assert slots is not None and slots.in_use == 2
 
 
 async def test_a_vanished_viewer_frees_its_slot_when_its_link_times_out(

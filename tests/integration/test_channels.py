@@ -173,7 +173,9 @@ async def test_commands_select_the_channel(
                 "cam", f"action=user_define&channel={channel}&cmd={ptz}"
             )
             assert result.ok if channel == 1 else result.errcode == 404
-        heads = stack.device.routes.extras["ptz"].heads
+        simulator = stack.device.routes.state.ptz
+        assert simulator is not None
+        heads = simulator.heads
         assert set(heads) == {1} and heads[1].moving == "down"
     finally:
         await module.destroy()

@@ -20,7 +20,8 @@ from xp2p import ErrorCode, XP2PError
 from xp2p.device import ChannelConfig
 from xp2p.device.commands import MAX_COMMAND_BYTES
 from xp2p.device.ptz import PtzLimits, PtzSimulator
-from xp2p.device.routes import BadRequest
+from xp2p.device.request import BadRequest
+from xp2p.device.voice import TalkSession
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import Link, Xp2pInfo, open_link
 from xp2p.media import TestPatternConfig, TestPatternSource
@@ -64,13 +65,13 @@ async def test_get_device_st_replies_in_seed_shape(stack: Stack, module: P2PModu
         result = await module.send_command("cam", command)
         assert result.type == "success", result
         assert result.data == [{"status": status, "appConnectNum": "0"}], command
-    # The talk-back module's contract: routes.extras["voice"] set = a talk session is open.
-    stack.device.routes.extras["voice"] = object()
+    # The talk-back module's contract: state.talk set = a talk session is open.
+    stack.device.routes.state.talk = TalkSession(link_id=0, channel=0, calltype="pcm")
     try:
         busy = await module.send_command("cam", inner("get_device_st", type="voice"))
         live = await module.send_command("cam", inner("get_device_st", type="live"))
     finally:
-        del stack.device.routes.extras["voice"]
+        stack.device.routes.state.talk = None
     assert busy.data == [{"status": "1", "appConnectNum": "0"}]
     assert live.data == [{"status": "0", "appConnectNum": "0"}]
     # A viewer that pulls counts; the reply's raw bytes are exactly the seed's text.
@@ -166,7 +167,9 @@ async def test_ptz_through_the_link(stack: Stack, module: P2PModule) -> None:
     for n, cmd in enumerate(("ptz_left_press", "ptz_release_pre", "ptz_up_press")):
         result = await module.send_command("cam", ptz(cmd, n))
         assert result == CommandResult("success", 200, {"apex": "no"}), cmd
-    head = stack.device.routes.extras["ptz"].heads[0]
+    simulator = stack.device.routes.state.ptz
+    assert simulator is not None
+    head = simulator.heads[0]
     assert head.moving == "up"
     await module.send_command("cam", ptz("ptz_release_pre"))
     pan, tilt = head.position(time.monotonic())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import time
@@ -633,7 +634,7 @@ async def test_digest_is_cached_and_follows_changes(
 
 def test_check_file_name_and_offset() -> None:
     from xp2p.device.files import check_file_name, check_offset
-    from xp2p.device.routes import BadRequest
+    from xp2p.device.request import BadRequest
 
     for good in ("a.flv", "20240101-120000.flv", ".hidden", "..a", "a..", "é.mp4", "x" * 255):
         assert check_file_name(good) == good
@@ -647,3 +648,79 @@ def test_check_file_name_and_offset() -> None:
         with pytest.raises(BadRequest) as e:
             check_offset(bad)
         assert e.value.status == 400
+
+
+# ---- download_to_file: the SDK's resumable, verified download into a file ------------------
+
+
+async def test_download_to_file_saves_verifies_and_reports_progress(
+    files: Files, tmp_path: Path
+) -> None:
+    size = 3 * MB + 5
+    digest = files.write("clip.flv", size)
+    out = tmp_path / "out"
+    out.mkdir()
+    seen: list[tuple[int, int]] = []
+    saved = await files.module.download_to_file(
+        "cam", "clip.flv", out, on_progress=lambda done, total: seen.append((done, total))
+    )
+    assert (saved.path, saved.size, saved.sha256) == (out / "clip.flv", size, digest)
+    assert saved.verified and saved.resumed_from == 0
+    assert hashlib.sha256(saved.path.read_bytes()).hexdigest() == digest
+    assert seen[0] == (0, 0) and seen[-1] == (size, size)  # kept so far, then the device's size
+    assert sorted(os.listdir(out)) == ["clip.flv"]
+
+
+async def test_download_to_file_cancelled_keeps_a_partial_that_resumes(
+    files: Files, tmp_path: Path
+) -> None:
+    digest = files.write("big.bin", 20 * MB)
+    out = tmp_path / "out"
+    out.mkdir()
+    task: asyncio.Task[Any] | None = None
+
+    def progress(done: int, total: int) -> None:
+        if done >= 2 * MB and task is not None:
+            task.cancel()  # lands at the download's next await: no race with the transfer
+
+    task = asyncio.ensure_future(
+        files.module.download_to_file("cam", "big.bin", out, on_progress=progress)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    part = out / "big.bin.part"
+    kept = part.stat().st_size
+    assert 2 * MB <= kept < 20 * MB and not (out / "big.bin").exists()
+    assert part.read_bytes() == (files.folder / "big.bin").read_bytes()[:kept]
+    notices: list[str] = []
+    saved = await files.module.download_to_file("cam", "big.bin", out, on_notice=notices.append)
+    assert notices == [f"resuming {part} at byte {kept}"]
+    assert saved.resumed_from == kept and saved.verified and saved.sha256 == digest
+    assert hashlib.sha256(saved.path.read_bytes()).hexdigest() == digest
+    assert sorted(os.listdir(out)) == ["big.bin"]
+
+
+async def test_download_to_file_failures_are_2701(files: Files, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(XP2PError) as refused:
+        await files.module.download_to_file("cam", "nope.flv", out)
+    assert refused.value.code == ErrorCode.DOWNLOAD_FAILED
+    assert refused.value.message == "the device refused (404): no such file: nope.flv"
+    # A partial with one flipped byte: the whole file's sha256 catches it, the partial goes.
+    digest = files.write("clip.flv", 2 * MB)
+    good = (files.folder / "clip.flv").read_bytes()
+    bad = bytearray(good[:MB])
+    bad[1234] ^= 0xFF
+    (out / "clip.flv.part").write_bytes(bytes(bad))
+    source = {"device": "DEMO/cam1", "channel": 0, "file": "clip.flv"}
+    note = {"source": source, "sha256": digest, "size": len(good)}
+    (out / "clip.flv.part.json").write_text(json.dumps(note))
+    with pytest.raises(XP2PError) as mismatch:
+        await files.module.download_to_file("cam", "clip.flv", out)
+    assert mismatch.value.code == ErrorCode.DOWNLOAD_FAILED
+    assert mismatch.value.message.startswith("sha256 mismatch: got ")
+    assert os.listdir(out) == []
+    with pytest.raises(XP2PError) as bad_name:
+        await files.module.download_to_file("cam", "", out)
+    assert bad_name.value.code == ErrorCode.BAD_PARAM

@@ -394,7 +394,9 @@ async def test_playback_of_a_live_recording_follows_the_recorder(
     """Real camera → recorder → disk → playback, up to and past the present: the session
     reads the segment still being written and crosses into the recorder's next ones."""
     await start_recording_device(stack, tmp_path / "rec")
-    index = stack.device.routes.channels[0].extras["recordings"].store.index
+    recordings = stack.device.routes.channels[0].recordings
+    assert recordings is not None
+    index = recordings.store.index
     deadline = time.monotonic() + 30
     while not index.segments or index.segments[-1].end_ms - index.segments[0].start_ms < 4000:
         assert time.monotonic() < deadline

@@ -34,7 +34,7 @@ from xp2p.device.record_store import (
     load_index,
 )
 from xp2p.device.recorder import CloseSegment, SegmentRecorder
-from xp2p.device.recordings import EXTRAS_KEY, ChannelRecordings
+from xp2p.device.recordings import ChannelRecordings
 from xp2p.flv import FlvHeader, starts_gop
 
 HOUR = 3_600_000
@@ -189,7 +189,7 @@ async def test_a_live_channel_is_recorded(stack: Stack, tmp_path: Path) -> None:
     stack.device = DeviceAgent(stack.device_config(recordings_dir=folder, segment_seconds=2))
     await stack.device.start()
     channel = stack.device.routes.channels[0]
-    recordings = channel.extras[EXTRAS_KEY]
+    recordings = channel.recordings
     assert isinstance(recordings, ChannelRecordings)
     index = recordings.store.index
     deadline = time.monotonic() + 30
@@ -219,7 +219,7 @@ async def test_a_live_channel_is_recorded(stack: Stack, tmp_path: Path) -> None:
 async def test_recording_survives_its_folder_vanishing(stack: Stack, tmp_path: Path) -> None:
     folder = tmp_path / "rec"
     await start_recording_device(stack, folder)
-    recordings = stack.device.routes.channels[0].extras[EXTRAS_KEY]
+    recordings = stack.device.routes.channels[0].recordings
     assert isinstance(recordings, ChannelRecordings)
     recorder, index = recordings.recorder, recordings.store.index
     deadline = time.monotonic() + 30

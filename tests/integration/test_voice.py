@@ -92,7 +92,7 @@ async def test_pcm_tone_arrives_at_the_device_sink(
     await module.start_p2p_service("cam", DEVICE, msg_callback=events)
     tone = await asyncio.to_thread(tone_pcm, 1000, 3.0)
     await module.start_voice("cam", pcm_chunks(tone))
-    assert talk_device.routes.extras.get("voice") is not None
+    assert talk_device.routes.state.talk is not None
     closed = await events.voice_closed()
     assert closed["ok"], closed
     assert closed["device_bytes"] == closed["bytes_sent"] == len(tone)
@@ -207,7 +207,7 @@ async def test_second_session_is_busy_and_the_slot_frees_when_the_first_ends(
     st_voice = "action=inner_define&channel=0&cmd=get_device_st&type=voice"
     assert (await module.send_command("cam", st_voice)).data[0]["status"] == "0"
     first = await module.start_voice_data("cam")
-    assert talk_device.routes.extras.get("voice") is not None
+    assert talk_device.routes.state.talk is not None
     assert (await module.send_command("cam", st_voice)).data[0]["status"] == "1"  # busy
     with pytest.raises(XP2PError) as e:  # one per service
         await module.start_voice_data("cam")
@@ -224,18 +224,18 @@ async def test_second_session_is_busy_and_the_slot_frees_when_the_first_ends(
         with pytest.raises(XP2PError) as e:
             await other.start_voice("cam", pcm_chunks(b"\0" * 1600))
         assert "busy" in e.value.message
-        assert talk_device.routes.extras.get("voice") is not None
+        assert talk_device.routes.state.talk is not None
 
         first.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 0.5)))
         result = await first.close()
         assert result.ok, result
-        assert talk_device.routes.extras.get("voice") is None  # freed before the reply
+        assert talk_device.routes.state.talk is None  # freed before the reply
         assert (await other.send_command("cam", st_voice)).data[0]["status"] == "0"
         with pytest.raises(XP2PError):
             first.add_chunk(b"more")  # closed
 
         await other.start_voice_data("cam")
-        assert talk_device.routes.extras.get("voice") is not None
+        assert talk_device.routes.state.talk is not None
         await other.stop_voice("cam")  # stop_voice ends it cleanly too
         await wait_free(talk_device, 2)
     finally:
@@ -251,7 +251,7 @@ async def test_slot_frees_when_the_viewer_link_dies(
     writer = await module.start_voice_data("cam")
     writer.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 1.0)))
     await asyncio.sleep(0.5)
-    assert talk_device.routes.extras.get("voice") is not None
+    assert talk_device.routes.state.talk is not None
     # The viewer's network vanishes: every datagram of its link is dropped, both ways.
     link = module._service("cam").link
     assert attach(link._ice, Conditions(loss=1.0, seed=1)) is not None
@@ -362,7 +362,7 @@ async def test_talk_back_needs_the_voice_permission(stack: Stack) -> None:
         response = await link.request("POST", "/voice?channel=0", body=b"\0" * 1600)
         assert response.status == 403
         assert "voice" in (await response.read()).decode()
-        assert stack.device.routes.extras.get("voice") is None
+        assert stack.device.routes.state.talk is None
     finally:
         await link.close()
 
@@ -381,7 +381,7 @@ async def test_bad_talk_requests_get_status_codes(stack: Stack) -> None:
             response = await link.request("POST", target, headers, body=b"\0" * 160)
             text = (await response.read()).decode()
             assert (response.status, word in text) == (status, True), (target, text)
-        assert stack.device.routes.extras.get("voice") is None
+        assert stack.device.routes.state.talk is None
     finally:
         await link.close()
 
@@ -465,7 +465,7 @@ async def test_silent_session_times_out_and_frees_the_slot(
     writer = await module.start_voice_data("cam")
     closed = await events.voice_closed(timeout=5)
     assert not closed["ok"] and "(408)" in closed["reason"], closed
-    assert talk_device.routes.extras.get("voice") is None
+    assert talk_device.routes.state.talk is None
     with pytest.raises(XP2PError) as e:
         writer.add_chunk(b"FLV")
     assert "closed" in e.value.message and "408" in e.value.message
@@ -501,7 +501,7 @@ async def test_sink_failures_end_the_session_with_500(stack: Stack, module: P2PM
     await module.start_voice("cam", pcm_chunks(b"\0" * 3200))
     closed = await events.voice_closed()
     assert not closed["ok"] and "(500)" in closed["reason"] and "disk full" in closed["reason"]
-    assert stack.device.routes.extras.get("voice") is None
+    assert stack.device.routes.state.talk is None
 
 
 async def test_device_shutdown_finishes_the_wav(
@@ -519,7 +519,7 @@ async def test_device_shutdown_finishes_the_wav(
     await module.start_voice("cam", then_silence())
     await asyncio.sleep(0.5)
     await talk_device.close()
-    assert talk_device.routes.extras.get("voice") is None
+    assert talk_device.routes.state.talk is None
     _fmt, pcm = read_wav(wav_files(tmp_path / "voice")[0])
     assert pcm == tone
     closed = await events.voice_closed(timeout=12)
@@ -542,8 +542,8 @@ async def test_close_hook_ends_an_open_session_for_good(
 
     await module.start_voice("cam", paced())
     await asyncio.sleep(0.5)
-    await device_voice.close(talk_device.routes)
-    assert talk_device.routes.extras.get("voice") is None
+    await device_voice.close(talk_device.routes.state)
+    assert talk_device.routes.state.talk is None
     closed = await events.voice_closed()
     assert not closed["ok"] and "(503)" in closed["reason"], closed
     assert len(wav_files(tmp_path / "voice")) == 1  # no second file for the late audio

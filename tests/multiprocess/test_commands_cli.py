@@ -68,7 +68,8 @@ async def test_xp2p_cmd_prints_replies_and_exits_by_result(stack: Stack) -> None
         xp2p_cmd(stack, "format_disk", "--timeout", "5"),
     )
     assert (user.returncode, json.loads(user.stdout)) == (0, {"apex": "no"})
-    assert stack.device.routes.extras["ptz"].heads[0].moving == "up"
+    simulator = stack.device.routes.state.ptz
+    assert simulator is not None and simulator.heads[0].moving == "up"
     assert (keyframe.returncode, json.loads(keyframe.stdout)) == (0, {"status": "0"})
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert "failure (status 406, errcode 406): unknown command 'format_disk'" in unknown.stderr

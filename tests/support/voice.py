@@ -34,7 +34,7 @@ def read_wav(path: Path) -> tuple[PcmFormat, bytes]:
 async def wait_free(device: DeviceAgent, timeout: float) -> float:
     """Seconds until the device's talk slot is free."""
     start = time.monotonic()
-    while device.routes.extras.get("voice") is not None:
+    while device.routes.state.talk is not None:
         assert time.monotonic() - start < timeout, "talk session still open"
         await asyncio.sleep(0.05)
     return time.monotonic() - start

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from xp2p import ErrorCode, XP2PError
 from xp2p.device.commands import MAX_COMMAND_BYTES, parse_query, seed_json
 from xp2p.device.ptz import Direction, PtzHead, PtzLimits, PtzSimulator
-from xp2p.device.routes import BadRequest
+from xp2p.device.request import BadRequest
 from xp2p.viewer.command import CommandResult, command_target, lenient_int, parse_reply
 
 # ---- the device's command query -----------------------------------------------------------

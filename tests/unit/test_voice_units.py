@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.voice import dominant_hz
-from xp2p.device.routes import BadRequest
+from xp2p.device.request import BadRequest
 from xp2p.device.voice import TalkError, TalkFormat, TalkIntake, talk_format
 from xp2p.device.voice_sink import DiscardSink, VoiceFiles, WavSink, wait_players
 from xp2p.flv import FlvHeader, FlvTag, TagType

@@ -1,6 +1,32 @@
-"""The camera side: ``DeviceAgent`` (also the SDK for camera makers) and its configuration."""
+"""The camera side: ``DeviceAgent`` (also the SDK for camera makers) and its configuration.
 
-from xp2p.device.agent import DeviceAgent
-from xp2p.device.config import ChannelConfig, DeviceConfig
+The names below load on first use: ``xp2p.device.playback_session`` and
+``xp2p.device.record_index`` (pure cores) import with the standard library alone, and
+importing them must not pull in aiohttp, aioice and aioquic through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xp2p.device.agent import DeviceAgent
+    from xp2p.device.config import ChannelConfig, DeviceConfig
+
+#: name -> the module that defines it
+_LAZY = {
+    "DeviceAgent": "agent",
+    "ChannelConfig": "config",
+    "DeviceConfig": "config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xp2p.device' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xp2p.device.{module}"), name)
+
 
 __all__ = ["ChannelConfig", "DeviceAgent", "DeviceConfig"]

@@ -20,7 +20,8 @@ from xp2p.device.channel import LiveChannel
 from xp2p.device.cloud_session import DeviceCloudSession, OfferRejected, OfferRequest, SignInInfo
 from xp2p.device.commands import UserCommandHandler, set_user_command_handler
 from xp2p.device.config import DeviceConfig
-from xp2p.device.routes import QUALITIES, Channel, DeviceRoutes
+from xp2p.device.request import QUALITIES, Channel
+from xp2p.device.routes import DeviceRoutes
 from xp2p.link import (
     IncomingRequest,
     Link,
@@ -32,6 +33,7 @@ from xp2p.link import (
 )
 from xp2p.link.config import IceServer, StunInfo
 from xp2p.link.nat import discover_nat_behaviour
+from xp2p.tasks import TaskSet
 
 logger = logging.getLogger("xp2p.device")
 
@@ -51,7 +53,7 @@ class DeviceAgent:
         self._ice_servers: tuple[IceServer, ...] = ()
         #: This device's NAT as its last probe found it (``link.nat.NatType`` values).
         self.nat_type = "unknown"
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(f"device-{config.label}")
         self.xp2p_info: str | None = None
         self._session = DeviceCloudSession(
             config.cloud_url,
@@ -89,7 +91,7 @@ class DeviceAgent:
             @agent.user_command
             async def on_command(channel: int, command: str) -> dict[str, str]: ...
         """
-        set_user_command_handler(self.routes, handler)
+        set_user_command_handler(self.routes.state, handler)
         return handler
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -114,9 +116,7 @@ class DeviceAgent:
         await asyncio.gather(*(link.close("device shutting down") for link in list(self.links)))
         await self._session.close()
         await self.routes.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for channel in self._channels.values():
             for live in set(channel.live.values()):
                 await live.aclose()
@@ -136,7 +136,7 @@ class DeviceAgent:
         self._verifier = GrantVerifier(info.grant_public_key)
         self._ice_servers = info.ice_servers
         # A (re)connect may follow a network change: learn the NAT again, in the background.
-        self._spawn(self._probe_nat(info.stun))
+        self._tasks.spawn(self._probe_nat(info.stun), "nat-probe")
         self.xp2p_info = Xp2pInfo(
             product_id=self.config.product_id,
             device_name=self.config.device_name,
@@ -180,7 +180,7 @@ class DeviceAgent:
         finally:
             self._answering -= 1
         self._pending.add(pending.link)
-        self._spawn(self._adopt(pending.link, label))
+        self._tasks.spawn(self._adopt(pending.link, label), "adopt-link")
         return pending.answer
 
     def _check_grant(self, token: str) -> AccessGrant:
@@ -216,8 +216,3 @@ class DeviceAgent:
             return
         self.nat_type = str(behaviour.nat_type)
         logger.info("%s: NAT %s", self.config.label, self.nat_type)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

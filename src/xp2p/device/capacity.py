@@ -7,7 +7,7 @@ handler wraps its whole life in, so the slot is freed the moment the pull ends f
 the viewer stopped it, closed its link, or vanished and its link timed out (the pull's next
 write raises ``StreamClosed``).
 
-Other request modules (playback) share the same slots through ``slots(routes)``.
+Other request modules (playback, get_device_st) share the same slots through ``slots(device)``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
-from xp2p.device.routes import BadRequest
-
-if TYPE_CHECKING:
-    from xp2p.device.routes import DeviceRoutes, RequestContext
-
-#: ``DeviceRoutes.extras`` key of the device's ViewerSlots.
-EXTRAS_KEY = "capacity"
+from xp2p.device.request import BadRequest, DeviceState, RequestContext
 
 
 class ViewerSlots:
@@ -62,18 +55,17 @@ class ViewerSlots:
             self._pulls[viewer] -= 1
 
 
-def slots(routes: DeviceRoutes) -> ViewerSlots:
+def slots(device: DeviceState) -> ViewerSlots:
     """The device's slots, made on first use from its config."""
-    found = routes.extras.get(EXTRAS_KEY)
-    if not isinstance(found, ViewerSlots):
-        found = routes.extras[EXTRAS_KEY] = ViewerSlots(routes.config.max_viewers)
-    return found
+    if device.viewer_slots is None:
+        device.viewer_slots = ViewerSlots(device.config.max_viewers)
+    return device.viewer_slots
 
 
 @contextmanager
 def viewer_slot(ctx: RequestContext) -> Iterator[None]:
     """Hold a slot for the request's link while the block runs; 503 when the device is full."""
-    device_slots = slots(ctx.routes)
+    device_slots = slots(ctx.device)
     viewer = ctx.request.link.id
     if not device_slots.claim(viewer):
         raise BadRequest(503, f"device is at its viewer capacity ({device_slots.limit})")

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xp2p.auth import device_proof, import_public_key
 from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
+from xp2p.tasks import TaskSet
 
 logger = logging.getLogger("xp2p.device")
 
@@ -102,7 +103,7 @@ class DeviceCloudSession:
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._offers: set[asyncio.Task[None]] = set()
+        self._offers = TaskSet(f"cloud-session-{product_id}/{device_name}")
         self._signed_in = asyncio.Event()
         self._auth_failed = asyncio.Event()
         self._closing = asyncio.Event()
@@ -214,8 +215,10 @@ class DeviceCloudSession:
                 await self._serve(ws)
             finally:
                 self._ws = None
-                for task in list(self._offers):
-                    task.cancel()  # their answers could no longer be delivered
+                # Their answers could no longer be delivered; not awaited, so the reconnect
+                # (or close) does not wait on an ICE gathering being unwound.
+                for task in self._offers:
+                    task.cancel()
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:
         """The next frame as JSON, or None once the socket is closed."""
@@ -287,9 +290,7 @@ class DeviceCloudSession:
                 if request is None:
                     logger.warning("%s: malformed offer ignored", self.label)
                     continue
-                task = asyncio.create_task(self._serve_offer(request))
-                self._offers.add(task)
-                task.add_done_callback(self._offers.discard)
+                self._offers.spawn(self._serve_offer(request), "offer")
             elif kind == "error":
                 logger.warning(
                     "%s: the cloud reported %r: %r", self.label, doc.get("code"), doc.get("message")

@@ -1,8 +1,9 @@
 """``GET /command``: the inner_define command table and the user_define handler (SPEC §4).
 
-``GET /command?action=inner_define&channel=N&cmd=NAME&k=v...`` runs the command registered as
-NAME (``@inner_command``); ``action=user_define&channel=N&cmd=TEXT`` hands TEXT to the device
-maker's handler (``DeviceAgent.user_command``, else ``DeviceConfig.user_command_handler``, else
+``GET /command?action=inner_define&channel=N&cmd=NAME&k=v...`` runs the command NAME of
+``INNER_COMMANDS`` (the table at the end of this file names every one and the module that
+serves it); ``action=user_define&channel=N&cmd=TEXT`` hands TEXT to the device maker's
+handler (``DeviceAgent.user_command``, else ``DeviceConfig.user_command_handler``, else
 the PTZ simulator of ``xp2p.device.ptz``). Every answer is JSON text:
 
 * a reply: HTTP 200 and the handler's JSON (a user handler's str goes as it is, as text);
@@ -28,16 +29,14 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
+from xp2p.device import playback, recordings
 from xp2p.device.capacity import slots
 from xp2p.device.ptz import PtzSimulator
-from xp2p.device.routes import QUALITIES, BadRequest, RequestContext
+from xp2p.device.request import QUALITIES, BadRequest, DeviceState, RequestContext
 from xp2p.link import IncomingRequest, StreamClosed
-
-if TYPE_CHECKING:
-    from xp2p.device.routes import DeviceRoutes
 
 logger = logging.getLogger("xp2p.device")
 
@@ -50,41 +49,29 @@ HANDLER_TIMEOUT = 30.0
 CANCEL_POLL = 0.2
 ACTIONS = ("inner_define", "user_define")
 
+#: An inner_define command: returns the JSON reply, or raises BadRequest.
 InnerCommand = Callable[[RequestContext], Awaitable[Any]]
-INNER_COMMANDS: dict[str, InnerCommand] = {}
 
 #: ``handler(channel, command_text)`` → str | dict | list, or an awaitable of one. A handler
 #: may raise ``BadRequest(status, reason)`` to answer that error; anything else it raises is
 #: a 500. A synchronous handler runs on the event loop: keep it quick, or make it async.
 UserCommandHandler = Callable[[int, str], Any]
-#: ``DeviceRoutes.extras`` keys of this module.
-USER_HANDLER_KEY = "user_command"
-PTZ_KEY = "ptz"
 
 
-def inner_command(name: str) -> Callable[[InnerCommand], InnerCommand]:
-    """Register ``action=inner_define&cmd=<name>``; the handler returns the JSON reply."""
-
-    def register(handler: InnerCommand) -> InnerCommand:
-        INNER_COMMANDS[name] = handler
-        return handler
-
-    return register
-
-
-def set_user_command_handler(routes: DeviceRoutes, handler: UserCommandHandler) -> None:
+def set_user_command_handler(device: DeviceState, handler: UserCommandHandler) -> None:
     """Install the device maker's user_define handler (``DeviceAgent.user_command`` does)."""
     if not callable(handler):
         raise TypeError("a user command handler must be callable")
-    routes.extras[USER_HANDLER_KEY] = handler
+    device.user_command = handler
 
 
-def user_command_handler(routes: DeviceRoutes) -> UserCommandHandler:
-    handler = routes.extras.get(USER_HANDLER_KEY) or routes.config.user_command_handler
+def user_command_handler(device: DeviceState) -> UserCommandHandler:
+    """The maker's handler (installed, else configured), else the PTZ simulator."""
+    handler = device.user_command or device.config.user_command_handler
     if handler is None:
-        handler = routes.extras.get(PTZ_KEY)
-        if handler is None:
-            handler = routes.extras[PTZ_KEY] = PtzSimulator()
+        if device.ptz is None:
+            device.ptz = PtzSimulator()
+        handler = device.ptz
     return handler
 
 
@@ -143,7 +130,7 @@ async def serve(ctx: RequestContext) -> None:
                 raise BadRequest(406, f"unknown command {name[:40]!r}")
             reply = seed_json(await _bounded(request, command(ctx)))
         else:
-            handler = user_command_handler(ctx.routes)
+            handler = user_command_handler(ctx.device)
             reply = await _bounded(request, handler(channel.number, name))
         status, body = 200, _encode_reply(reply)
         content_type = "text/plain" if isinstance(reply, str) else "application/json"
@@ -223,15 +210,10 @@ def seed_json(value: Any) -> Any:
 
 # ---- built-in inner_define commands -----------------------------------------------------
 
-#: ``DeviceRoutes.extras`` key the talk-back module keeps its open session under. The
-#: contract: ``routes.extras.get("voice")`` is not None exactly while a talk session is open
-#: (one per device), so ``get_device_st type=voice`` answers 1 (busy) then.
-VOICE_KEY = "voice"
 DEVICE_ST_OK, DEVICE_ST_BUSY = "0", "1"
 DEVICE_ST_BAD_REQUEST, DEVICE_ST_FULL, DEVICE_ST_UNSUPPORTED = "404", "405", "406"
 
 
-@inner_command("get_device_st")
 async def get_device_st(ctx: RequestContext) -> list[dict[str, str]]:
     """Could this viewer start a ``type`` session now? ``[{"status", "appConnectNum"}]``.
 
@@ -240,12 +222,12 @@ async def get_device_st(ctx: RequestContext) -> list[dict[str, str]]:
     viewer already holds a slot); 406 a type the device does not serve. ``appConnectNum`` is
     the number of viewers pulling video now.
     """
-    device_slots = slots(ctx.routes)
+    device_slots = slots(ctx.device)
     kind, quality = ctx.params.get("type"), ctx.params.get("quality")
     if not kind or (quality is not None and quality not in QUALITIES):
         status = DEVICE_ST_BAD_REQUEST
     elif kind == "voice":
-        busy = ctx.routes.extras.get(VOICE_KEY) is not None
+        busy = ctx.device.talk is not None  # set exactly while a talk session is open
         status = DEVICE_ST_BUSY if busy else DEVICE_ST_OK
     elif kind in ("live", "playback"):
         admit = device_slots.would_admit(ctx.request.link.id)
@@ -255,16 +237,15 @@ async def get_device_st(ctx: RequestContext) -> list[dict[str, str]]:
     return [{"status": status, "appConnectNum": str(device_slots.in_use)}]
 
 
-@inner_command("get_nvr_list")
 async def get_nvr_list(ctx: RequestContext) -> list[dict[str, str]]:
     """The channels of this device: ``[{"DeviceName", "Channel", "Online"}]``, Online "1"
     while every source of the channel runs. ``nvr`` may name this device, or be left out."""
-    config = ctx.routes.config
+    config = ctx.device.config
     nvr = ctx.params.get("nvr")
     if nvr is not None and nvr != config.device_name:
         raise BadRequest(404, f"this device is not NVR {nvr[:64]!r}")
     listing = []
-    for number, channel in sorted(ctx.routes.channels.items()):
+    for number, channel in sorted(ctx.device.channels.items()):
         channel_config = config.channels.get(number)
         name = channel_config.name if channel_config is not None else ""
         online = all(live.running for live in channel.live.values())
@@ -278,10 +259,29 @@ async def get_nvr_list(ctx: RequestContext) -> list[dict[str, str]]:
     return listing
 
 
-@inner_command("request_keyframe")
 async def request_keyframe(ctx: RequestContext) -> dict[str, str]:
     """Every live source of the channel sends an IDR soon: a viewer whose decoder lost its
     reference frames recovers without waiting for the next GOP."""
     for live in set(ctx.channel().live.values()):
         live.request_keyframe()
     return {"status": "0"}
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+#: Every ``action=inner_define`` command by ``cmd`` name (SPEC §4), and who serves it.
+INNER_COMMANDS: dict[str, InnerCommand] = {
+    # the device itself (above)
+    "get_device_st": get_device_st,
+    "get_nvr_list": get_nvr_list,
+    "request_keyframe": request_keyframe,
+    # what the channel has recorded (``recordings``)
+    "get_month_record": recordings.get_month_record,
+    "get_record_index": recordings.get_record_index,
+    "get_file_list": recordings.get_file_list,
+    # steering the playback this link has open (``playback``)
+    "playback_pause": playback.playback_pause,
+    "playback_resume": playback.playback_resume,
+    "playback_seek": playback.playback_seek,
+    "playback_progress": playback.playback_progress,
+}

@@ -39,7 +39,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from xp2p.device.routes import BadRequest, RequestContext
+from xp2p.device.request import BadRequest, RequestContext
 from xp2p.link import StreamClosed
 
 logger = logging.getLogger("xp2p.device")
@@ -193,10 +193,9 @@ class DigestCache:
 
 
 def _digests(ctx: RequestContext) -> DigestCache:
-    cache = ctx.routes.extras.get("files")
-    if not isinstance(cache, DigestCache):
-        cache = ctx.routes.extras["files"] = DigestCache()
-    return cache
+    if ctx.device.digests is None:
+        ctx.device.digests = DigestCache()
+    return ctx.device.digests
 
 
 # ---- the handler -------------------------------------------------------------------------------
@@ -205,7 +204,7 @@ def _digests(ctx: RequestContext) -> DigestCache:
 async def serve(ctx: RequestContext) -> None:
     ctx.require("download")
     channel = ctx.channel()
-    recordings = ctx.routes.config.recordings_dir
+    recordings = ctx.device.config.recordings_dir
     if recordings is None:
         raise BadRequest(404, "this device keeps no recordings")
     name = check_file_name(ctx.params.get("file_name"))
@@ -278,7 +277,7 @@ async def _send(ctx: RequestContext, opened: OpenedFile, name: str, offset: int)
     except OSError as exc:
         # Headers promised ``remaining`` bytes: a short body must not end cleanly.
         logger.warning("link %d: download %r aborted: %s", request.link.id, name, exc)
-        request.link.cancel(request.stream_id)
+        request.cancel()
 
 
 async def _stream(ctx: RequestContext, fd: int, position: int, end: int) -> None:

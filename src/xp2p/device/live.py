@@ -6,7 +6,7 @@ import logging
 
 from xp2p.device.capacity import viewer_slot
 from xp2p.device.channel import LiveChannel
-from xp2p.device.routes import QUALITIES, BadRequest, RequestContext
+from xp2p.device.request import QUALITIES, BadRequest, RequestContext
 from xp2p.link import StreamClosed
 
 logger = logging.getLogger("xp2p.device")

@@ -25,16 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xp2p.device.capacity import viewer_slot
-from xp2p.device.commands import inner_command
 from xp2p.device.playback_session import FileRead, PlaybackSession
 from xp2p.device.recordings import MAX_UNIX_SECONDS, channel_store, unix_seconds
-from xp2p.device.routes import BadRequest, Channel, RequestContext
+from xp2p.device.request import BadRequest, Channel, RequestContext
 from xp2p.link import StreamClosed
 
 logger = logging.getLogger("xp2p.device")
 
-#: ``Channel.extras`` key: open playbacks of the channel by link id.
-EXTRAS_KEY = "playback"
 MIN_SPAN_SECONDS = 5
 #: How often a paused or waiting playback checks that its viewer is still there.
 IDLE_CHECK = 0.5
@@ -42,6 +39,8 @@ IDLE_CHECK = 0.5
 
 @dataclass
 class OpenPlayback:
+    """A playback being streamed, as ``Channel.playbacks`` holds it for the commands."""
+
     session: PlaybackSession
     folder: Path
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -80,7 +79,7 @@ async def serve(ctx: RequestContext) -> None:
 async def _stream(ctx: RequestContext, channel: Channel, playback: OpenPlayback) -> None:
     request = ctx.request
     link_id = request.link.id
-    playbacks: dict[int, OpenPlayback] = channel.extras.setdefault(EXTRAS_KEY, {})
+    playbacks = channel.playbacks
     previous = playbacks.get(link_id)
     if previous is not None:  # only the newest playback of a link can be steered
         previous.replaced = True
@@ -134,8 +133,8 @@ async def _stream(ctx: RequestContext, channel: Channel, playback: OpenPlayback)
 
 def _open_playback(ctx: RequestContext) -> OpenPlayback:
     channel = ctx.channel()
-    found = channel.extras.get(EXTRAS_KEY, {}).get(ctx.request.link.id)
-    if not isinstance(found, OpenPlayback):
+    found = channel.playbacks.get(ctx.request.link.id)
+    if found is None:
         raise BadRequest(404, f"no playback is open on this link for channel {channel.number}")
     return found
 
@@ -144,7 +143,6 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
-@inner_command("playback_pause")
 async def playback_pause(ctx: RequestContext) -> dict[str, str]:
     playback = _open_playback(ctx)
     playback.session.pause(_now())
@@ -152,7 +150,6 @@ async def playback_pause(ctx: RequestContext) -> dict[str, str]:
     return {"status": "0"}
 
 
-@inner_command("playback_resume")
 async def playback_resume(ctx: RequestContext) -> dict[str, str]:
     playback = _open_playback(ctx)
     playback.session.resume(_now())
@@ -160,7 +157,6 @@ async def playback_resume(ctx: RequestContext) -> dict[str, str]:
     return {"status": "0"}
 
 
-@inner_command("playback_seek")
 async def playback_seek(ctx: RequestContext) -> dict[str, str]:
     """``time=<unix s>`` or ``progress=<ms from the start of the span>``."""
     playback = _open_playback(ctx)
@@ -183,7 +179,6 @@ async def playback_seek(ctx: RequestContext) -> dict[str, str]:
     return {"status": "0"}
 
 
-@inner_command("playback_progress")
 async def playback_progress(ctx: RequestContext) -> dict[str, str]:
     playback = _open_playback(ctx)
     return {"status": "0", "progress": str(playback.session.progress_ms(_now()))}

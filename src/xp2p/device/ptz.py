@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from xp2p.device.routes import BadRequest
+from xp2p.device.request import BadRequest
 
 #: ``cmd`` value of ``data`` that stops the head.
 RELEASE = "ptz_release_pre"

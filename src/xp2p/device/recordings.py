@@ -18,15 +18,12 @@ import logging
 import re
 from dataclasses import dataclass
 
-from xp2p.device.commands import inner_command
 from xp2p.device.record_store import FILE_TYPE_PICTURE, FILE_TYPE_VIDEO, RecordStore
 from xp2p.device.recorder import ChannelRecorder
-from xp2p.device.routes import BadRequest, Channel, DeviceRoutes, RequestContext
+from xp2p.device.request import BadRequest, Channel, DeviceState, RequestContext
 
 logger = logging.getLogger("xp2p.device.recordings")
 
-#: ``Channel.extras`` key of a channel's ``ChannelRecordings``.
-EXTRAS_KEY = "recordings"
 #: Unix seconds we accept: 0 up to the year 2286 (ten digits).
 MAX_UNIX_SECONDS = 9_999_999_999
 _MONTH = re.compile(r"[0-9]{6}")
@@ -34,23 +31,24 @@ _MONTH = re.compile(r"[0-9]{6}")
 
 @dataclass
 class ChannelRecordings:
+    """What ``Channel.recordings`` holds while the channel records."""
+
     store: RecordStore
     recorder: ChannelRecorder
 
 
 def channel_store(channel: Channel) -> RecordStore | None:
     """The channel's recordings, None when the device does not record."""
-    recordings = channel.extras.get(EXTRAS_KEY)
-    return recordings.store if isinstance(recordings, ChannelRecordings) else None
+    return None if channel.recordings is None else channel.recordings.store
 
 
-async def start(routes: DeviceRoutes) -> None:
-    """Start one recorder per channel when ``routes.config.recordings_dir`` is set."""
-    config = routes.config
+async def start(device: DeviceState) -> None:
+    """Start one recorder per channel when ``device.config.recordings_dir`` is set."""
+    config = device.config
     if config.recordings_dir is None:
         return
     segment_ms = max(1000, int(config.segment_seconds * 1000))
-    for number, channel in sorted(routes.channels.items()):
+    for number, channel in sorted(device.channels.items()):
         folder = config.recordings_dir / f"ch{number}"
         try:
             store = await RecordStore.open(
@@ -63,15 +61,14 @@ async def start(routes: DeviceRoutes) -> None:
             continue
         recorder = ChannelRecorder(channel.live["high"], store, segment_ms)
         await recorder.start()
-        channel.extras[EXTRAS_KEY] = ChannelRecordings(store, recorder)
+        channel.recordings = ChannelRecordings(store, recorder)
 
 
-async def close(routes: DeviceRoutes) -> None:
+async def close(device: DeviceState) -> None:
     """Stop the recorders, finishing and indexing the current segments."""
-    for channel in routes.channels.values():
-        recordings = channel.extras.get(EXTRAS_KEY)
-        if isinstance(recordings, ChannelRecordings):
-            await recordings.recorder.stop()
+    for channel in device.channels.values():
+        if channel.recordings is not None:
+            await channel.recordings.recorder.stop()
 
 
 # ---- parameters -------------------------------------------------------------------------
@@ -97,7 +94,6 @@ def time_range(params: dict[str, str]) -> tuple[int, int]:
 # ---- commands ---------------------------------------------------------------------------
 
 
-@inner_command("get_month_record")
 async def get_month_record(ctx: RequestContext) -> dict[str, str]:
     """``time=YYYYMM`` → ``{"video_list": "<uint32>"}``: bit d-1 set when UTC day d has
     recordings."""
@@ -112,7 +108,6 @@ async def get_month_record(ctx: RequestContext) -> dict[str, str]:
     return {"video_list": str(bits)}
 
 
-@inner_command("get_record_index")
 async def get_record_index(ctx: RequestContext) -> dict[str, list[dict[str, str]]]:
     """``start_time``/``end_time`` → the recorded spans between them, contiguous segments
     merged and clipped to the query, in whole seconds."""
@@ -127,7 +122,6 @@ async def get_record_index(ctx: RequestContext) -> dict[str, list[dict[str, str]
     }
 
 
-@inner_command("get_file_list")
 async def get_file_list(ctx: RequestContext) -> dict[str, list[dict[str, str]]]:
     """``start_time``/``end_time`` [``file_type`` 0 video, 1 picture; both if absent] → the
     files a viewer may download (``action=download``) with content in that range."""

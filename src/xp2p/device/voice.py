@@ -9,7 +9,7 @@ What the body is, decided by the query alone:
 * ``calltype=audio`` or ``video``: FLV (header, AAC sequence header, AAC frames), parsed
   incrementally; video and script tags are skipped.
 
-One talk session per device: it is ``routes.extras["voice"]`` while open (``get_device_st
+One talk session per device: it is ``DeviceState.talk`` while open (``get_device_st
 type=voice`` reports busy from that), and a second request gets 409. The device answers 200
 at once, so the viewer knows the session is open, then takes the body until the viewer ends
 it, the link dies, the body turns out malformed, or nothing arrives for
@@ -28,16 +28,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from xp2p.device.routes import BadRequest, RequestContext
+from xp2p.device.request import BadRequest, DeviceState, RequestContext
 from xp2p.device.voice_sink import DiscardSink, VoiceFiles, VoiceSink, wait_players
 from xp2p.flv import FlvError, FlvHeader, FlvReader
 from xp2p.link import IncomingRequest, StreamClosed
 from xp2p.media.audio import TALK_FORMAT, AacDecoder, AudioError, PcmFormat
-
-if TYPE_CHECKING:
-    from xp2p.device.routes import DeviceRoutes
 
 logger = logging.getLogger("xp2p.device")
 
@@ -136,7 +133,7 @@ class TalkIntake:
 
 @dataclass
 class TalkSession:
-    """The open talk session, as ``routes.extras["voice"]`` holds it."""
+    """The open talk session, as ``DeviceState.talk`` holds it."""
 
     link_id: int
     channel: int
@@ -166,17 +163,17 @@ async def serve(ctx: RequestContext) -> None:
     ctx.require("voice")
     channel = ctx.channel()
     talk = talk_format(ctx.params, ctx.request.headers)
-    routes = ctx.routes
-    if routes.extras.get("voice") is not None:
+    device = ctx.device
+    if device.talk is not None:
         raise BadRequest(409, "a talk session is already open")
     session = TalkSession(ctx.request.link.id, channel.number, talk.calltype or "pcm")
-    routes.extras["voice"] = session
+    device.talk = session
     try:
         reply = await _run(ctx, session, talk)
     finally:
         session.close_sink()
-        if routes.extras.get("voice") is session:
-            del routes.extras["voice"]
+        if device.talk is session:
+            device.talk = None
     # Freed first: a viewer that gets the reply may open the next session at once.
     if reply is not None:
         await _reply(ctx.request, reply, refuse_rest=reply["result"] != "ok")
@@ -237,7 +234,7 @@ async def _take_body(ctx: RequestContext, session: TalkSession, intake: TalkInta
                 pcm = intake.feed(chunk)
             else:  # FFmpeg's AAC decoding is blocking work
                 pcm = await asyncio.to_thread(intake.feed, chunk)
-            if session.ended:  # close(routes) ran: the device is shutting down
+            if session.ended:  # close(device) ran: the device is shutting down
                 raise TalkError(503, "the device is shutting down")
             if pcm:
                 if session.sink is None and intake.format is not None:
@@ -258,7 +255,7 @@ async def _next_chunk(body: AsyncIterator[bytes]) -> bytes | None:
 
 
 def _open_sink(ctx: RequestContext, session: TalkSession, fmt: PcmFormat) -> None:
-    config = ctx.routes.config
+    config = ctx.device.config
     factory = config.voice_sink
     if factory is None:
         folder = None if config.recordings_dir is None else config.recordings_dir / "voice"
@@ -299,13 +296,13 @@ async def _reply(request: IncomingRequest, reply: dict[str, object], *, refuse_r
         if not request.backlog() or request.closed:
             break
         await asyncio.sleep(0.02)
-    request.link.cancel(request.stream_id)
+    request.cancel()
 
 
-async def close(routes: DeviceRoutes) -> None:
+async def close(device: DeviceState) -> None:
     """End an open talk session (device shutdown) and let players finish."""
-    session = routes.extras.pop("voice", None)
-    if isinstance(session, TalkSession):
+    session, device.talk = device.talk, None
+    if session is not None:
         session.close_sink()
     with contextlib.suppress(Exception):
         await wait_players()

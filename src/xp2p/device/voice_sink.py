@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from xp2p.tasks import TaskSet
+
 logger = logging.getLogger("xp2p.device")
 
 #: PCM the player may fall behind by before we drop audio (it is live speech: late is useless).
@@ -44,7 +46,9 @@ class VoiceSink(Protocol):
 #: ``(channel, sample_rate, channels) -> VoiceSink``; called once per talk session.
 VoiceSinkFactory = Callable[[int, int, int], VoiceSink]
 
-_player_tasks: set[asyncio.Task[None]] = set()
+#: The players' feeding tasks, process-wide: a PlayerPipe is made by a sink factory, which
+#: has no device to hand them to; ``wait_players`` lets them finish at shutdown.
+_players = TaskSet("voice")
 
 
 class WavSink:
@@ -78,9 +82,7 @@ class PlayerPipe:
         self._queued = 0
         self._broken = False
         self.dropped = 0
-        task = asyncio.get_running_loop().create_task(self._run(), name="voice-player")
-        _player_tasks.add(task)
-        task.add_done_callback(_player_tasks.discard)
+        _players.spawn(self._run(), "player")
 
     def write(self, pcm: bytes) -> None:
         if self._broken:
@@ -130,8 +132,7 @@ class PlayerPipe:
 
 async def wait_players(timeout: float = PLAYER_EXIT_TIMEOUT + 1) -> None:
     """Let players finish the audio they were given (device shutdown)."""
-    if _player_tasks:
-        await asyncio.wait(set(_player_tasks), timeout=timeout)
+    await _players.wait(timeout)
 
 
 class _Tee:
