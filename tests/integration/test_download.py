@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.devices import IdleSource
 from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from xp2p import ErrorCode, XP2PError
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
@@ -493,6 +494,8 @@ async def test_stopping_stops_the_device_reading(
     from xp2p.device import files as device_files
 
     files.write("big.bin", 64 * MB)
+    routes = files.stack.device.routes
+    served = routes.requests_served
     # Digest first (cached), so that only the transfer's reads are counted below.
     assert (await download(files.module, f"file_name=big.bin&offset={64 * MB}")).calls[1] == (
         "success"
@@ -519,7 +522,8 @@ async def test_stopping_stops_the_device_reading(
     await stopped[0]
     assert outcome.calls == ["headers", "chunk", "error", "complete"]
     assert outcome.result is not None and outcome.result.errmsg == "stopped"
-    await asyncio.sleep(0.5)
+    # Both handlers have ended (and with them the reads in flight): count from there.
+    await wait_until(lambda: routes.requests_served >= served + 2, what="the downloads' end")
     after_stop = read["bytes"]
     await asyncio.sleep(1.0)
     assert read["bytes"] == after_stop, "the device kept reading after the viewer left"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from tests.support.live import Recorder, TeeSource, parse
 from tests.support.stack import PATTERN, Stack
+from tests.support.waiting import wait_until
 from xp2p import ErrorCode, XP2PError
 from xp2p.auth import GrantSigner
 from xp2p.device import ChannelConfig, DeviceAgent
@@ -19,6 +19,12 @@ from xp2p.viewer import AppParams, FlvParams, P2PModule, StreamInfo
 from xp2p.viewer.cloud_client import CloudClient, CloudError
 
 DEVICE = StreamInfo(product_id="DEMO", device_name="cam1")
+
+
+def media_tags(data: bytes | bytearray) -> int:
+    """Audio and video tags (no sequence headers, no script) in ``data`` so far."""
+    _headers, tags = parse(bytes(data))
+    return sum(not t.is_sequence_header and not t.is_script for t in tags)
 
 
 async def test_live_bytes_match_source_and_start_on_keyframe(stack: Stack) -> None:
@@ -42,7 +48,7 @@ async def test_live_bytes_match_source_and_start_on_keyframe(stack: Stack) -> No
             "cam", DEVICE, msg_callback=rec.on_msg, data_callback=rec.on_data
         )
         await rec.wait_bytes(60_000)
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: media_tags(rec.data) > 40, timeout=15, what="40 media tags")
         await module.stop_stream("cam")
     finally:
         await module.destroy()
@@ -267,7 +273,12 @@ async def test_restarted_device_recovers_with_fresh_xp2p_info(
 
 async def test_offline_device_is_a_clear_error(stack: Stack, module: P2PModule) -> None:
     await stack.device.close()
-    await asyncio.sleep(0.2)
+
+    async def offline() -> bool:
+        presence = await stack.cloud.registry.get("DEMO", "cam1")
+        return presence is None or not presence.online
+
+    await wait_until(offline, what="the cloud to see the device offline")
     with pytest.raises(XP2PError) as e:
         await module.start_p2p_service("cam", DEVICE)
     assert e.value.code == ErrorCode.BAD_XP2P_INFO

@@ -27,6 +27,7 @@ from tests.support.recordings import (
     start_recording_device,
 )
 from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from xp2p import ErrorCode, XP2PError
 from xp2p.device.record_index import Segment
 from xp2p.flv import FlvReader, FlvTag, starts_gop
@@ -119,6 +120,19 @@ async def progress(module: P2PModule) -> int:
     return int(result.data["progress"])
 
 
+async def wait_progress(module: P2PModule, at_least: int, timeout: float = 10.0) -> int:
+    """Wait until the open playback has played ``at_least`` ms; returns its progress then."""
+    seen = 0
+
+    async def reached() -> bool:
+        nonlocal seen
+        seen = await progress(module)
+        return seen >= at_least
+
+    await wait_until(reached, timeout=timeout, interval=0.1, what=f"progress of {at_least} ms")
+    return seen
+
+
 @needs_ffprobe
 async def test_playback_crosses_segments_paced_and_ends_with_eof(
     recorded: Recorded, module: P2PModule, tmp_path: Path
@@ -156,9 +170,8 @@ async def test_pause_sends_nothing_and_resume_continues(
 ) -> None:
     start, end = recorded.t0 + 1, recorded.t0 + 12
     viewer = await start_playback(module, start, end)
-    await asyncio.sleep(1.5)
-    before = await progress(module)
-    assert 0 < before < 3000
+    before = await wait_progress(module, 500)
+    assert before < 3000
     result = await command(module, "playback_pause")
     assert result.type == "success" and result.data == {"status": "0"}
     await asyncio.sleep(0.7)  # what was in flight arrives
@@ -169,9 +182,8 @@ async def test_pause_sends_nothing_and_resume_continues(
     assert "eof" not in viewer.subtypes()  # the response stays open
     result = await command(module, "playback_resume")
     assert result.type == "success" and result.data == {"status": "0"}
-    await asyncio.sleep(1.5)
-    assert len(viewer.data) > paused_at
-    assert await progress(module) >= paused_progress + 1000
+    await wait_progress(module, paused_progress + 1000)
+    await wait_until(lambda: len(viewer.data) > paused_at, what="bytes after the resume")
     await module.stop_stream("cam")
     tags = viewer.tags()  # still one FLV header: resume does not resend it
     assert_monotonic_without_gaps(tags)
@@ -184,7 +196,11 @@ async def test_seek_by_time_and_by_progress_lands_on_the_keyframe_before(
 ) -> None:
     start, end = recorded.t0 + 1, recorded.t0 + 12
     viewer = await start_playback(module, start, end)
-    await asyncio.sleep(1.0)
+    await wait_progress(module, 500)
+    frames = recorded.frames
+
+    def video_after(mark: int) -> list[FlvTag]:
+        return video(viewer.tags())[len(video(viewer.tags(mark))) :]
 
     # time=, while paused so the byte stream has a clean before and after.
     await command(module, "playback_pause")
@@ -195,10 +211,10 @@ async def test_seek_by_time_and_by_progress_lands_on_the_keyframe_before(
     assert result.type == "success" and result.data == {"status": "0"}
     assert await progress(module) == target - start * 1000
     await command(module, "playback_resume")
-    await asyncio.sleep(1.0)
-    after = video(viewer.tags())[len(video(viewer.tags(mark))) :]
+    await wait_until(lambda: bool(video_after(mark)), interval=0.1, what="video after the seek")
+    after = video_after(mark)
     assert starts_gop(after[0])
-    landed = recorded.frames[after[0].data]
+    landed = frames[after[0].data]
     assert target - GOP_MS < landed <= target
     assert landed == recorded.t0 * 1000 + 7500  # the keyframe at or before, per the index
     assert 6000 <= await progress(module) <= 9000
@@ -207,13 +223,18 @@ async def test_seek_by_time_and_by_progress_lands_on_the_keyframe_before(
     mark = len(viewer.data)
     result = await command(module, "playback_seek&progress=2000")
     assert result.type == "success" and result.data == {"status": "0"}
-    await asyncio.sleep(1.5)
-    await module.stop_stream("cam")
-    later = video(viewer.tags())[len(video(viewer.tags(mark))) :]
     expected = recorded.t0 * 1000 + 2500  # start + 2 s = t0 + 3 s; its keyframe: t0 + 2.5 s
-    jump = next(i for i, f in enumerate(later) if recorded.frames[f.data] == expected)
+
+    def played_since_the_jump() -> int:
+        times = [frames[f.data] for f in video_after(mark)]
+        return len(times) - times.index(expected) if expected in times else 0
+
+    await wait_until(lambda: played_since_the_jump() >= 25, interval=0.1, what="25 frames")
+    await module.stop_stream("cam")
+    later = video_after(mark)
+    jump = next(i for i, f in enumerate(later) if frames[f.data] == expected)
     assert starts_gop(later[jump])
-    times = [recorded.frames[f.data] for f in later[jump:]]
+    times = [frames[f.data] for f in later[jump:]]
     assert times == list(range(expected, expected + len(times) * FRAME_MS, FRAME_MS))
     assert len(times) >= 20
     assert_monotonic_without_gaps(viewer.tags())  # across both seeks
@@ -221,9 +242,8 @@ async def test_seek_by_time_and_by_progress_lands_on_the_keyframe_before(
 
 async def test_playback_progress_advances(recorded: Recorded, module: P2PModule) -> None:
     await start_playback(module, recorded.t0 + 1, recorded.t0 + 12)
-    await asyncio.sleep(0.5)
-    first = await progress(module)
-    await asyncio.sleep(1.0)
+    first = await wait_progress(module, 200)
+    await asyncio.sleep(1.0)  # what is measured
     second = await progress(module)
     assert 700 <= second - first <= 1600, (first, second)
 
@@ -330,8 +350,10 @@ async def test_the_local_player_plays_back(recorded: Recorded, module: P2PModule
                 async with http.get(f"{player.url}/playback/DEMO/cam1.flv?{query}") as response:
                     assert response.status == status, (query, await response.text())
         # Every playback had its own service, and each is gone once its player left.
-        await asyncio.sleep(0.2)
-        assert not [s for s in module._services if s.startswith("playback:")]
+        await wait_until(
+            lambda: not [s for s in module._services if s.startswith("playback:")],
+            what="the playback services to stop",
+        )
     finally:
         await player.stop()
 
@@ -349,8 +371,7 @@ async def test_many_playbacks_do_not_disturb_live_viewers(
         params = f"action=playback&start_time={recorded.t0 + 2 * n}&end_time={recorded.t0 + 12}"
         await module.start_stream(f"pb{n}", viewer.on_data, FlvParams(params=params))
         viewers.append(viewer)
-    await asyncio.sleep(1.5)
-    assert all(len(v.data) > 20_000 for v in viewers)
+    await wait_until(lambda: all(len(v.data) > 20_000 for v in viewers), what="every playback")
     size = len(live.data)
     await asyncio.sleep(1.0)
     assert len(live.data) > size + 10_000

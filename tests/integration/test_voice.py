@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from tests.support.stack import Stack
-from tests.support.voice import dominant_hz, read_wav, wait_free, wav_files
+from tests.support.voice import dominant_hz, read_wav, wait_free, wait_heard, wav_files
+from tests.support.waiting import wait_until
 from xp2p import ErrorCode, XP2PError
 from xp2p.device import DeviceAgent
 from xp2p.device.voice_sink import VoiceFiles
@@ -250,8 +251,7 @@ async def test_slot_frees_when_the_viewer_link_dies(
     await module.start_p2p_service("cam", DEVICE, msg_callback=events)
     writer = await module.start_voice_data("cam")
     writer.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 1.0)))
-    await asyncio.sleep(0.5)
-    assert talk_device.routes.state.talk is not None
+    await wait_heard(talk_device)
     # The viewer's network vanishes: every datagram of its link is dropped, both ways.
     link = module._service("cam").link
     assert attach(link._ice, Conditions(loss=1.0, seed=1)) is not None
@@ -279,7 +279,7 @@ async def test_stop_p2p_service_ends_the_talk_session_cleanly(
         yield b""
 
     await module.start_voice("cam", endless())
-    await asyncio.sleep(0.5)
+    await wait_heard(talk_device, len(tone))
     await module.stop_p2p_service("cam")
     await wait_free(talk_device, 3)
     closed = events.voice("close")
@@ -414,8 +414,7 @@ async def test_malformed_flv_ends_the_session_and_the_device_serves_on(
         await link.close()
     # The device still serves: the live viewer kept getting video, and talk-back works again.
     seen = len(watched)
-    await asyncio.sleep(1.0)
-    assert len(watched) > seen
+    await wait_until(lambda: len(watched) > seen, what="live video after the malformed talk")
     writer = await module.start_voice_data("cam")
     writer.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 0.5)))
     assert (await writer.close()).ok
@@ -517,7 +516,7 @@ async def test_device_shutdown_finishes_the_wav(
         yield b""
 
     await module.start_voice("cam", then_silence())
-    await asyncio.sleep(0.5)
+    await wait_heard(talk_device, len(tone))
     await talk_device.close()
     assert talk_device.routes.state.talk is None
     _fmt, pcm = read_wav(wav_files(tmp_path / "voice")[0])
@@ -541,7 +540,7 @@ async def test_close_hook_ends_an_open_session_for_good(
             await asyncio.sleep(0.05)
 
     await module.start_voice("cam", paced())
-    await asyncio.sleep(0.5)
+    await wait_heard(talk_device)
     await device_voice.close(talk_device.routes.state)
     assert talk_device.routes.state.talk is None
     closed = await events.voice_closed()

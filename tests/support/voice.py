@@ -1,4 +1,4 @@
-"""Test helpers (not tests)."""
+"""Test helpers (not tests): tones, WAV files, and waits on the device's talk session."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.support.waiting import wait_until
 from xp2p.device import DeviceAgent
 from xp2p.media.audio import PcmFormat
 
@@ -38,3 +39,13 @@ async def wait_free(device: DeviceAgent, timeout: float) -> float:
         assert time.monotonic() - start < timeout, "talk session still open"
         await asyncio.sleep(0.05)
     return time.monotonic() - start
+
+
+async def wait_heard(device: DeviceAgent, pcm_bytes: int = 1, timeout: float = 10.0) -> None:
+    """Wait until the device's open talk session has handed ``pcm_bytes`` of PCM to its sink."""
+
+    def heard() -> bool:
+        talk = device.routes.state.talk
+        return talk is not None and talk.pcm_bytes >= pcm_bytes
+
+    await wait_until(heard, timeout=timeout, what=f"{pcm_bytes} PCM bytes at the device")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from tests.support.waiting import wait_until
 from xp2p.device.channel import LiveChannel, Subscription
 from xp2p.flv import FlvHeader, FlvReader, FlvTag
 from xp2p.media import MediaSource
@@ -55,10 +56,12 @@ def gop_stream(gops: int, frames: int = 10, step: int = 40) -> list[FlvTag]:
 
 
 async def test_new_viewer_starts_with_header_sequence_headers_and_keyframe() -> None:
-    channel = LiveChannel("t", lambda: ListSource(gop_stream(3)))
+    stream = gop_stream(3)
+    channel = LiveChannel("t", lambda: ListSource(stream))
     await channel.start()
     assert await channel.wait_ready(2)
-    await asyncio.sleep(0.05)
+    # The GOP cache holds the newest GOP once the source has yielded every tag.
+    await wait_until(lambda: channel.tags_seen == len(stream), timeout=2, what="all tags")
     start, subscription = channel.subscribe()
     items = FlvReader().feed(start)
     assert isinstance(items[0], FlvHeader)
@@ -102,6 +105,7 @@ async def test_closed_subscription_wakes_its_reader() -> None:
     channel = LiveChannel("t", lambda: ListSource([]))
     subscription = Subscription(channel, max_lag_ms=1000)
     reader = asyncio.create_task(subscription.next_batch())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the reader is now waiting
+    assert not reader.done()
     subscription.close()
     assert await asyncio.wait_for(reader, 1) == []

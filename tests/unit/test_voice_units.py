@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import wave
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.voice import dominant_hz
+from tests.support.waiting import wait_until
 from xp2p.device.request import BadRequest
 from xp2p.device.voice import TalkError, TalkFormat, TalkIntake, talk_format
 from xp2p.device.voice_sink import DiscardSink, VoiceFiles, WavSink, wait_players
@@ -265,7 +265,8 @@ async def test_missing_player_is_logged_and_the_wav_still_written(
     factory = VoiceFiles(tmp_path, player=("/nonexistent/player", "-"))
     with caplog.at_level(logging.WARNING, "xp2p.device"):
         sink = factory(0, 8000, 1)
-        await asyncio.sleep(0.2)
+        # Written after the player failed to start: the pipe drops it, the WAV keeps it.
+        await wait_until(lambda: "cannot start talk-back player" in caplog.text, what="log")
         sink.write(TONE)
         sink.close()
         await wait_players(10)
