@@ -28,8 +28,9 @@ from xp2p.cloud.edge import EdgeConfig, EdgeServer
 from xp2p.device.http_origin import OriginServer
 from xp2p.flv import FlvTag
 from xp2p.media import TestPatternConfig, TestPatternSource, make_test_flv
-from xp2p.swarm import Chunk, InitChunk, StreamAssembler
-from xp2p.swarm import edge_api as api
+from xp2p.swarm import Chunk, InitChunk, StreamAssembler, peer_token
+from xp2p.swarm import edge_messages as messages
+from xp2p.swarm import edge_routes as routes
 
 PATTERN = TestPatternConfig(width=320, height=180, fps=25, bitrate=300_000, gop=25)
 EDGE = EdgeConfig(port=0, linger=1.5, stall_timeout=1.0, give_up=30.0)
@@ -64,7 +65,7 @@ async def _until(predicate: object, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _live_from(client: EdgeClient, room: str, chunks: int) -> api.LiveInfo:
+async def _live_from(client: EdgeClient, room: str, chunks: int) -> messages.LiveInfo:
     """Wait for a keyframe chunk and ``chunks`` more after it; that keyframe chunk is the
     answer's ``keyframe_seq`` (newer ones may have been cut meanwhile)."""
     keyframe: int | None = None
@@ -97,7 +98,7 @@ async def test_one_pull_for_many_viewers_and_chunks_rebuild_the_origin_stream(
     joins = await asyncio.gather(*(client.join(origin.url, upload=i % 2 == 0) for i in range(6)))
     assert len({(j.room, j.stream_id, j.edge_key) for j in joins}) == 1
     join = joins[0]
-    assert join.room == api.room_id(origin.url) and join.chunk_ms == EDGE.chunk_ms
+    assert join.room == routes.room_id(origin.url) and join.chunk_ms == EDGE.chunk_ms
     async with contextlib.AsyncExitStack() as stack:
         for j in joins:
             await stack.enter_async_context(client.ws(j))
@@ -136,7 +137,7 @@ async def test_one_pull_for_many_viewers_and_chunks_rebuild_the_origin_stream(
 async def test_edge_key_is_the_clouds_grant_key(cloud: CloudServer, origin: OriginServer) -> None:
     async with aiohttp.ClientSession() as http:
         join = await EdgeClient(http, cloud.url).join(origin.url)
-    assert api.parse_edge_key(join.edge_key) == cloud.grant_public_key
+    assert peer_token.parse_edge_key(join.edge_key) == cloud.grant_public_key
 
 
 # --- linger, stalls, sources that are not FLV ---------------------------------------------------
@@ -152,7 +153,7 @@ async def test_room_stops_pulling_linger_after_the_last_viewer_leaves(
     assert origin.active == 1 and cloud.edge is not None and first[0].room in cloud.edge.rooms
     await _until(lambda: origin.active == 0)
     assert first[0].room not in cloud.edge.rooms
-    status, doc = await client.request("GET", f"{api.API}/rooms/{first[0].room}/live")
+    status, doc = await client.request("GET", f"{routes.API}/rooms/{first[0].room}/live")
     assert (status, doc["code"]) == (404, "unknown_room")
     again = await client.join(origin.url)  # a new pull, a new stream session
     assert origin.connections == 2 and again.stream_id != first[0].stream_id
@@ -215,14 +216,14 @@ async def test_a_stalled_source_is_reported_and_pulled_again(client: EdgeClient)
 async def test_a_source_that_is_not_flv_is_a_502(cloud: CloudServer, client: EdgeClient) -> None:
     async with FlakySource(b"<html>hello</html>" * 10, content_type="text/html") as source:
         status, doc = await client.request(
-            "POST", api.JOIN_PATH, {"url": source.url, "upload": True, "fingerprint": "F" * 43}
+            "POST", routes.JOIN_PATH, {"url": source.url, "upload": True, "fingerprint": "F" * 43}
         )
     assert (status, doc["code"]) == (502, "source_unreachable")
     assert doc["error"]["code"] == "source_unreachable"
     assert "not FLV" in doc["message"] and "text/html" in doc["message"]
     assert cloud.edge is not None and not cloud.edge.rooms  # nothing left behind
     status, doc = await client.request(
-        "POST", api.JOIN_PATH, {"url": "http://127.0.0.1:9/x.flv", "upload": True,
+        "POST", routes.JOIN_PATH, {"url": "http://127.0.0.1:9/x.flv", "upload": True,
                                 "fingerprint": "F" * 43},
     )  # fmt: skip
     assert (status, doc["code"]) == (502, "source_unreachable")
@@ -245,22 +246,22 @@ async def test_bad_requests_get_specific_errors(origin: OriginServer, client: Ed
         ({"url": origin.url, "upload": True}, 400, "bad_request", "fingerprint"),
     ]
     for doc, status, code, words in cases:
-        got, answer = await client.request("POST", api.JOIN_PATH, doc)
+        got, answer = await client.request("POST", routes.JOIN_PATH, doc)
         assert (got, answer["code"]) == (status, code), (doc, answer)
         assert words in answer["message"]
     got, answer = await client.request(
-        "POST", api.JOIN_PATH + f"?room={'A' * 22}", body(origin.url)
+        "POST", routes.JOIN_PATH + f"?room={'A' * 22}", body(origin.url)
     )
     assert (got, answer["code"]) == (400, "bad_request") and "query" in answer["message"]
-    routed = api.JOIN_PATH + f"?room={api.room_id(origin.url)}"
+    routed = routes.JOIN_PATH + f"?room={routes.room_id(origin.url)}"
     assert (await client.request("POST", routed, body(origin.url)))[0] == 200
-    got, answer = await client.request("POST", api.JOIN_PATH, raw=b"\xff{not json")
+    got, answer = await client.request("POST", routes.JOIN_PATH, raw=b"\xff{not json")
     assert (got, answer["code"], answer["message"]) == (400, "bad_request", "not valid JSON")
-    async with client.http.post(client.base + api.JOIN_PATH, json=body(origin.url)) as r:
+    async with client.http.post(client.base + routes.JOIN_PATH, json=body(origin.url)) as r:
         assert (r.status, (await r.json())["code"]) == (401, "missing_auth")
 
     join = await client.join(origin.url)
-    rooms = f"{api.API}/rooms"
+    rooms = f"{routes.API}/rooms"
     for path, status, code in [
         (f"{rooms}/{'A' * 22}/live", 404, "unknown_room"),
         (f"{rooms}/not-a-room/live", 400, "bad_request"),
@@ -279,7 +280,7 @@ async def test_standalone_edge_and_too_many_rooms(origin: OriginServer) -> None:
         client = EdgeClient(http, edge.url)
         await client.join(origin.url)
         status, doc = await client.request(
-            "POST", api.JOIN_PATH, {"url": origin.url + "?other", "upload": False,
+            "POST", routes.JOIN_PATH, {"url": origin.url + "?other", "upload": False,
                                     "fingerprint": "F" * 43},
         )  # fmt: skip
         assert (status, doc["code"]) == (503, "too_many_rooms")
@@ -315,7 +316,7 @@ async def test_signalling_relays_offer_and_answer_within_a_room_only(
             await ws_a.send_json({"type": "offer", "to": to, "request_id": "r2", "offer": {}})
             error = await next_of(ws_a, "error")
             assert error["code"] == "unknown_peer" and to in error["message"]
-        await ws_a.send_str("x" * (api.MAX_WS_FRAME + 1))
+        await ws_a.send_str("x" * (routes.MAX_WS_FRAME + 1))
         assert (await next_of(ws_a, "error"))["code"] == "frame_too_large"
         await ws_a.send_str("{garbage")
         assert (await next_of(ws_a, "error"))["message"] == "not valid JSON"
@@ -332,7 +333,7 @@ async def test_websocket_refuses_bad_tokens(origin: OriginServer, client: EdgeCl
     a = await client.join(origin.url)
     b = await client.join(origin.url)
     other = await client.join(origin.url + "?room=3")
-    path = client.base + f"{api.API}/rooms/{a.room}/ws"
+    path = client.base + f"{routes.API}/rooms/{a.room}/ws"
     for peer_id, token, reason in [
         (a.peer_id, b.token, "another peer"),  # B's genuine token, A's id
         (a.peer_id, other.token, "wrong_room"),  # A's... other room's token
@@ -369,7 +370,7 @@ async def test_stats_count_cdn_bytes_and_peer_reports(
         await ws.send_json(report)
         await ws.send_json({"type": "need_neighbours", "exclude": []})
         await next_of(ws, "neighbours")  # answered after the stats were taken
-        status, doc = await client.request("GET", api.STATS_PATH)
+        status, doc = await client.request("GET", routes.STATS_PATH)
     assert status == 200
     (room,) = doc["rooms"]
     assert room["room"] == join.room and room["url"] == origin.url
@@ -417,4 +418,4 @@ async def test_edge_config_from_toml(tmp_path: Path) -> None:
     path.write_text("port = 0\n[edge]\nlingr = 1\n")
     with pytest.raises(ValueError, match=r"edge\.lingr: unknown setting"):
         EdgeConfig.from_toml(path)
-    assert json.dumps(api.error_body("x", "y"))  # the error shape serialises
+    assert json.dumps(messages.error_body("x", "y"))  # the error shape serialises

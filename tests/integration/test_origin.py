@@ -28,7 +28,7 @@ from xp2p.device.http_origin import OriginServer, self_signed_certificate, serve
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.media import TestPatternConfig, TestPatternSource
 from xp2p.swarm import Chunk, InitChunk, StreamAssembler
-from xp2p.swarm import edge_api as api
+from xp2p.swarm import edge_routes as api
 
 PATTERN = TestPatternConfig(width=320, height=180, fps=25, bitrate=300_000, gop=25)
 #: A third-party live HTTP-FLV server: ffmpeg serving one client (the URL goes last).

@@ -27,7 +27,7 @@ from xp2p.flv import FlvHeader
 from xp2p.link import LinkConfig
 from xp2p.media import TestPatternSource
 from xp2p.swarm import Chunk, InitChunk, decode_item
-from xp2p.swarm.edge_api import room_id
+from xp2p.swarm.edge_routes import room_id
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.viewer.swarm import SwarmService
 

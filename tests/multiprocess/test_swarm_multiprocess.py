@@ -18,7 +18,7 @@ import pytest
 from tests.support.ffprobe import FFPROBE, decodes_h264
 from tests.support.procs import Proc, free_port, write_cloud_config
 from xp2p.flv import FlvReader, FlvTag
-from xp2p.swarm.edge_api import room_id
+from xp2p.swarm.edge_routes import room_id
 from xp2p.viewer.cloud_client import CloudError
 from xp2p.viewer.swarm.edge_client import EdgeClient
 

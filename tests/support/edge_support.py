@@ -12,8 +12,9 @@ import aiohttp
 
 from xp2p.auth import sign_request
 from xp2p.flv import FlvReader, FlvTag
-from xp2p.swarm import Chunk, InitChunk, decode_item, verify
-from xp2p.swarm import edge_api as api
+from xp2p.swarm import Chunk, InitChunk, decode_item, peer_token, verify
+from xp2p.swarm import edge_messages as messages
+from xp2p.swarm import edge_routes as routes
 
 APP_KEY = "edge-app"
 APP_SECRET = "edge-app-secret"
@@ -42,33 +43,35 @@ class EdgeClient:
                 return r.status, json.loads(payload)
             return r.status, payload
 
-    async def join(self, url: str, *, upload: bool = True, nat: str = "open") -> api.JoinResponse:
+    async def join(
+        self, url: str, *, upload: bool = True, nat: str = "open"
+    ) -> messages.JoinResponse:
         status, doc = await self.request(
             "POST",
-            api.JOIN_PATH,
+            routes.JOIN_PATH,
             {"url": url, "upload": upload, "fingerprint": FINGERPRINT, "nat_type": nat},
         )
         assert status == 200, doc
-        return api.JoinResponse.from_json(doc)
+        return messages.JoinResponse.from_json(doc)
 
-    async def live(self, room: str) -> api.LiveInfo:
-        status, doc = await self.request("GET", f"{api.API}/rooms/{room}/live")
+    async def live(self, room: str) -> messages.LiveInfo:
+        status, doc = await self.request("GET", f"{routes.API}/rooms/{room}/live")
         assert status == 200, doc
-        return api.LiveInfo.from_json(doc)
+        return messages.LiveInfo.from_json(doc)
 
     async def item(self, room: str, what: str) -> tuple[int, Any]:
-        return await self.request("GET", f"{api.API}/rooms/{room}/{what}")
+        return await self.request("GET", f"{routes.API}/rooms/{room}/{what}")
 
-    async def verified(self, join: api.JoinResponse, what: str) -> Chunk | InitChunk:
+    async def verified(self, join: messages.JoinResponse, what: str) -> Chunk | InitChunk:
         status, data = await self.item(join.room, what)
         assert status == 200, data
         item, proof = decode_item(data)
-        assert verify(item, proof, api.parse_edge_key(join.edge_key))
+        assert verify(item, proof, peer_token.parse_edge_key(join.edge_key))
         assert item.stream_id == join.stream_id
         return item
 
-    def ws(self, join: api.JoinResponse) -> Any:
-        path = f"{api.API}/rooms/{join.room}/ws"
+    def ws(self, join: messages.JoinResponse) -> Any:
+        path = f"{routes.API}/rooms/{join.room}/ws"
         return self.http.ws_connect(
             self.base + path,
             params={"peer_id": join.peer_id},

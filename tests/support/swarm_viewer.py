@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xp2p.flv import FlvReader, FlvTag
-from xp2p.swarm.edge_api import room_id
+from xp2p.swarm.edge_routes import room_id
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.viewer.cloud_client import CloudError
 from xp2p.viewer.swarm import SwarmService

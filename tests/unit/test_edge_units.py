@@ -8,11 +8,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xp2p.cloud.edge.store import ChunkStore, Lookup
-from xp2p.cloud.edge.tracker import Tracker, TrackerConfig
 from xp2p.flv import FlvHeader
-from xp2p.swarm import Chunk, InitChunk
-from xp2p.swarm import edge_api as api
-from xp2p.swarm.edge_api import PeerStats
+from xp2p.swarm import Chunk, InitChunk, peer_token
+from xp2p.swarm import edge_messages as messages
+from xp2p.swarm import edge_routes as routes
+from xp2p.swarm.edge_messages import PeerStats
+from xp2p.swarm.tracker import Tracker, TrackerConfig
 
 NOW = 1_800_000_000.0
 
@@ -155,13 +156,13 @@ def test_room_totals_keep_what_departed_peers_reported() -> None:
 
 
 def _token(key: Ed25519PrivateKey, *, room: str = "R" * 22, exp: float = NOW + 600) -> str:
-    return api.sign_peer_token(key, api.PeerToken(room, "peer1", "F" * 43, int(exp)))
+    return peer_token.sign_peer_token(key, peer_token.PeerToken(room, "peer1", "F" * 43, int(exp)))
 
 
 def test_a_genuine_token_verifies() -> None:
     key = Ed25519PrivateKey.generate()
-    token = api.verify_peer_token(_token(key), key.public_key(), now=NOW, room="R" * 22)
-    assert token == api.PeerToken("R" * 22, "peer1", "F" * 43, int(NOW + 600))
+    token = peer_token.verify_peer_token(_token(key), key.public_key(), now=NOW, room="R" * 22)
+    assert token == peer_token.PeerToken("R" * 22, "peer1", "F" * 43, int(NOW + 600))
 
 
 @pytest.mark.parametrize(
@@ -194,20 +195,22 @@ def test_bad_tokens_are_refused(case: str, reason: str) -> None:
     elif case == "garbage":
         token = "not.a.token"
     else:
-        token = "A" * (api.MAX_TOKEN_LENGTH + 1)
-    with pytest.raises(api.TokenError) as err:
-        api.verify_peer_token(token, key.public_key(), **kwargs)  # type: ignore[arg-type]
+        token = "A" * (routes.MAX_TOKEN_LENGTH + 1)
+    with pytest.raises(peer_token.TokenError) as err:
+        peer_token.verify_peer_token(token, key.public_key(), **kwargs)  # type: ignore[arg-type]
     assert err.value.reason == reason
 
 
 def test_room_id_and_message_shapes() -> None:
-    room = api.room_id("http://127.0.0.1:8081/live/test.flv")
-    assert api.is_room_id(room) and len(room) == 22
-    signal = api.parse_peer_message('{"type":"offer","to":"b","request_id":"r","offer":{}}')
-    assert isinstance(signal, api.Signal)
+    room = routes.room_id("http://127.0.0.1:8081/live/test.flv")
+    assert routes.is_room_id(room) and len(room) == 22
+    signal = messages.parse_peer_message('{"type":"offer","to":"b","request_id":"r","offer":{}}')
+    assert isinstance(signal, messages.Signal)
     out = signal.relayed("a").to_json(outgoing=True)
     assert out == {"type": "offer", "from": "a", "request_id": "r", "offer": {}}
-    assert api.parse_edge_message(str(out).replace("'", '"')) == api.Signal("offer", "a", "r", {})
+    assert messages.parse_edge_message(str(out).replace("'", '"')) == messages.Signal(
+        "offer", "a", "r", {}
+    )
     for bad, code in [
         ("[]", "bad_request"),
         ('{"type":"offer","to":"b c","request_id":"r","offer":{}}', "bad_request"),
@@ -218,8 +221,8 @@ def test_room_id_and_message_shapes() -> None:
          "frame_too_large"),
         ('{"type":"need_neighbours","exclude":"all"}', "bad_request"),
     ]:  # fmt: skip
-        with pytest.raises(api.MessageError) as err:
-            api.parse_peer_message(bad)
+        with pytest.raises(messages.MessageError) as err:
+            messages.parse_peer_message(bad)
         assert err.value.code == code
 
 

@@ -2,16 +2,40 @@
 
 Sans-IO throughout: `chunk` (cutting and reassembly), `wire` and `signing` (the chunk's
 binary form and the edge's Ed25519 proof), `protocol` (peer messages), `scheduler` (what to
-fetch from whom, what to serve) and `sim` (a discrete-event simulator running that same
-scheduler over thousands of peers). The edge service and the viewer client wrap these in
-asyncio and the link layer.
+fetch from whom, what to serve), `tracker` (whom each viewer links to, which are seeds), the
+edge's API by job (`edge_routes`, `edge_messages`, `peer_token`) and `sim` (a discrete-event
+simulator running that same scheduler and tracker over thousands of peers). The edge service
+and the viewer client wrap these in asyncio and the link layer.
+
+``ChunkSigner`` and ``verify`` load on first use: `signing` needs cryptography, and the pure
+modules (chunk, wire, protocol, scheduler, tracker, edge_messages) must import through this
+package with the standard library alone.
 """
 
 from __future__ import annotations
 
-from .chunk import Chunk, Chunker, InitChunk, StreamAssembler
-from .signing import ChunkSigner, verify
-from .wire import ChunkFormatError, ChunkProof, decode_item, encode_item
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from xp2p.swarm.chunk import Chunk, Chunker, InitChunk, StreamAssembler
+from xp2p.swarm.wire import ChunkFormatError, ChunkProof, decode_item, encode_item
+
+if TYPE_CHECKING:
+    from xp2p.swarm.signing import ChunkSigner, verify
+
+#: name -> the module that defines it
+_LAZY = {
+    "ChunkSigner": "signing",
+    "verify": "signing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xp2p.swarm' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xp2p.swarm.{module}"), name)
+
 
 __all__ = [
     "Chunk",

@@ -24,27 +24,25 @@ import aiohttp
 
 from xp2p.flv import FlvError
 from xp2p.swarm import Chunk, Chunker, ChunkSigner, InitChunk, encode_item
-from xp2p.swarm.edge_api import (
-    JOIN_GRACE,
+from xp2p.swarm.edge_messages import (
     NeighboursUpdate,
     RoomState,
     RoomStats,
     SeedUpdate,
     StateUpdate,
 )
+from xp2p.swarm.edge_routes import JOIN_GRACE
+from xp2p.swarm.tracker import SEED_INTERVAL, Tracker, TrackerUpdate
 
 from .config import EdgeConfig
 from .peers import PeerSession
 from .source import SourceError, pull_flv
 from .store import ChunkStore, Lookup
-from .tracker import Tracker, TrackerUpdate
 
 logger = logging.getLogger("xp2p.edge")
 
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
-#: How often a room re-ranks its seeds by reported upload rates.
-SEED_INTERVAL = 5.0
 
 
 class Room:

@@ -1,4 +1,4 @@
-"""The edge's routes (see `xp2p.swarm.edge_api` for the contract), mounted on an aiohttp app.
+"""The edge's routes (see `xp2p.swarm.edge_routes` for the contract), mounted on an aiohttp app.
 
 `EdgeService` owns the rooms of one edge instance. The same service runs inside the cloud
 (sharing its app accounts and request verifier) and standalone (`xp2p.cloud.edge.server`).
@@ -21,8 +21,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xp2p.auth import AuthError, RequestVerifier
-from xp2p.swarm import ChunkSigner
-from xp2p.swarm import edge_api as api
+from xp2p.swarm import ChunkSigner, peer_token
+from xp2p.swarm import edge_messages as messages
+from xp2p.swarm import edge_routes as routes
 
 from .config import EdgeConfig
 from .peers import CLOSE_POLICY, PeerSession
@@ -46,7 +47,7 @@ class EdgeError(Exception):
 
 
 def edge_error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response(api.error_body(code, message), status=status)
+    return web.json_response(messages.error_body(code, message), status=status)
 
 
 def _json_errors(handler: Handler) -> Handler:
@@ -88,7 +89,7 @@ class EdgeService:
         self.config = config
         self.signer = ChunkSigner(key)
         self._key = key
-        self.edge_key = api.edge_key_text(self.signer.public_key)
+        self.edge_key = peer_token.edge_key_text(self.signer.public_key)
         self._verifier = verifier
         self._ice_servers = ice_servers
         self._clock = clock
@@ -97,9 +98,9 @@ class EdgeService:
         self._ssl = source_ssl_context(config.source_ca_file)
 
     def add_routes(self, app: web.Application) -> None:
-        rooms = f"{api.API}/rooms/{{room}}"
-        app.router.add_post(api.JOIN_PATH, _json_errors(self._join))
-        app.router.add_get(api.STATS_PATH, _json_errors(self._stats))
+        rooms = f"{routes.API}/rooms/{{room}}"
+        app.router.add_post(routes.JOIN_PATH, _json_errors(self._join))
+        app.router.add_get(routes.STATS_PATH, _json_errors(self._stats))
         app.router.add_get(f"{rooms}/live", _json_errors(self._live))
         app.router.add_get(f"{rooms}/init", _json_errors(self._init))
         app.router.add_get(f"{rooms}/chunks/{{seq}}", _json_errors(self._chunk))
@@ -132,7 +133,7 @@ class EdgeService:
 
     def _room(self, request: web.Request) -> Room:
         room_id = request.match_info["room"]
-        if not api.is_room_id(room_id):
+        if not routes.is_room_id(room_id):
             raise EdgeError(400, "bad_request", "malformed room id")
         room = self.rooms.get(room_id)
         if room is None:
@@ -144,9 +145,9 @@ class EdgeService:
             del self.rooms[room.room_id]
 
     def _token(self, room: Room, peer_id: str, fingerprint: str) -> str:
-        exp = int(self._clock()) + api.TOKEN_TTL
-        return api.sign_peer_token(
-            self._key, api.PeerToken(room.room_id, peer_id, fingerprint, exp)
+        exp = int(self._clock()) + routes.TOKEN_TTL
+        return peer_token.sign_peer_token(
+            self._key, peer_token.PeerToken(room.room_id, peer_id, fingerprint, exp)
         )
 
     # --- handlers ---------------------------------------------------------------------------
@@ -154,10 +155,10 @@ class EdgeService:
     async def _join(self, request: web.Request) -> web.Response:
         app_key, body = await self._authenticate(request)
         try:
-            join = api.JoinRequest.from_json(body)
-        except api.MessageError as exc:
+            join = messages.JoinRequest.from_json(body)
+        except messages.MessageError as exc:
             raise EdgeError(400, exc.code, exc.message) from None
-        room_id = api.room_id(join.url)
+        room_id = routes.room_id(join.url)
         if request.query.get("room", room_id) != room_id:
             raise EdgeError(400, "bad_request", "the room in the query is not the url's")
         room = self.rooms.get(room_id)
@@ -195,7 +196,7 @@ class EdgeService:
             len(peer.out),
         )
         del update
-        response = api.JoinResponse(
+        response = messages.JoinResponse(
             room=room_id,
             peer_id=peer_id,
             stream_id=room.stream_id,
@@ -212,13 +213,13 @@ class EdgeService:
         await self._authenticate(request)
         room = self._room(request)
         store = room.store
-        info = api.LiveInfo(
+        info = messages.LiveInfo(
             room.stream_id,
             store.live_seq,
             store.keyframe_seq,
             store.init.init_id if store.init is not None else None,
             room.state,
-            store.keyframe_seqs(api.MAX_KEYFRAMES),
+            store.keyframe_seqs(routes.MAX_KEYFRAMES),
         )
         return web.json_response(info.to_json())
 
@@ -241,8 +242,10 @@ class EdgeService:
                 wait = float(request.query["wait"])
             except ValueError:
                 wait = -1.0
-            if not 0 <= wait <= api.MAX_CHUNK_WAIT:
-                raise EdgeError(400, "bad_request", f"wait must be in [0, {api.MAX_CHUNK_WAIT:g}]")
+            if not 0 <= wait <= routes.MAX_CHUNK_WAIT:
+                raise EdgeError(
+                    400, "bad_request", f"wait must be in [0, {routes.MAX_CHUNK_WAIT:g}]"
+                )
         status, data = await room.chunk(int(text), wait)
         if status is Lookup.GONE:
             raise EdgeError(410, "gone", f"chunk {text} is older than this edge keeps")
@@ -263,19 +266,19 @@ class EdgeService:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not token:
             raise EdgeError(401, "bad_token", "no 'Authorization: Bearer' peer token")
-        if not api.is_peer_id(peer_id):
+        if not routes.is_peer_id(peer_id):
             raise EdgeError(400, "bad_request", "peer_id is missing or malformed")
         try:
-            claims = api.verify_peer_token(
+            claims = peer_token.verify_peer_token(
                 token, self.signer.public_key, now=self._clock(), room=room.room_id, leeway=0
             )
-        except api.TokenError as exc:
+        except peer_token.TokenError as exc:
             raise EdgeError(401, "bad_token", f"{exc} ({exc.reason})") from None
         if claims.peer_id != peer_id:
             raise EdgeError(401, "bad_token", "the token is another peer's")
         if not room.knows(peer_id):
             raise EdgeError(404, "unknown_peer", "this peer is not in the room (join again)")
-        ws = web.WebSocketResponse(max_msg_size=4 * api.MAX_WS_FRAME, heartbeat=20.0)
+        ws = web.WebSocketResponse(max_msg_size=4 * routes.MAX_WS_FRAME, heartbeat=20.0)
         await ws.prepare(request)
         session = PeerSession(peer_id, ws)
         room.attach(session)
@@ -296,23 +299,23 @@ class EdgeService:
 
     async def _refresh_tokens(self, room: Room, session: PeerSession, fingerprint: str) -> None:
         while True:
-            await asyncio.sleep(api.TOKEN_TTL - api.TOKEN_REFRESH)
+            await asyncio.sleep(routes.TOKEN_TTL - routes.TOKEN_REFRESH)
             token = self._token(room, session.peer_id, fingerprint)
-            session.send(api.TokenUpdate(token).to_json())
+            session.send(messages.TokenUpdate(token).to_json())
 
     def _on_frame(self, room: Room, session: PeerSession, data: str) -> None:
         try:
-            message = api.parse_peer_message(data)
-        except api.MessageError as exc:
+            message = messages.parse_peer_message(data)
+        except messages.MessageError as exc:
             self._refuse(session, exc.code, exc.message)
             return
-        if isinstance(message, api.Signal):
+        if isinstance(message, messages.Signal):
             target = room.sessions.get(message.peer)
             if target is None or target is session:
                 self._refuse(session, "unknown_peer", f"no peer {message.peer} in this room")
                 return
             target.send(message.relayed(session.peer_id).to_json(outgoing=True))
-        elif isinstance(message, api.PeerStats):
+        elif isinstance(message, messages.PeerStats):
             room.tracker.report(session.peer_id, message, time.monotonic())
             room.maybe_reselect_seeds()
         else:
@@ -320,8 +323,8 @@ class EdgeService:
 
     def _refuse(self, session: PeerSession, code: str, message: str) -> None:
         session.errors += 1
-        session.send(api.ErrorMessage(code, message).to_json())
-        if session.errors > api.MAX_WS_ERRORS:
+        session.send(messages.ErrorMessage(code, message).to_json())
+        if session.errors > routes.MAX_WS_ERRORS:
             session.close(CLOSE_POLICY, "too many bad frames")
 
 

@@ -1,4 +1,4 @@
-"""The viewer's HTTP and WebSocket client of a swarm edge (`xp2p.swarm.edge_api`).
+"""The viewer's HTTP and WebSocket client of a swarm edge (`xp2p.swarm.edge_routes`).
 
 HTTP requests are app-signed like the app API; the control WebSocket is authenticated by the
 peer token alone. Every failure is a `CloudError` (``status`` 0 when the edge could not be
@@ -16,16 +16,8 @@ import aiohttp
 from yarl import URL
 
 from xp2p.swarm import Chunk, InitChunk, decode_item
-from xp2p.swarm.edge_api import (
-    API,
-    JOIN_PATH,
-    MAX_CHUNK_WAIT,
-    MAX_WS_FRAME,
-    JoinRequest,
-    JoinResponse,
-    LiveInfo,
-    MessageError,
-)
+from xp2p.swarm.edge_messages import JoinRequest, JoinResponse, LiveInfo, MessageError
+from xp2p.swarm.edge_routes import API, JOIN_PATH, MAX_CHUNK_WAIT, MAX_WS_FRAME
 from xp2p.swarm.wire import MAX_PAYLOAD, ChunkFormatError, ChunkProof
 from xp2p.viewer.cloud_client import CloudError, SignedClient
 

@@ -1,114 +1,41 @@
-"""The edge's API for swarm viewers: routes, peer tokens and JSON message shapes (sans-IO).
+"""The JSON bodies and WebSocket frames of the edge's swarm API, and their parsers (pure).
 
-This docstring is the contract between the edge (``xp2p.cloud.edge``) and the viewer's swarm
-client; change it only together with both sides.
-
-The edge runs inside ``xp2p cloud`` (same aiohttp app, extra routes) and standalone as
-``xp2p edge`` (same code). HTTP requests are app-signed exactly like the app API
-(`xp2p.viewer.cloud_client.CloudClient`, `xp2p.auth.sign_request`: HMAC over method, raw path
-and query, timestamp, nonce, body hash). Every error is JSON with an HTTP status; the body is
-the app API's ``{"error": {"code", "message"}}`` (what CloudClient turns into
-``CloudError(status, code)``) with the same ``code`` and ``message`` repeated at top level.
-
-- ``POST /api/v1/swarm/join`` body `JoinRequest` ``{"url": "<http(s) FLV URL>", "upload":
-  bool, "fingerprint": "<viewer link cert fingerprint>", "nat_type": "<NatType value>"}``
-  → 200 `JoinResponse` ``{"room", "peer_id", "stream_id": "<u64 decimal>", "edge_key":
-  "<base64url raw Ed25519 public key>", "token", "seed": bool, "neighbours": [{"peer_id",
-  "fingerprint", "nat_type"}], "ice_servers": [...as the app session's...], "chunk_ms"}``.
-  Errors: 400 ``bad_request`` (not http(s), over 2048 bytes, bad field), 502
-  ``source_unreachable`` (no FLV header from the source within 5 s, or not FLV), 503
-  ``too_many_rooms``. The peer is only counted once its WebSocket is open; a join whose WS
-  does not open within `JOIN_GRACE` seconds is forgotten. An optional ``?room=<room id>``
-  query (checked against the url's) lets a load balancer route the join by room too.
-- ``GET /api/v1/swarm/rooms/{room}/live`` → `LiveInfo` ``{"stream_id", "live_seq": int|null,
-  "keyframe_seq": int|null (newest chunk with keyframe_start), "init_id": int|null,
-  "state": "starting"|"live"|"stalled"|"ended"}``. 404 ``unknown_room``.
-- ``GET /api/v1/swarm/rooms/{room}/init`` → ``application/octet-stream``,
-  ``xp2p.swarm.wire.encode_item(init_chunk, proof)`` of the current InitChunk (404
-  ``not_yet`` before the first one).
-- ``GET /api/v1/swarm/rooms/{room}/chunks/{seq}[?wait=S]`` → ``application/octet-stream``
-  ``encode_item(chunk, proof)``; 404 ``not_yet`` (after waiting up to S <= 3 s for it to be
-  cut) or 410 ``gone`` (older than the edge keeps, which is >= 30 s). These bytes are the
-  room's ``cdn_bytes``. ``stream_id`` stays for as long as the edge pulls the room; when it
-  reconnects to a stalled or dropped source, sequence numbers go on and the first new chunk
-  is a keyframe chunk coded against a new ``init_id`` (fetch ``init`` again): a
-  `StreamAssembler` counts one stall and carries on. A room stopped after ``linger`` and
-  started again has a new ``stream_id``.
-- WebSocket ``GET /api/v1/swarm/rooms/{room}/ws?peer_id=P`` with ``Authorization: Bearer
-  T`` (not app-signed: the peer token authenticates it, and stays out of the URL and so out
-  of access logs; a ``token`` query parameter is refused; closing it = leaving the room).
-  JSON text frames of at most `MAX_WS_FRAME` bytes; a bigger or malformed frame gets
-  ``{"type":"error"}`` and, past `MAX_WS_ERRORS` of them, a close.
-  Edge → peer (`parse_edge_message`):
-  ``neighbours`` {neighbours} (whenever the list changes, and at once on connect),
-  ``seed`` {seed}, ``offer`` {from, request_id, offer}, ``answer`` {from, request_id,
-  answer}, ``reject`` {from, request_id, reason}, ``state`` {state} (stalled/ended/live
-  again), ``token`` {token} (a fresh one before the old expires), ``error`` {code, message}.
-  Peer → edge (`parse_peer_message`): ``offer`` {to, request_id, offer}, ``answer`` {to,
-  request_id, answer}, ``reject`` {to, request_id, reason}, ``stats`` {p2p_bytes,
-  cdn_bytes, uploaded_bytes, stalls, neighbours (connected neighbours, a count)} about every
-  2 s, cumulative since join; ``need_neighbours`` {exclude: [peer_ids]}. A frame addressed
-  to a peer that is not in this room gets ``{"type":"error","code":"unknown_peer"}``.
-  ``request_id`` is a string of 1-64 characters or a non-negative integer, echoed as is.
-- ``GET /api/v1/swarm/stats`` (app-signed) → ``{"rooms": [`RoomStats`]}``: room, url,
-  online, cdn_bytes, p2p_bytes, stalls, requests_ok, requests_failed, edge_egress_copies
-  (cdn_bytes over the bytes the edge has cut: about 1 when the swarm works).
-- Peer token (`sign_peer_token`, `verify_peer_token`):
-  ``<base64url(json {room, peer_id, fingerprint, exp})>.<base64url(Ed25519 signature by the
-  edge key over the first part's ASCII)>``, valid `TOKEN_TTL` s. A viewer accepting a peer
-  link checks that the offer's grant is a valid, unexpired token for its room and not its own
-  peer_id (``verify_peer_token(..., room=, not_peer=)``); the opener pins the acceptor's
-  certificate against the neighbour list's fingerprint.
-- Room id (`room_id`): first 22 chars of base64url(sha256(url)). All requests of a room must
-  reach the same edge instance: clients pick the edge by consistent hashing of the room id
-  over the edge list, or the operator routes ``/api/v1/swarm/rooms/{room}/*`` by room.
-- Peer links use the link layer: ``open_link(config, signal, fingerprint=<peer's>,
-  grant=<own token>)`` on the opener, ``parse_offer`` + ``accept_link`` on the acceptor; the
-  opener then sends ``POST /swarm`` whose streamed request body carries its
-  `xp2p.swarm.protocol.frame`d messages and whose response body carries the acceptor's.
+The routes that carry them, and the limits named here, are in `xp2p.swarm.edge_routes` (the
+contract); the peer token a join hands out is `xp2p.swarm.peer_token`'s. Everything a peer or
+the network sends is parsed here, so this module imports with the standard library alone
+(the fuzz targets and a test import it without cryptography): an edge key is checked for its
+shape only, and `peer_token.parse_edge_key` makes the key from it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-from xp2p.auth import b64url_decode, b64url_encode
 from xp2p.link.nat_behaviour import NatType
 
-API = "/api/v1/swarm"
-JOIN_PATH = f"{API}/join"
-STATS_PATH = f"{API}/stats"
-MAX_URL_LENGTH = 2048
-#: A chunk request may wait at most this long for the chunk to be cut.
-MAX_CHUNK_WAIT = 3.0
-TOKEN_TTL = 600
-#: A token is refreshed over the WS when it has less than this left.
-TOKEN_REFRESH = 120
-MAX_TOKEN_LENGTH = 1024
-#: Offers and answers carry ICE candidates and a few fields: a few KiB. Bigger is abuse.
-MAX_SIGNAL_BYTES = 16 * 1024
-MAX_WS_FRAME = 32 * 1024
-MAX_WS_ERRORS = 8
-MAX_EXCLUDE = 64
-JOIN_GRACE = 30.0
-STATS_INTERVAL = 2.0
-ROOM_ID_LENGTH = 22
+from .edge_routes import (
+    MAX_EXCLUDE,
+    MAX_KEYFRAMES,
+    MAX_SIGNAL_BYTES,
+    MAX_TOKEN_LENGTH,
+    MAX_URL_LENGTH,
+    MAX_WS_FRAME,
+    is_peer_id,
+)
+
 ROOM_STATES = ("starting", "live", "stalled", "ended")
 RoomState = Literal["starting", "live", "stalled", "ended"]
+#: Raw Ed25519 public keys are 32 bytes; any 32 bytes load as one (cryptography checks no more).
+EDGE_KEY_BYTES = 32
 
-_PEER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FINGERPRINT_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
-_ROOM_RE = re.compile(r"[A-Za-z0-9_-]{22}")
-_TOKEN_DOMAIN = b"xp2p swarm peer token v1\x00"
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class MessageError(ValueError):
@@ -118,30 +45,6 @@ class MessageError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class TokenError(ValueError):
-    """A peer token was refused; ``reason`` is one of malformed, bad_signature, expired,
-    wrong_room, own_peer."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-# --- names and keys --------------------------------------------------------------------------
-
-
-def room_id(url: str) -> str:
-    return b64url_encode(hashlib.sha256(url.encode()).digest())[:ROOM_ID_LENGTH]
-
-
-def is_room_id(text: str) -> bool:
-    return _ROOM_RE.fullmatch(text) is not None
-
-
-def is_peer_id(text: object) -> bool:
-    return isinstance(text, str) and _PEER_ID_RE.fullmatch(text) is not None
 
 
 def check_source_url(url: object) -> str:
@@ -163,82 +66,19 @@ def check_source_url(url: object) -> str:
     return url
 
 
-def edge_key_text(key: Ed25519PublicKey) -> str:
-    return b64url_encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
-
-
-def parse_edge_key(text: str) -> Ed25519PublicKey:
+def edge_key_bytes(text: str) -> bytes:
+    """The raw public key an ``edge_key`` field carries (strict unpadded base64url of 32
+    bytes, the rule of `xp2p.auth.b64url_decode`), or MessageError."""
+    message = "edge_key is not a base64url Ed25519 public key"
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise MessageError(message)
     try:
-        raw = b64url_decode(text)
-        return Ed25519PublicKey.from_public_bytes(raw)
-    except ValueError:
-        raise MessageError("edge_key is not a base64url Ed25519 public key") from None
-
-
-# --- peer tokens -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PeerToken:
-    room: str
-    peer_id: str
-    fingerprint: str
-    exp: int
-
-
-def sign_peer_token(key: Ed25519PrivateKey, token: PeerToken) -> str:
-    doc: dict[str, Any] = {
-        "room": token.room,
-        "peer_id": token.peer_id,
-        "fingerprint": token.fingerprint,
-        "exp": token.exp,
-    }
-    body = b64url_encode(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
-    return f"{body}.{b64url_encode(key.sign(_TOKEN_DOMAIN + body.encode()))}"
-
-
-def verify_peer_token(
-    text: str,
-    public_key: Ed25519PublicKey,
-    *,
-    now: float,
-    room: str | None = None,
-    not_peer: str | None = None,
-    leeway: int = 30,
-) -> PeerToken:
-    """The token's fields if the edge signed it, it is unexpired (``leeway`` s of clock skew
-    allowed), names ``room`` and is not ``not_peer``'s own; else TokenError."""
-    if not isinstance(text, str) or len(text) > MAX_TOKEN_LENGTH or text.count(".") != 1:
-        raise TokenError("malformed", "peer token is malformed")
-    body, _, sig = text.partition(".")
-    try:
-        signature = b64url_decode(sig)
-        payload = b64url_decode(body)
-    except ValueError:
-        raise TokenError("malformed", "peer token is not base64url") from None
-    try:
-        public_key.verify(signature, _TOKEN_DOMAIN + body.encode())
-    except (InvalidSignature, ValueError):
-        raise TokenError("bad_signature", "peer token signature does not verify") from None
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise TokenError("malformed", "peer token payload is not JSON") from None
-    if not isinstance(doc, dict):
-        raise TokenError("malformed", "peer token payload is not an object")
-    r, p, f, exp = doc.get("room"), doc.get("peer_id"), doc.get("fingerprint"), doc.get("exp")
-    if not (isinstance(r, str) and isinstance(p, str) and is_peer_id(p)) or not (
-        isinstance(f, str) and _is_int(exp)
-    ):
-        raise TokenError("malformed", "peer token fields are missing or mistyped")
-    token = PeerToken(r, p, f, exp)
-    if token.exp + leeway < now:
-        raise TokenError("expired", "peer token has expired")
-    if room is not None and token.room != room:
-        raise TokenError("wrong_room", "peer token is for another room")
-    if not_peer is not None and token.peer_id == not_peer:
-        raise TokenError("own_peer", "peer token is this peer's own")
-    return token
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error:
+        raise MessageError(message) from None
+    if len(raw) != EDGE_KEY_BYTES:
+        raise MessageError(message)
+    return raw
 
 
 # --- field helpers ---------------------------------------------------------------------------
@@ -404,7 +244,7 @@ class JoinResponse:
         if not isinstance(ice, list):
             raise MessageError("ice_servers must be a list")
         chunk_ms = _count(doc, "chunk_ms")
-        parse_edge_key(_str(doc, "edge_key"))
+        edge_key_bytes(_str(doc, "edge_key"))
         return cls(
             room=_str(doc, "room"),
             peer_id=_peer(doc, "peer_id"),
@@ -423,10 +263,6 @@ def _stream_id(doc: dict[str, Any]) -> int:
     if not isinstance(value, str) or not value.isdigit() or int(value) >= 2**64:
         raise MessageError("stream_id must be a u64 as a decimal string")
     return int(value)
-
-
-#: Keyframe chunks a /live answer lists at most (30 s of 1 s GOPs, with room).
-MAX_KEYFRAMES = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Sans-IO: events in (join, leave, stats, a request for more neighbours), `TrackerUpdate`s out
 (the neighbour lists and seed flags that changed, for the shell to push over each peer's
 WebSocket). No clock of its own: the caller passes ``now``; randomness comes from the
-``rng`` it is given, so a test or the simulator can replay a run.
+``rng`` it is given, so a test or the simulator can replay a run. The edge
+(`xp2p.cloud.edge.room`) and the simulator (`xp2p.swarm.sim`) both drive this class, so the
+simulator's figures are those of the neighbour and seed picking the edge ships.
 
 Neighbour lists are directed: a viewer opens links to the peers in its list, and a link
 carries chunks both ways, so two uploaders never need each other in both lists. Only
@@ -18,7 +20,8 @@ import random
 from dataclasses import dataclass, field
 
 from xp2p.link.nat_behaviour import NatType
-from xp2p.swarm.edge_api import Neighbour, PeerStats
+
+from .edge_messages import Neighbour, PeerStats
 
 #: NAT pairs where no direct path can exist (the link layer relays them through TURN):
 #: handed out only when nothing else is left, so the swarm does not lean on the relay.
@@ -30,6 +33,9 @@ _RELAY_ONLY = {
 SEED_HYSTERESIS = 1.25
 #: Weight of a new rate sample in the upload-rate average.
 RATE_ALPHA = 0.3
+#: How often the shell re-ranks a room's seeds by reported upload rates (`select_seeds`),
+#: at a stats report at least this long after the last ranking.
+SEED_INTERVAL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +146,9 @@ class Tracker:
             other = self.peers.get(other_id)
             if other is not None:
                 other.inbound.discard(peer_id)
-        for other_id in peer.inbound:
+        # Sorted: str hashes are salted, and the order the lists are refilled in draws on the
+        # rng; the simulator replays a seeded run in any process.
+        for other_id in sorted(peer.inbound):
             other = self.peers.get(other_id)
             if other is None or peer_id not in other.out:
                 continue
