@@ -14,6 +14,7 @@ from tests.support.stack import Stack
 from xp2p.flv import FlvHeader, FlvReader, FlvTag
 from xp2p.player.server import PlayerServer
 from xp2p.viewer import P2PModule
+from xp2p.viewer.service import Service
 
 
 @pytest.fixture
@@ -57,13 +58,13 @@ async def test_two_players_share_one_pull_and_both_start_on_a_keyframe(
             assert module.has_service("player:DEMO/cam1")
             async with http.get(player.live_url("DEMO/cam1", "standard")) as other_quality:
                 assert other_quality.status == 409
+            service = module._services["player:DEMO/cam1"]
+            assert isinstance(service, Service) and service._pull is not None
+            pull = service._pull
     # Last player gone: the pull stops but the link lingers for a quick reopen.
-    service = module._services["player:DEMO/cam1"]
-    for _ in range(50):
-        if not service.streaming:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait({pull}, timeout=5)
     assert not service.streaming
+    assert module.has_service("player:DEMO/cam1")
 
 
 async def test_page_lists_devices_and_bad_requests_are_clear(player: PlayerServer) -> None:

@@ -21,6 +21,7 @@ from xp2p.errors import XP2PError
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
 from xp2p.httpd import host_in_url, start_site
 from xp2p.player.playback import serve_playback
+from xp2p.tasks import TaskSet
 from xp2p.viewer import FlvParams, P2PModule, StreamInfo
 
 logger = logging.getLogger("xp2p.player")
@@ -58,7 +59,8 @@ class DevicePull:
         self._header: FlvHeader | None = None
         self._lock = asyncio.Lock()
         self._linger: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Future[None]] = set()
+        #: the linger's service stops: held until done (a shutdown is never cancelled)
+        self._tasks = TaskSet(f"player-{product_id}/{device_name}")
 
     @property
     def label(self) -> str:
@@ -141,9 +143,7 @@ class DevicePull:
 
     def _stop_service_soon(self, delay: float) -> None:
         def stop() -> None:
-            task = asyncio.ensure_future(self.module.stop_p2p_service(self.service_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self.module.stop_p2p_service(self.service_id), "stop")
 
         if self._linger is not None:
             self._linger.cancel()

@@ -1,9 +1,40 @@
-"""The viewer side: ``P2PModule`` and what its calls take and return."""
+"""The viewer side: ``P2PModule`` and what its calls take and return.
 
-from xp2p.viewer.command import CommandResult
-from xp2p.viewer.download import LocalDownloadResult
-from xp2p.viewer.module import AppParams, P2PModule
-from xp2p.viewer.service import FlvParams, StreamInfo
+The names below load on first use: ``xp2p.viewer.command_codec`` and ``xp2p.viewer.types``
+import with the standard library alone, and importing them must not pull in aiohttp, aioice
+and aioquic through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xp2p.viewer.command_codec import CommandResult
+    from xp2p.viewer.download import LocalDownloadResult
+    from xp2p.viewer.file_download import SavedFile
+    from xp2p.viewer.module import AppParams, P2PModule
+    from xp2p.viewer.types import FlvParams, StreamInfo
+
+#: name -> the module that defines it
+_LAZY = {
+    "AppParams": "module",
+    "CommandResult": "command_codec",
+    "FlvParams": "types",
+    "LocalDownloadResult": "download",
+    "P2PModule": "module",
+    "SavedFile": "file_download",
+    "StreamInfo": "types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xp2p.viewer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xp2p.viewer.{module}"), name)
+
 
 __all__ = [
     "AppParams",
@@ -11,5 +42,6 @@ __all__ = [
     "FlvParams",
     "LocalDownloadResult",
     "P2PModule",
+    "SavedFile",
     "StreamInfo",
 ]

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -33,11 +32,10 @@ from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import LogLevel
 from xp2p.link import LinkError, ResponseStream
 from xp2p.link.requests import MAX_QUERY_BYTES
-from xp2p.viewer.service import Service
+from xp2p.viewer.service import Service, read_reason
+from xp2p.viewer.types import DownloadCallback
 
 logger = logging.getLogger("xp2p.viewer")
-
-DownloadCallback = Callable[..., Any]
 
 CALLBACKS = (
     "on_headers_received",
@@ -49,8 +47,6 @@ CALLBACKS = (
 )
 #: The device hashes the whole file before it answers: a cold 2 GB file takes seconds.
 HEADERS_TIMEOUT = 30.0
-#: How much of a refusal's text body is kept as ``errmsg``.
-MAX_REASON_BYTES = 4096
 #: Printable ASCII but the space: what goes into the request target as it is.
 _QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
@@ -162,7 +158,7 @@ class LocalDownload:
         self.status, self.headers = response.status, dict(response.headers)
         await self._call("on_headers_received", {"status": self.status, "headers": self.headers})
         if not 200 <= self.status < 300:
-            reason = await _read_reason(response) or f"status {self.status}"
+            reason = await read_reason(response) or f"status {self.status}"
             return "on_failure", self._result(reason)
         expected = _content_length(self.headers)
         async for chunk in response:
@@ -209,13 +205,6 @@ class LocalDownload:
 def _content_length(headers: dict[str, str]) -> int | None:
     raw = headers.get("content-length", "")
     return int(raw) if raw.isascii() and raw.isdigit() else None
-
-
-async def _read_reason(response: ResponseStream) -> str:
-    with contextlib.suppress(LinkError, TimeoutError):
-        body = await asyncio.wait_for(response.read(limit=MAX_REASON_BYTES), 2.0)
-        return body.decode("utf-8", "replace").strip()
-    return ""
 
 
 async def start_local_download(

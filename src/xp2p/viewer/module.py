@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,20 +17,32 @@ from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
 from xp2p.link.nat import discover_nat_behaviour
 from xp2p.link.nat_behaviour import NatBehaviour
 from xp2p.swarm.edge_api import MessageError, check_source_url, room_id
+from xp2p.tasks import TaskSet
 from xp2p.viewer import command as command_module
 from xp2p.viewer import download as download_module
+from xp2p.viewer import file_download
 from xp2p.viewer import voice as voice_module
 from xp2p.viewer.cloud_client import AppSession, CloudClient, CloudError
-from xp2p.viewer.command import CommandResult
-from xp2p.viewer.download import DownloadCallback
-from xp2p.viewer.service import DataCallback, FlvParams, MsgCallback, Service, StreamInfo
+from xp2p.viewer.command_codec import CommandResult
+from xp2p.viewer.file_download import SavedFile
+from xp2p.viewer.live_stream import LiveStream
+from xp2p.viewer.service import Service
 from xp2p.viewer.swarm import EdgeClient, SwarmService, SwarmStats, pick_edge
 from xp2p.viewer.swarm.service import DEFAULT_LAG
+from xp2p.viewer.types import (
+    DataCallback,
+    DownloadCallback,
+    EventHandler,
+    FlvParams,
+    MsgCallback,
+    NoticeCallback,
+    ProgressCallback,
+    StreamInfo,
+)
 from xp2p.viewer.voice import VoiceWriter
 
 logger = logging.getLogger("xp2p.viewer")
 
-EventHandler = Callable[[str, Any], None]
 MAX_ID_LENGTH = 128
 #: Renew TURN credentials this long before they expire (a link may need them for its life).
 TURN_REFRESH_MARGIN = 600
@@ -64,7 +77,8 @@ class P2PModule:
         self._probing = False
         self._nat: NatBehaviour | None = None
         self._background_probe: asyncio.Task[None] | None = None
-        self._link_watchers: set[asyncio.Task[None]] = set()
+        #: the background NAT probe and the link watchers: all ended by ``destroy``
+        self._tasks = TaskSet(f"module-{self._uuid}")
 
     def get_uuid(self) -> str:
         return self._uuid
@@ -135,9 +149,7 @@ class P2PModule:
         if self._session is None or self._probing or running:
             return
         logger.info("module %s: re-probing the NAT (%s)", self._uuid, why)
-        self._background_probe = asyncio.create_task(
-            self._run_nat_probe(), name=f"nat-probe-{self._uuid}"
-        )
+        self._background_probe = self._tasks.spawn(self._run_nat_probe(), "nat-probe")
 
     async def _run_nat_probe(self) -> None:
         """One probe; reports through natChanged/natError, never raises."""
@@ -176,9 +188,7 @@ class P2PModule:
             if self._services.get(service.id) is service:
                 self._probe_nat_in_background(f"service {service.id} lost its link")
 
-        task = asyncio.create_task(watch(), name=f"nat-watch-{service.id}")
-        self._link_watchers.add(task)
-        task.add_done_callback(self._link_watchers.discard)
+        self._tasks.spawn(watch(), f"nat-watch-{service.id}")
 
     def _fire(self, event: NatEvent, detail: Any) -> None:
         if self._event_handler is not None:
@@ -191,12 +201,7 @@ class P2PModule:
         """Stop every service and sign out. The module can be initialised again afterwards."""
         for service_id in list(self._services):
             await self.stop_p2p_service(service_id)
-        for task in (*self._link_watchers, self._background_probe):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*self._link_watchers, return_exceptions=True)
-        if self._background_probe is not None:
-            await asyncio.gather(self._background_probe, return_exceptions=True)
+        await self._tasks.cancel_all()
         self._background_probe = None
         if self._cloud is not None:
             await self._cloud.close()
@@ -456,6 +461,29 @@ class P2PModule:
     async def stop_local_download(self, service_id: str) -> None:
         await download_module.stop_local_download(self._service(service_id))
 
+    async def download_to_file(
+        self,
+        service_id: str,
+        file_name: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        channel: int = 0,
+        on_progress: ProgressCallback | None = None,
+        on_notice: NoticeCallback | None = None,
+    ) -> SavedFile:
+        """Download ``file_name`` (as ``get_file_list`` names it) into ``path`` (a file, a
+        folder, or None: the current folder), resuming a partial left by an earlier call and
+        checking the whole file's sha256 against the device's; XP2PError -2701 says why it
+        failed. Cancelling it keeps what arrived for the next call."""
+        return await file_download.download_to_file(
+            self._service(service_id),
+            file_name,
+            path,
+            channel=channel,
+            on_progress=on_progress,
+            on_notice=on_notice,
+        )
+
     def stream(self, service_id: str, flv: FlvParams | None = None) -> LiveStream:
         """The async-iterator form of start_stream::
 
@@ -466,48 +494,6 @@ class P2PModule:
         Leaving the ``async with`` block stops the pull; the iteration ends at eof,
         disconnect or failure."""
         return LiveStream(self._any_service(service_id), flv or FlvParams())
-
-
-class LiveStream:
-    """FLV bytes of one pull as an async iterator (see ``P2PModule.stream``)."""
-
-    def __init__(self, service: Service | SwarmService, flv: FlvParams) -> None:
-        self._service = service
-        self._flv = flv
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._previous: MsgCallback | None = None
-
-    async def __aenter__(self) -> LiveStream:
-        self._previous = self._service.msg_callback
-        previous = self._previous
-
-        def on_msg(event: str, subtype: str, detail: Any) -> None:
-            if subtype in ("eof", "disconnect", "fail"):
-                self._queue.put_nowait(None)
-            if previous is not None:
-                previous(event, subtype, detail)
-
-        self._service.msg_callback = on_msg
-        try:
-            await self._service.start_stream(self._queue.put_nowait, self._flv)
-        except BaseException:
-            self._service.msg_callback = previous
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._service.msg_callback = self._previous
-        await self._service.stop_stream()
-
-    def __aiter__(self) -> LiveStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self._queue.get()
-        if chunk is None:
-            self._queue.put_nowait(None)  # stay ended for later calls
-            raise StopAsyncIteration
-        return chunk
 
 
 def _nat_differs(old: NatBehaviour, new: NatBehaviour) -> bool:

@@ -6,89 +6,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from xp2p.errors import ErrorCode, XP2PError
-from xp2p.events import LogLevel, NotifySubtype, XP2PEvent
+from xp2p.events import LogLevel, NotifySubtype
 from xp2p.link import Link, LinkError, ResponseStream
 from xp2p.link.requests import check_target
+from xp2p.tasks import TaskSet
+from xp2p.viewer.service_events import ServiceEvents
+from xp2p.viewer.types import DataCallback, FlvParams, MsgCallback, StreamInfo
 
 logger = logging.getLogger("xp2p.viewer")
 
-MsgCallback = Callable[[str, str, Any], None]
-DataCallback = Callable[[bytes], None]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """The seed's streamInfo. 1v1: product_id + device_name (xp2p_info optional: fetched from
-    the cloud when empty). 1vN: an http(s) FLV ``url``; ``upload=False`` makes the viewer
-    download-only (it serves and announces nothing, as metered mobile users want) and
-    ``upload_rate_cap`` caps what it serves its neighbours, in bytes/s (0 = no cap);
-    ``playout_delay`` is how far behind live its player runs, in seconds (0 = the default,
-    3 s): a longer delay gives each chunk more time to spread among viewers before anyone must
-    fetch it from the edge (more offload), a shorter one lowers the latency."""
-
-    url: str = ""
-    product_id: str = ""
-    device_name: str = ""
-    xp2p_info: str = ""
-    live_stream_domain: str = ""
-    upload: bool = True
-    upload_rate_cap: int = 0
-    playout_delay: float = 0.0
-
-    @property
-    def is_1v1(self) -> bool:
-        return bool(self.product_id or self.device_name or self.xp2p_info)
-
-
-@dataclass(frozen=True, slots=True)
-class FlvParams:
-    """The seed's ``flv`` option of startStream: file name and query on the device."""
-
-    filename: str = "ipc.flv"
-    params: str = "action=live&channel=0&quality=high"
-
-    @property
-    def target(self) -> str:
-        return f"/{self.filename}?{self.params}"
-
-
-class ServiceEvents:
-    """How a service (1v1 or 1vN) reports to the app: notifies, also logged, and log lines,
-    through the app's ``msg_callback``, whose exceptions never reach the service."""
-
-    #: Notifies too frequent to log (periodic statistics).
-    unlogged: frozenset[NotifySubtype] = frozenset()
-
-    def __init__(self, service_id: str, msg_callback: MsgCallback | None, log_context: str) -> None:
-        self.id = service_id
-        self.msg_callback = msg_callback
-        self._log_context = log_context
-
-    def notify(self, subtype: NotifySubtype, detail: Any = None) -> None:
-        if subtype not in self.unlogged:
-            logger.info(
-                "%s service %s: %s %s",
-                self._log_context,
-                self.id,
-                subtype.value,
-                "" if detail is None else detail,
-            )
-        self._emit(XP2PEvent.NOTIFY, subtype.value, detail)
-
-    def log(self, level: LogLevel, text: str) -> None:
-        self._emit(XP2PEvent.LOG, level.value, text)
-
-    def _emit(self, event: str, subtype: str, detail: Any) -> None:
-        if self.msg_callback is None:
-            return
-        try:
-            self.msg_callback(event, subtype, detail)
-        except Exception:  # an app's callback bug must not kill the service
-            logger.exception("msg_callback raised for service %s", self.id)
+#: How much of a refusal's text body is kept as its reason.
+MAX_REASON_BYTES = 4096
+#: How long a refusal's body may take to arrive before the reason is left empty.
+REASON_TIMEOUT = 2.0
 
 
 class Service(ServiceEvents):
@@ -108,7 +40,9 @@ class Service(ServiceEvents):
         self._stopping = False
         #: what else runs on this service (voice, downloads): stopped with it, by kind
         self.closers: dict[str, Callable[[], Awaitable[None]]] = {}
-        self._watch = asyncio.create_task(self._watch_link(), name=f"watch-{service_id}")
+        #: the link watch and the pull: none outlives ``stop``
+        self._tasks = TaskSet(f"service-{service_id}")
+        self._tasks.spawn(self._watch_link(), "watch")
 
     async def _watch_link(self) -> None:
         await self.link.wait_closed()
@@ -144,16 +78,14 @@ class Service(ServiceEvents):
             raise XP2PError(ErrorCode.START_STREAM_FAILED, f"stream request failed: {exc}") from exc
         self.notify(NotifySubtype.PARSED, {"status": response.status, "headers": response.headers})
         if response.status != 200:
-            reason = (await _read_reason(response)) or f"status {response.status}"
+            reason = (await read_reason(response)) or f"status {response.status}"
             self.notify(NotifySubtype.FAIL, {"status": response.status, "reason": reason})
             raise XP2PError(
                 ErrorCode.START_STREAM_FAILED,
                 f"device refused the stream ({response.status}): {reason}",
             )
         self._response = response
-        self._pull = asyncio.create_task(
-            self._deliver(response, data_callback), name=f"pull-{self.id}"
-        )
+        self._pull = self._tasks.spawn(self._deliver(response, data_callback), "pull")
 
     async def _deliver(self, response: ResponseStream, data_callback: DataCallback) -> None:
         try:
@@ -190,13 +122,13 @@ class Service(ServiceEvents):
                 logger.exception("stopping %s of service %s failed", kind, self.id)
         self.closers.clear()
         await self.link.close("viewer stopped the service")
-        self._watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watch
+        await self._tasks.cancel_all()
 
 
-async def _read_reason(response: ResponseStream) -> str:
+async def read_reason(response: ResponseStream, limit: int = MAX_REASON_BYTES) -> str:
+    """The text body of a refusal (a non-2xx answer), stripped; "" when it does not come
+    within ``REASON_TIMEOUT`` or the stream breaks: a reason is a courtesy, never a wait."""
     with contextlib.suppress(LinkError, TimeoutError):
-        body = await asyncio.wait_for(response.read(limit=4096), 2.0)
+        body = await asyncio.wait_for(response.read(limit=limit), REASON_TIMEOUT)
         return body.decode("utf-8", "replace").strip()
     return ""

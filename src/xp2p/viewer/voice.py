@@ -40,7 +40,8 @@ from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import LogLevel, NotifySubtype
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag
 from xp2p.link import LinkError, ResponseStream
-from xp2p.viewer.service import Service, _read_reason
+from xp2p.tasks import TaskSet
+from xp2p.viewer.service import Service, read_reason
 
 logger = logging.getLogger("xp2p.viewer")
 
@@ -147,7 +148,8 @@ class VoiceSession:
         self._stopping = False
         self._abort_reason = ""
         self._done = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: the reply reader and the PCM pump: ended by ``close``
+        self._tasks = TaskSet(f"voice-{service.id}")
 
     async def open(self) -> None:
         service = self.service
@@ -164,7 +166,7 @@ class VoiceSession:
             self.upload.end()
             raise
         assert self._response is not None
-        self._spawn(self._read_reply(self._response))
+        self._tasks.spawn(self._read_reply(self._response), "reply")
         service.log(LogLevel.INFO, f"talk session open ({self.target})")
 
     async def _request(self) -> None:
@@ -186,7 +188,7 @@ class VoiceSession:
             {"kind": "voice", "status": response.status, "headers": response.headers},
         )
         if response.status != 200:
-            reason = await _read_reason(response)
+            reason = await read_reason(response)
             response.cancel()
             service.log(LogLevel.ERROR, f"device refused talk-back ({response.status}): {reason}")
             if response.status == 409:
@@ -201,11 +203,6 @@ class VoiceSession:
             response.cancel()
             raise XP2PError(ErrorCode.VOICE_FAILED, "talk session stopped while opening")
         self._response = response
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro, name=f"voice-{self.service.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _read_reply(self, response: ResponseStream) -> None:
         reply: dict[str, Any] = {}
@@ -275,9 +272,7 @@ class VoiceSession:
         except TimeoutError:
             self._response.cancel()
             self._finish(self._judge({}, f"no reply from the device within {END_TIMEOUT:g} s"))
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
+        await self._tasks.cancel_all()
         assert self.result is not None
         return self.result
 
@@ -293,7 +288,7 @@ class VoiceSession:
 
     def pump(self, source: AsyncIterable[bytes], max_bytes: int) -> None:
         """Feed PCM from ``source`` with back-pressure; end the upload when it ends."""
-        self._spawn(self._pump(source, max_bytes))
+        self._tasks.spawn(self._pump(source, max_bytes), "pump")
 
     async def _pump(self, source: AsyncIterable[bytes], max_bytes: int) -> None:
         upload = self.upload

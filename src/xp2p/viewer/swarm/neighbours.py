@@ -10,7 +10,6 @@ has a pipe replaces it (that neighbour lost the old link and knows it first).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -30,6 +29,7 @@ from xp2p.link import (
 )
 from xp2p.swarm import protocol as proto
 from xp2p.swarm.edge_api import NeedNeighbours, Neighbour, Signal, TokenError, verify_peer_token
+from xp2p.tasks import TaskSet
 
 from .pipe import SWARM_PATH, PeerPipe
 
@@ -81,7 +81,7 @@ class Neighbourhood:
         self._accepting: set[str] = set()
         self._waiting: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"swarm-{peer_id}")
         self._last_need = float("-inf")
         self.closed = False
 
@@ -101,7 +101,7 @@ class Neighbourhood:
                 continue
             if n.peer_id in self.failed:
                 continue
-            self._dials[n.peer_id] = self._spawn(self._dial(n), f"dial-{n.peer_id}")
+            self._dials[n.peer_id] = self._tasks.spawn(self._dial(n), f"dial-{n.peer_id}")
 
     async def on_signal(self, signal: Signal) -> None:
         if signal.type == "offer":
@@ -217,7 +217,7 @@ class Neighbourhood:
         await self._send_ws(
             Signal("answer", peer, signal.request_id, pending.answer).to_json(outgoing=False)
         )
-        self._spawn(self._adopt(peer, pending.link), f"adopt-{peer}")
+        self._tasks.spawn(self._adopt(peer, pending.link), f"adopt-{peer}")
 
     async def _adopt(self, peer: str, future: asyncio.Future[Any]) -> None:
         try:
@@ -247,7 +247,7 @@ class Neighbourhood:
         self.pipes[peer] = pipe
         self.failed.discard(peer)
         if old is not None and old.link is not link:
-            self._spawn(old.close("replaced by a new link"), f"replace-{peer}")
+            self._tasks.spawn(old.close("replaced by a new link"), f"replace-{peer}")
         self._on_up(pipe)
         return pipe
 
@@ -255,7 +255,7 @@ class Neighbourhood:
         if self.pipes.get(pipe.peer_id) is pipe:
             del self.pipes[pipe.peer_id]
             self._on_down(pipe, reason)
-            self._spawn(pipe.link.close(reason), f"close-{pipe.peer_id}")
+            self._tasks.spawn(pipe.link.close(reason), f"close-{pipe.peer_id}")
             self.check_needs()
 
     async def drop(self, peer: str, reason: str, *, ban: bool = False) -> None:
@@ -290,13 +290,11 @@ class Neighbourhood:
             return
         exclude = sorted(self.banned | self.failed | set(self.pipes))[-64:]
         message = NeedNeighbours(tuple(exclude)).to_json()
-        self._spawn(self._send_ws(message), "need")
+        self._tasks.spawn(self._send_need(message), "need")
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=f"swarm-{self.peer_id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    async def _send_need(self, message: dict[str, Any]) -> None:
+        # send_ws is any awaitable-returning callable; a task needs a coroutine.
+        await self._send_ws(message)
 
     async def close(self) -> None:
         self.closed = True
@@ -306,7 +304,4 @@ class Neighbourhood:
                 future.exception()
         # Each close reports the pipe down (the pull forgets the neighbour) and unlists it.
         await asyncio.gather(*(p.close("viewer left the room") for p in list(self.pipes.values())))
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()

@@ -9,13 +9,12 @@ then look the same to the service: `send` a message, get each incoming one throu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any
 
 from xp2p.link import IncomingRequest, Link, LinkError, StreamClosed
 from xp2p.swarm import protocol as proto
+from xp2p.tasks import TaskSet
 
 logger = logging.getLogger("xp2p.viewer.swarm")
 
@@ -54,7 +53,7 @@ class PeerPipe:
         #: so a pull that starts knows at once who holds what).
         self.haves: set[int] = set()
         self.sent = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"pipe-{peer_id}")
         self._done = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -75,21 +74,16 @@ class PeerPipe:
             response.cancel()
             self._finish(f"pipe refused with status {response.status}")
             raise LinkError("bad_status", f"POST {SWARM_PATH} answered {response.status}")
-        self._spawn(self._read(response), "read")
-        self._spawn(self._watch_link(), "watch")
+        self._tasks.spawn(self._read(response), "read")
+        self._tasks.spawn(self._watch_link(), "watch")
 
     async def serve(self, request: IncomingRequest) -> None:
         """The acceptor's side: answer ``POST /swarm`` and pump both ways until the end."""
         await request.respond(200, [("content-type", "application/octet-stream")])
-        self._spawn(self._read(request.body()), "read")
-        self._spawn(self._write(request), "write")
-        self._spawn(self._watch_link(), "watch")
+        self._tasks.spawn(self._read(request.body()), "read")
+        self._tasks.spawn(self._write(request), "write")
+        self._tasks.spawn(self._watch_link(), "watch")
         await self._done.wait()
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"pipe-{self.peer_id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _outgoing(self) -> AsyncIterator[bytes]:
         while True:
@@ -184,9 +178,4 @@ class PeerPipe:
         """End the pipe and its link (one link per neighbour pair)."""
         self._finish(reason)
         await self.link.close(reason)
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()

@@ -32,6 +32,7 @@ from xp2p.swarm.scheduler import (
     UploadQueue,
 )
 from xp2p.swarm.wire import ChunkFormatError
+from xp2p.tasks import TaskSet
 from xp2p.viewer.cloud_client import CloudError
 
 from .edge_client import EdgeClient
@@ -124,7 +125,7 @@ class SwarmPull:
         self._upload_wake = asyncio.Event()
         self._edge_inflight: set[int] = set()
         self._init_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"swarm-{settings.peer_id}")
         self.stopped = False
 
     @property
@@ -137,7 +138,7 @@ class SwarmPull:
             self.scheduler.config = replace(self.scheduler.config, seed=seed)
             self.queue.fresh_chunks = SEED_FRESH_CHUNKS if seed else None
             if seed:
-                self._spawn(self._follow(), "follow")
+                self._tasks.spawn(self._follow(), "follow")
             self._poke.set()
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -153,25 +154,14 @@ class SwarmPull:
         self.playout.begin(start_seq, start_at)
         for pipe in self.pipes.values():
             self.add_pipe(pipe)
-        self._spawn(self._run(), "schedule")
-        self._spawn(self._upload(), "upload")
-        self._spawn(self._follow() if self.seed else self._poll_live(), "live")
+        self._tasks.spawn(self._run(), "schedule")
+        self._tasks.spawn(self._upload(), "upload")
+        self._tasks.spawn(self._follow() if self.seed else self._poll_live(), "live")
 
     async def stop(self) -> None:
         self.stopped = True
         self.counters.stalls += self.playout.stalls
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=f"swarm-{self.settings.peer_id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        await self._tasks.cancel_all()
 
     # ---- neighbours -------------------------------------------------------------------
 
@@ -273,7 +263,7 @@ class SwarmPull:
     def _pump(self, now: float) -> None:
         data = self.playout.take(now)
         if self.playout.missing_init is not None and self._init_task is None:
-            self._init_task = self._spawn(self._fetch_init(self.playout.missing_init), "init")
+            self._init_task = self._tasks.spawn(self._fetch_init(self.playout.missing_init), "init")
         if data:
             self._deliver(data)
 
@@ -319,7 +309,7 @@ class SwarmPull:
                     if decision.seq not in self._edge_inflight:
                         self._count_edge_request(decision.seq, decisions)
                         self._edge_inflight.add(decision.seq)
-                        self._spawn(self._fetch_edge(decision.seq), f"edge-{decision.seq}")
+                        self._tasks.spawn(self._fetch_edge(decision.seq), f"edge-{decision.seq}")
                 elif isinstance(decision, CancelRequest):
                     pipe = self.pipes.get(decision.peer)
                     if pipe is not None:
@@ -409,7 +399,7 @@ class SwarmPull:
             self.counters.edge_requests["seed"] += 1
             self._on_chunk(chunk, wire, EDGE)
         if not self.stopped:
-            self._spawn(self._poll_live(), "live")
+            self._tasks.spawn(self._poll_live(), "live")
 
     async def _poll_live(self) -> None:
         while not self.stopped and not self.seed:

@@ -43,14 +43,10 @@ from xp2p.swarm.edge_api import (
     parse_edge_message,
 )
 from xp2p.swarm.scheduler import SchedulerConfig
+from xp2p.tasks import TaskSet
 from xp2p.viewer.cloud_client import CloudError
-from xp2p.viewer.service import (
-    DataCallback,
-    FlvParams,
-    MsgCallback,
-    ServiceEvents,
-    StreamInfo,
-)
+from xp2p.viewer.service_events import ServiceEvents
+from xp2p.viewer.types import DataCallback, FlvParams, MsgCallback, StreamInfo
 
 from .edge_client import EdgeClient
 from .neighbours import Neighbourhood
@@ -100,7 +96,7 @@ class SwarmService(ServiceEvents):
         self._neighbours: Neighbourhood | None = None
         self._pull: SwarmPull | None = None
         self._data_callback: DataCallback | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"swarm-{service_id}")
         self._recovering = False
         self._stopping = False
         self.seed = False
@@ -117,7 +113,7 @@ class SwarmService(ServiceEvents):
             await self.stop()
             code = ErrorCode.BAD_PARAM if exc.status == 400 else ErrorCode.START_STREAM_FAILED
             raise XP2PError(code, f"cannot join the swarm of {self.info.url}: {exc}") from exc
-        self._spawn(self._report(), "stats")
+        self._tasks.spawn(self._report(), "stats")
         join = self._join
         assert join is not None
         self.notify(
@@ -156,7 +152,7 @@ class SwarmService(ServiceEvents):
             on_down=self._pipe_down,
             pipes=self.pipes,
         )
-        self._spawn(self._read_ws(ws), "ws")
+        self._tasks.spawn(self._read_ws(ws), "ws")
         self._neighbours.on_neighbours(join.neighbours)
         logger.info(
             "%s service %s joined room %s as %s%s with %d neighbours listed",
@@ -189,16 +185,16 @@ class SwarmService(ServiceEvents):
             return
         if self.state == "ended":
             # The source is gone for good and the edge closed the room: nothing to re-join.
-            self._spawn(self.stop_stream(), "ended")
+            self._tasks.spawn(self.stop_stream(), "ended")
             return
-        self._spawn(self._recover("the edge closed the control channel"), "recover")
+        self._tasks.spawn(self._recover("the edge closed the control channel"), "recover")
 
     async def _on_edge_message(self, message: Any) -> None:
         neighbours = self._neighbours
         if isinstance(message, NeighboursUpdate) and neighbours is not None:
             neighbours.on_neighbours(message.neighbours)
         elif isinstance(message, Signal) and neighbours is not None:
-            self._spawn(neighbours.on_signal(message), "signal")
+            self._tasks.spawn(neighbours.on_signal(message), "signal")
         elif isinstance(message, SeedUpdate):
             self.seed = message.seed
             if self._pull is not None:
@@ -209,7 +205,7 @@ class SwarmService(ServiceEvents):
             if message.state == "ended":
                 self.notify(NotifySubtype.EOF)
             if self._pull is not None:
-                self._spawn(self._check_session(), "session")
+                self._tasks.spawn(self._check_session(), "session")
         elif isinstance(message, TokenUpdate) and neighbours is not None:
             neighbours.token = message.token
         elif isinstance(message, ErrorMessage):
@@ -301,14 +297,14 @@ class SwarmService(ServiceEvents):
             pipe.halt(f"banned: {why}")  # not one more message from it, even one read already
         if self._neighbours is not None:
             self._neighbours.banned.add(peer)
-            self._spawn(self._neighbours.drop(peer, f"banned: {why}", ban=True), "ban")
+            self._tasks.spawn(self._neighbours.drop(peer, f"banned: {why}", ban=True), "ban")
 
     def _banned_peers(self) -> frozenset[str]:
         return frozenset(self._neighbours.banned) if self._neighbours is not None else frozenset()
 
     def _abandon(self, peer: str) -> None:
         if self._neighbours is not None:
-            self._spawn(self._neighbours.drop(peer, "silent for too long"), "abandon")
+            self._tasks.spawn(self._neighbours.drop(peer, "silent for too long"), "abandon")
 
     # ---- pulls ------------------------------------------------------------------------
 
@@ -400,10 +396,10 @@ class SwarmService(ServiceEvents):
             logger.exception("data_callback raised for service %s; stopping the pull", self.id)
             self._data_callback = None
             self.notify(NotifySubtype.FAIL, {"reason": "data_callback raised"})
-            self._spawn(self.stop_stream(), "stop")
+            self._tasks.spawn(self.stop_stream(), "stop")
 
     def _session_changed(self) -> None:
-        self._spawn(self._check_session(), "session")
+        self._tasks.spawn(self._check_session(), "session")
 
     async def _check_session(self) -> None:
         """A chunk of another stream session, or a state change: is there a new session?"""
@@ -433,7 +429,7 @@ class SwarmService(ServiceEvents):
             self.log(LogLevel.WARN, f"swarm: pull restart failed: {exc}")
             self._pull = None
             if not self._stopping:
-                self._spawn(self._retry_pull(released), "retry")
+                self._tasks.spawn(self._retry_pull(released), "retry")
 
     async def _retry_pull(self, skip_header: bool) -> None:
         delay = REJOIN_BACKOFF[0]
@@ -494,21 +490,10 @@ class SwarmService(ServiceEvents):
 
     # ---- lifecycle --------------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=f"swarm-{self.id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def stop(self) -> None:
         """Leave the room: stop the pull, close every link, the control channel, the tasks."""
         self._stopping = True
         await self.stop_stream()
         await self._leave()
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.edge.close()
