@@ -256,19 +256,30 @@ async def test_help_and_missing_secret() -> None:
 def test_progress_on_a_terminal_and_as_lines() -> None:
     import io
 
-    from xp2p.cli.download import Progress
+    from xp2p.cli.download import ProgressDisplay
+
+    lines = io.StringIO()
+    plain = ProgressDisplay(lines, tty=False)
+    plain(500_000, 0)  # kept so far, before the device answered: nothing to show yet
+    assert lines.getvalue() == ""
+    plain(500_000, 2_000_000)  # the answer: the first line shows at once
+    plain.started -= 2.0  # two seconds in
+    plain(1_500_000, 2_000_000)  # too soon after the last line: not written
+    plain.finish()
+    written = lines.getvalue().splitlines()
+    assert len(written) == 2 and "\r" not in lines.getvalue()
+    assert written[1] == " 75.0%  1.5 MB / 2.0 MB  500.0 kB/s  ETA 0:01"
+    empty = io.StringIO()
+    nothing = ProgressDisplay(empty, tty=False)
+    nothing(0, 0)
+    nothing.finish()
+    assert empty.getvalue() == "100.0%  0 B / 0 B  0 B/s  ETA --:--\n"
 
     tty = io.StringIO()
-    bar = Progress(tty, total=2_000_000, done=500_000, tty=True)
-    bar.started -= 2.0  # two seconds in
-    bar.update(1_500_000)
-    bar.update(1_600_000)  # too soon after the last one: not drawn
-    bar.update(2_000_000, final=True)
+    bar = ProgressDisplay(tty, tty=True)
+    bar(0, 2_000_000)
+    bar(1_000_000, 2_000_000)
+    bar(2_000_000, 2_000_000)
+    bar.finish()
     drawn = tty.getvalue()
-    assert drawn.count("\r") == 2 and drawn.endswith("\n")
-    assert "[" + "#" * 22 + "." * 8 + "]  75.0%  1.5 MB / 2.0 MB  500.0 kB/s  ETA 0:01" in drawn
-    assert "100.0%  2.0 MB / 2.0 MB" in drawn
-    lines = io.StringIO()
-    plain = Progress(lines, total=0, done=0, tty=False)
-    plain.update(0, final=True)
-    assert lines.getvalue() == "100.0%  0 B / 0 B  0 B/s  ETA --:--\n"
+    assert "\r" in drawn and "2.0/2.0 MB" in drawn and "100%" in drawn

@@ -104,3 +104,59 @@ def test_max_links_below_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(SystemExit) as exit_:
         main(["device", "DEMO/cam1", "--max-links", "0"])
     assert "--max-links" in str(exit_.value.code)
+
+
+SPANS = [{"start_time": 1_700_000_000, "end_time": 1_700_000_063}]
+FILES = [
+    {
+        "file_name": "door [1].jpg",  # brackets: rich markup must not eat them
+        "file_type": "1",
+        "file_size": "64",
+        "start_time": 1_700_000_000,
+        "end_time": 1_700_000_001,
+    }
+]
+
+
+def test_records_prints_plain_lines_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from xp2p.cli.records import show_files, show_spans
+
+    show_spans("DEMO/cam1 channel 0", 1_700_000_000, 1_700_003_600, SPANS)
+    show_files(FILES)
+    show_spans("DEMO/cam1 channel 0", 0, 60, [])
+    assert capsys.readouterr().out.splitlines() == [
+        "DEMO/cam1 channel 0: recorded between 2023-11-14 22:13:20Z and 2023-11-14 23:13:20Z:",
+        "  2023-11-14 22:13:20Z -> 2023-11-14 22:14:23Z  (1m03s)",
+        "files (1):",
+        "  door [1].jpg  picture  64 B  2023-11-14 22:13:20Z -> 2023-11-14 22:13:21Z",
+        "DEMO/cam1 channel 0: recorded between 1970-01-01 00:00:00Z and 1970-01-01 00:01:00Z:",
+        "  nothing",
+    ]
+
+
+def test_records_draws_tables_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from xp2p.cli.records import show_files, show_spans
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "120")
+    show_spans("DEMO/cam1 channel 0", 1_700_000_000, 1_700_003_600, SPANS)
+    show_files(FILES)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(rows) == 2
+    assert "2023-11-14 22:14:23Z" in rows[0] and "1m03s" in rows[0]
+    assert "door [1].jpg" in rows[1] and "picture" in rows[1] and "64 B" in rows[1]
+
+
+def test_status_lines_are_plain_text_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    from xp2p.cli.common import status
+
+    status("saved x [y] :smile: " + "z" * 200, ok=True)
+    status("xp2p cmd: failure", ok=False, stderr=True)
+    captured = capsys.readouterr()
+    assert captured.out == "saved x [y] :smile: " + "z" * 200 + "\n"  # no colour, no wrap
+    assert captured.err == "xp2p cmd: failure\n"

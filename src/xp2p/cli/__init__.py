@@ -8,7 +8,7 @@ import sys
 
 from xp2p import __version__
 from xp2p.cli import cmd, download, edge, origin, records, serve, talk
-from xp2p.cli.common import run_until_stopped, setup_logging
+from xp2p.cli.common import run_until_stopped, setup_logging, status
 from xp2p.errors import XP2PError
 
 
@@ -33,11 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         asyncio.run(run_until_stopped(lambda stop: args.run(args, stop)))
-    except XP2PError as exc:
-        print(f"xp2p {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"xp2p {args.command}: {exc}", file=sys.stderr)
+    except (XP2PError, OSError) as exc:
+        status(f"xp2p {args.command}: {exc}", ok=False, stderr=True)
         return 1
     return 0
 

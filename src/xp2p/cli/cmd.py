@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from typing import NoReturn
 from urllib.parse import quote
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
+from xp2p.cli.common import (
+    Subparsers,
+    add_app_args,
+    app_params,
+    link_config,
+    split_device,
+    status,
+)
 from xp2p.errors import XP2PError
 
 #: Exit statuses besides 0 (success) and argparse's 2 (bad usage).
@@ -31,7 +37,7 @@ The app secret comes from $XP2P_APP_SECRET or --secret-file, never the command l
 
 
 def _usage(message: str) -> NoReturn:
-    print(f"xp2p cmd: {message}", file=sys.stderr)
+    status(f"xp2p cmd: {message}", ok=False, stderr=True)
     raise SystemExit(EXIT_USAGE)
 
 
@@ -74,7 +80,7 @@ async def _cmd_cmd(args: argparse.Namespace, stop: asyncio.Event) -> None:
             raise SystemExit(EXIT_INTERRUPTED)
         result = work.result()
     except XP2PError as exc:
-        print(f"xp2p cmd: {exc}", file=sys.stderr)
+        status(f"xp2p cmd: {exc}", ok=False, stderr=True)
         raise SystemExit(EXIT_ERROR) from None
     finally:
         stopped.cancel()
@@ -86,10 +92,11 @@ async def _cmd_cmd(args: argparse.Namespace, stop: asyncio.Event) -> None:
         else:
             print(json.dumps(result.data, indent=2, ensure_ascii=False))
         return
-    print(
+    status(
         f"xp2p cmd: {result.type} (status {result.status}, errcode {result.errcode}): "
         f"{result.errmsg}",
-        file=sys.stderr,
+        ok=False,
+        stderr=True,
     )
     raise SystemExit(_EXITS.get(result.type, EXIT_ERROR))
 

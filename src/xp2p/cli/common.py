@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from xp2p.watchdog import watch_running_loop
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from xp2p.link import LinkConfig
     from xp2p.media import MediaSource
     from xp2p.viewer import AppParams
@@ -35,6 +37,21 @@ def setup_logging(verbose: int) -> None:
     # Third-party chatter only when asked for twice.
     for noisy in ("aioice", "quic", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """rich's console for the CLI's own lines: colour on a terminal only (none in a pipe or a
+    log), and no markup, emoji, highlighting or wrapping: device text prints as it is, and a
+    line stays one line for grep."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def status(text: str, *, ok: bool, stderr: bool = False) -> None:
+    """One outcome line: green when it worked, red when it did not (plain text off a
+    terminal, so scripts and tests read the same words)."""
+    console(stderr=stderr).print(text, style="green" if ok else "red")
 
 
 def secret(args: argparse.Namespace, env: str, what: str) -> str:

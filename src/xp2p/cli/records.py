@@ -13,12 +13,23 @@ import argparse
 import asyncio
 import calendar
 import re
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
+from xp2p.cli.common import (
+    Subparsers,
+    add_app_args,
+    app_params,
+    console,
+    link_config,
+    split_device,
+)
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from xp2p.viewer import P2PModule
 
 SERVICE_ID = "records"
@@ -121,25 +132,72 @@ async def _run(args: argparse.Namespace, stop: asyncio.Event) -> None:
             reply = await _ask(
                 module, args.channel, f"get_record_index&start_time={start}&end_time={end}"
             )
-            print(f"{label}: recorded between {stamp(start)} and {stamp(end)}:")
-            for span in reply["video_list"]:
-                began, ended = int(span["start_time"]), int(span["end_time"])
-                print(f"  {stamp(began)} -> {stamp(ended)}  ({length(ended - began)})")
-            if not reply["video_list"]:
-                print("  nothing")
+            show_spans(label, start, end, reply["video_list"])
         if args.files:
             reply = await _ask(
                 module, args.channel, f"get_file_list&start_time={start}&end_time={end}"
             )
-            print(f"files ({len(reply['file_list'])}):")
-            for entry in reply["file_list"]:
-                kind = "picture" if entry["file_type"] == "1" else "video"
-                print(
-                    f"  {entry['file_name']}  {kind}  {size(entry['file_size'])}  "
-                    f"{stamp(entry['start_time'])} -> {stamp(entry['end_time'])}"
-                )
+            show_files(reply["file_list"])
     finally:
         await module.destroy()
+
+
+# ---- output: rich tables on a terminal, plain lines (one per span or file) otherwise ----------
+
+
+def show_spans(label: str, start: int, end: int, spans: list[dict[str, Any]]) -> None:
+    title = f"{label}: recorded between {stamp(start)} and {stamp(end)}:"
+    rows = []
+    for span in spans:
+        began, ended = int(span["start_time"]), int(span["end_time"])
+        rows.append((stamp(began), stamp(ended), length(ended - began)))
+    if sys.stdout.isatty():
+        out = console()
+        out.print(title if rows else f"{title} nothing", style="bold")
+        if rows:
+            out.print(_table(("from", "to", "length"), rows, right=(2,)))
+        return
+    print(title)
+    for began_text, ended_text, span_length in rows:
+        print(f"  {began_text} -> {ended_text}  ({span_length})")
+    if not rows:
+        print("  nothing")
+
+
+def show_files(files: list[dict[str, Any]]) -> None:
+    rows = [
+        (
+            entry["file_name"],
+            "picture" if entry["file_type"] == "1" else "video",
+            size(entry["file_size"]),
+            stamp(entry["start_time"]),
+            stamp(entry["end_time"]),
+        )
+        for entry in files
+    ]
+    title = f"files ({len(rows)}):"
+    if sys.stdout.isatty():
+        out = console()
+        out.print(title, style="bold")
+        if rows:
+            out.print(_table(("file", "kind", "size", "from", "to"), rows, right=(2,)))
+        return
+    print(title)
+    for name, kind, file_size, began, ended in rows:
+        print(f"  {name}  {kind}  {file_size}  {began} -> {ended}")
+
+
+def _table(
+    headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: tuple[int, ...]
+) -> Table:
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="right" if index in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def register(commands: Subparsers) -> None:

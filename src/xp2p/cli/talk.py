@@ -15,7 +15,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from xp2p.cli.common import Subparsers, add_app_args, app_params, link_config, split_device
+from xp2p.cli.common import (
+    Subparsers,
+    add_app_args,
+    app_params,
+    link_config,
+    split_device,
+    status,
+)
 from xp2p.errors import ErrorCode, XP2PError
 
 SERVICE_ID = "talk"
@@ -161,10 +168,10 @@ async def _cmd_talk(args: argparse.Namespace, stop: asyncio.Event) -> None:
     if not outcome["ok"]:
         raise XP2PError(ErrorCode.VOICE_FAILED, f"talk-back failed: {outcome['reason']}")
     seconds = outcome.get("seconds")
-    print(
+    status(
         f"device took all audio: {outcome['device_bytes']} bytes"
         + ("" if seconds is None else f", {seconds:.2f} s"),
-        flush=True,
+        ok=True,
     )
     if stop.is_set():
         raise SystemExit("xp2p talk: interrupted; the device took what was sent")
