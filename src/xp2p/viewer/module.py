@@ -16,7 +16,8 @@ from xp2p.events import NatEvent, NotifySubtype
 from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
 from xp2p.link.nat import discover_nat_behaviour
 from xp2p.link.nat_behaviour import NatBehaviour
-from xp2p.swarm.edge_api import MessageError, check_source_url, room_id
+from xp2p.swarm.edge_messages import MessageError, check_source_url
+from xp2p.swarm.edge_routes import room_id
 from xp2p.tasks import TaskSet
 from xp2p.viewer import command as command_module
 from xp2p.viewer import download as download_module

@@ -28,7 +28,8 @@ from xp2p.link import (
     parse_offer,
 )
 from xp2p.swarm import protocol as proto
-from xp2p.swarm.edge_api import NeedNeighbours, Neighbour, Signal, TokenError, verify_peer_token
+from xp2p.swarm.edge_messages import NeedNeighbours, Neighbour, Signal
+from xp2p.swarm.peer_token import TokenError, verify_peer_token
 from xp2p.tasks import TaskSet
 
 from .pipe import SWARM_PATH, PeerPipe

@@ -26,8 +26,7 @@ from xp2p.link import LinkConfig, LinkIdentity
 from xp2p.link.config import parse_ice_servers
 from xp2p.swarm import protocol as proto
 from xp2p.swarm import verify
-from xp2p.swarm.edge_api import (
-    STATS_INTERVAL,
+from xp2p.swarm.edge_messages import (
     ErrorMessage,
     JoinRequest,
     JoinResponse,
@@ -39,9 +38,10 @@ from xp2p.swarm.edge_api import (
     Signal,
     StateUpdate,
     TokenUpdate,
-    parse_edge_key,
     parse_edge_message,
 )
+from xp2p.swarm.edge_routes import STATS_INTERVAL
+from xp2p.swarm.peer_token import parse_edge_key
 from xp2p.swarm.scheduler import SchedulerConfig
 from xp2p.tasks import TaskSet
 from xp2p.viewer.cloud_client import CloudError
