@@ -13,7 +13,7 @@ from xp2p.swarm import Chunk, InitChunk, peer_token
 from xp2p.swarm import edge_messages as messages
 from xp2p.swarm import edge_routes as routes
 from xp2p.swarm.edge_messages import PeerStats
-from xp2p.swarm.tracker import Tracker, TrackerConfig
+from xp2p.swarm.tracker import SILENT_AFTER, Tracker, TrackerConfig
 
 NOW = 1_800_000_000.0
 
@@ -103,6 +103,26 @@ def test_seeds_do_not_flap_on_small_differences() -> None:
     assert not tracker.select_seeds().seeds and tracker.seeds() == [seed]
     tracker.report(other, PeerStats(uploaded_bytes=2_000_000), NOW + 2)
     assert tracker.select_seeds().seeds == {seed: False, other: True}
+
+
+def test_a_seed_that_stops_reporting_is_replaced() -> None:
+    """A viewer that vanished keeps its WebSocket open at the edge until the heartbeat fails
+    (about 30 s); it is not left a seed, nor made one, after missing three reports."""
+    tracker = _tracker()
+    for name in ("a", "b"):
+        tracker.join(name, "F" * 43, "open", True, NOW)
+        tracker.report(name, PeerStats(), NOW)
+    (seed,) = tracker.seeds()
+    other = "b" if seed == "a" else "a"
+    tracker.report(seed, PeerStats(uploaded_bytes=1_000_000), NOW + 2)
+    for t in range(1, 10):  # only the other one goes on reporting, slower than the seed was
+        tracker.report(other, PeerStats(uploaded_bytes=t * 10), NOW + 2 * t)
+    quiet = NOW + 2 + SILENT_AFTER
+    assert not tracker.select_seeds(quiet).seeds  # not silent for long enough yet
+    assert not tracker.select_seeds().seeds  # no clock given: rates alone, as before
+    assert tracker.select_seeds(quiet + 1).seeds == {seed: False, other: True}
+    assert not tracker.join("c", "F" * 43, "open", True, NOW + 19).seeds  # not the silent one
+    assert tracker.leave(other, NOW + 19).seeds == {"c": True}
 
 
 def test_a_leaver_is_replaced_in_every_list_that_held_it() -> None:

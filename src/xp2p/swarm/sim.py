@@ -1,4 +1,5 @@
-"""A discrete-event simulation of one 1vN room, running the real `ChunkScheduler` per peer.
+"""A discrete-event simulation of one 1vN room: the real `ChunkScheduler` per peer, the real
+`Tracker` at the edge.
 
 ``python -m xp2p.swarm.sim --peers 1000 --duration 600 [--windows]`` (``--help`` for the
 rest). Virtual time, one heapq of events, no threads, no sockets; seeded, so a run is
@@ -14,10 +15,12 @@ transfers (``download_multiple``). Messages travel reliably, as on QUIC: a loss 
 retransmission, i.e. one more round trip, with probability ``loss`` per packet of 1200 B.
 Viewers arrive as a Poisson process and stay an exponential time (mean ``mean_session``);
 half of them leave silently (their neighbours' links close after the link layer's idle timeout),
-the rest close their links. A flash crowd adds ``flash_joins`` within ``flash_seconds``. The
-tracker hands each joiner ``connect`` neighbours among uploading peers with fewer than
-``max_degree``; the edge keeps ``seeds`` seeds among the fastest uploaders. A joiner shows
-first the chunk ``lag`` behind live, decoding from the keyframe chunk before it.
+the rest close their links (and their WebSocket: the edge notices a silent one only after
+``edge_ws_timeout``). A flash crowd adds ``flash_joins`` within ``flash_seconds``. The
+edge's `xp2p.swarm.tracker.Tracker` picks every neighbour list and the seeds, from the
+stats each viewer reports every 2 s; each viewer dials its list and asks for more as the
+real client does. A joiner shows first the chunk ``lag`` behind live, decoding from the
+keyframe chunk before it.
 
 What is not: downstream limits between peers, per-packet congestion control, chunk size
 variation (every chunk is bitrate x duration), the init chunk (a few hundred bytes per join).
@@ -33,6 +36,11 @@ import time
 from collections import Counter
 from typing import Any
 
+from xp2p.link.nat_behaviour import NatType
+
+from . import sim_cli
+from .edge_messages import PeerStats
+from .edge_routes import MAX_EXCLUDE
 from .metrics import SimReport, Window
 from .scheduler import (
     EDGE,
@@ -57,6 +65,7 @@ from .sim_model import (
     Viewer,
 )
 from .sim_report import build_report, close_window
+from .tracker import SEED_INTERVAL, Tracker, TrackerUpdate
 
 __all__ = ["DEFAULT_UPLOAD_MIX", "SimConfig", "Simulation", "main"]
 
@@ -70,7 +79,9 @@ class Simulation:
         self._counter = 0
         self.peers: dict[str, Viewer] = {}
         self.online: dict[str, Viewer] = {}
-        self.uploaders: list[str] = []  # online uploaders, for the tracker's sampling
+        self.tracker = Tracker(config.tracker_config(), rng=random.Random(self.rng.random()))
+        self.seeds: dict[str, Viewer] = {}  # online seeds, as the tracker named them
+        self._last_seed_check = -math.inf
         self.latest = -1
         self.p2p_bytes = 0
         self.cdn_bytes = 0
@@ -108,6 +119,9 @@ class Simulation:
             self._cancel_arrives,
             self._unlink,
             self._link,
+            self._report,
+            self._dial_failed,
+            self._forget,
         )
 
     # -- the event queue -----------------------------------------------------------------
@@ -160,65 +174,113 @@ class Simulation:
             self.samples += 1
             self.n_sum += len(self.online)
             self.u_sum += sum(p.upload_rate for p in self.online.values())
-        for name in self._seeds():
-            self._poke(self.online[name], self.now)
+        for seed in self.seeds.values():
+            self._poke(seed, self.now)
         if self.now >= self.window_start + self.cfg.window:
             self.windows.append(close_window(self))
             self.window_start = self.now
             self.window_p2p = self.window_cdn = 0
             self.window_counts = Counter(self.counts)
 
-    def _seeds(self) -> list[str]:
-        """The edge keeps the fastest uploaders online as seeds (ties: the longest-standing).
-        Only a viewer that can upload several copies qualifies: a slow seed would hold every
-        new chunk back for the whole swarm."""
-        floor = 2 * self.cfg.bitrate / 8
-        ranked = sorted(
-            (p for p in self.online.values() if p.started and p.upload_rate >= floor),
-            key=lambda p: (-p.upload_rate, p.joined),
-        )
-        chosen = ranked[: self.cfg.seed_count()]
-        for p in self.online.values():
-            if p.is_seed and p not in chosen:
-                p.is_seed = False
-                p.sched.config = self._sched_cfg
-                p.queue.fresh_chunks = None
-        for p in chosen:
-            if not p.is_seed:
-                p.is_seed = True
-                p.sched.config = self._seed_cfg
-                p.queue.fresh_chunks = self.cfg.seed_fresh_chunks
-                # A seed is the swarm's way in: the tracker fills its neighbour list, so
-                # each new chunk has as many first-hop takers as the seed can serve.
-                self._find_neighbours(p, self.cfg.max_degree - len(p.neighbours))
-        return [p.name for p in chosen]
+    # The neighbour lists and the seeds are the edge's `Tracker`, driven as the edge drives it
+    # (`xp2p.cloud.edge.room` and `service`: join, leave, stats, need_neighbours, a re-ranking
+    # of the seeds at a stats report every SEED_INTERVAL s); each viewer acts on its list as
+    # `xp2p.viewer.swarm.neighbours.Neighbourhood` does. What the edge pushes over a
+    # WebSocket arrives at once.
 
-    def _find_neighbours(self, peer: Viewer, count: int) -> None:
-        pool = self.uploaders
-        tries = 0
-        while count > 0 and pool and tries < 8 * count + 8:
-            tries += 1
-            other = self.online.get(self.rng.choice(pool))
-            if (
-                other is None
-                or other is peer
-                or other.name in peer.neighbours
-                or len(other.neighbours) >= self.cfg.max_degree
-            ):
+    def _apply(self, update: TrackerUpdate) -> None:
+        for name, seed in update.seeds.items():
+            peer = self.online.get(name)
+            if peer is not None:
+                self._set_seed(peer, seed)
+        for name, neighbours in update.neighbours.items():
+            peer = self.online.get(name)
+            if peer is not None:
+                self._on_neighbours(peer, tuple(n.peer_id for n in neighbours))
+
+    def _set_seed(self, peer: Viewer, seed: bool) -> None:
+        if seed == peer.is_seed:
+            return
+        peer.is_seed = seed
+        if seed:
+            self.seeds[peer.name] = peer
+            peer.sched.config = self._seed_cfg
+            peer.queue.fresh_chunks = self.cfg.seed_fresh_chunks
+        else:
+            self.seeds.pop(peer.name, None)
+            peer.sched.config = self._sched_cfg
+            peer.queue.fresh_chunks = None
+
+    def _report(self, peer: Viewer, _b: Any, _c: Any) -> None:
+        """A viewer's stats over its WebSocket; the edge re-ranks the seeds on one."""
+        if peer.left is not None:
+            return
+        stats = PeerStats(uploaded_bytes=peer.uploaded, neighbours=len(peer.neighbours))
+        self.tracker.report(peer.name, stats, self.now)
+        if self.now - self._last_seed_check >= SEED_INTERVAL:
+            self._last_seed_check = self.now
+            self._apply(self.tracker.select_seeds(self.now))
+        self._at(self.now + self.cfg.stats_interval, 12, peer)
+
+    def _on_neighbours(self, peer: Viewer, names: tuple[str, ...]) -> None:
+        """The edge's list: dial whom it names that is not linked, dialled or failed."""
+        peer.listed = names
+        for name in names:
+            if len(peer.neighbours) + len(peer.dials) >= self.cfg.max_pipes:
+                break
+            if name in peer.neighbours or name in peer.dials or name in peer.failed:
                 continue
-            peer.neighbours[other.name] = None
-            other.neighbours[peer.name] = None
-            rtt = 2 * (peer.delay + other.delay)
-            self.control_bytes += 2 * HELLO + (BITFIELD if peer.uploads else 0) + BITFIELD
-            # QUIC + ICE set-up: about two round trips before the first message.
-            self._at(self.now + 2 * rtt, 11, peer.name, other.name)
-            count -= 1
+            self._dial(peer, name)
+
+    def _dial(self, peer: Viewer, name: str) -> None:
+        other = self.online.get(name)
+        if other is None or len(other.neighbours) >= self.cfg.max_pipes:
+            # Gone without a word (the edge has not noticed yet): the offer goes unanswered
+            # until the connect timeout. Full: refused "full", a round trip via the edge.
+            peer.dials[name] = None
+            wait = self.cfg.connect_timeout
+            if other is not None:
+                wait = 2 * (peer.delay + other.delay + 2 * self.cfg.edge_delay_ms / 1000)
+            self._at(self.now + wait, 13, peer, name)
+            return
+        peer.neighbours[name] = None
+        other.neighbours[peer.name] = None
+        rtt = 2 * (peer.delay + other.delay)
+        self.control_bytes += 2 * HELLO + (BITFIELD if peer.uploads else 0) + BITFIELD
+        # QUIC + ICE set-up: about two round trips before the first message.
+        self._at(self.now + 2 * rtt, 11, peer.name, other.name)
+
+    def _dial_failed(self, peer: Viewer, name: str, _c: Any) -> None:
+        if peer.left is None and name in peer.dials:
+            del peer.dials[name]
+            if name not in peer.neighbours:  # unless it dialled this one meanwhile
+                peer.failed.add(name)
+            self._check_needs(peer)
+
+    def _check_needs(self, peer: Viewer) -> None:
+        """Few links left: dial the list again, or ask the edge for a new one (throttled)."""
+        cfg = self.cfg
+        if peer.left is not None or len(peer.neighbours) + len(peer.dials) >= cfg.need_below:
+            return
+        if self.now - peer.last_need < cfg.need_interval:
+            return
+        peer.last_need = self.now
+        if any(n not in peer.neighbours and n not in peer.failed for n in peer.listed):
+            self._on_neighbours(peer, peer.listed)
+            return
+        exclude = sorted(peer.failed | set(peer.neighbours))[-MAX_EXCLUDE:]
+        self._apply(self.tracker.need_neighbours(peer.name, tuple(exclude)))
+
+    def _forget(self, name: str, _b: Any, _c: Any) -> None:
+        """The edge sees a viewer's WebSocket close: it leaves the tracker."""
+        self._apply(self.tracker.leave(name, self.now))
 
     def _link(self, a: str, b: str, _c: Any) -> None:
         pa, pb = self.online.get(a), self.online.get(b)
         if pa is None or pb is None or b not in pa.neighbours:
             return
         for x, y in ((pa, pb), (pb, pa)):
+            x.failed.discard(y.name)
             x.sched.add_peer(y.name, self.now)
             if y.uploads:
                 x.sched.on_bitfield(
@@ -240,8 +302,6 @@ class Simulation:
         peer.flash = bool(flash)
         self.peers[name] = peer
         self.online[name] = peer
-        if peer.uploads:
-            self.uploaders.append(name)
         # The edge tells the joiner its live edge. A player pulling straight from the edge
         # starts at the newest keyframe chunk (the GOP cache): that is the latency to beat.
         d = cfg.chunk_duration
@@ -257,7 +317,8 @@ class Simulation:
         peer.play_seq = peer.start_seq
         # Everything from the keyframe on is needed to show the first frame, all due then.
         peer.play_time = self.now + cfg.startup_deadline
-        self._find_neighbours(peer, cfg.connect)
+        self._apply(self.tracker.join(name, "", NatType.UNKNOWN.value, peer.uploads, self.now))
+        self._at(self.now + cfg.stats_interval, 12, peer)
         if cfg.mean_session:
             self._at(self.now + self.rng.expovariate(1 / cfg.mean_session), 2, name)
         self._poke(peer, self.now)
@@ -276,10 +337,13 @@ class Simulation:
             return
         self._finish_playback(peer)
         peer.left = self.now
-        if peer.uploads:
-            self.uploaders.remove(name)
+        self.seeds.pop(name, None)
         cfg = self.cfg
         graceful = self.rng.random() < cfg.graceful_leave
+        if graceful:
+            self._forget(name, None, None)
+        else:
+            self._at(self.now + self.rng.uniform(*cfg.edge_ws_timeout), 14, name)
         for other in peer.neighbours:
             if graceful:
                 self._at(self.now + peer.delay + self.peers[other].delay, 10, other, name)
@@ -304,10 +368,9 @@ class Simulation:
             other.neighbours.pop(name, None)
             other.sched.remove_peer(name)
             other.queue.drop_peer(name)
-        # A seed is kept at the full degree: its upload is the swarm's way in.
-        want = self.cfg.max_degree if peer.is_seed else self.cfg.connect
-        if len(peer.neighbours) < want:
-            self._find_neighbours(peer, want - len(peer.neighbours))
+            self._check_needs(other)
+            self._poke(other, self.now)
+        self._check_needs(peer)
         self._poke(peer, self.now)
 
     # -- one viewer's scheduler at work --------------------------------------------------
@@ -322,9 +385,6 @@ class Simulation:
             return  # gone, or superseded by an earlier wake-up
         peer.decide_at = math.inf
         now = self.now
-        if len(peer.neighbours) < self.cfg.connect // 2:
-            # Joined when few could take it, or lost most neighbours: ask the tracker again.
-            self._find_neighbours(peer, self.cfg.connect - len(peer.neighbours))
         self._advance(peer)
         shown = None if peer.started else peer.present_seq
         playback = Playback(peer.play_seq, peer.play_time, shown)
@@ -346,6 +406,8 @@ class Simulation:
                 self.control_bytes += CANCEL
                 self._at(now + self._latency(peer, other, CANCEL), 9, other, peer.name, d.seq)
             elif isinstance(d, AbandonPeer):
+                # Dropped as silent: never dialled again (`Neighbourhood.drop`).
+                peer.failed.add(d.peer)
                 self._unlink(peer.name, d.peer, None)
         self._poke(peer, max(peer.sched.wake_at, now + 0.005))
 
@@ -399,6 +461,7 @@ class Simulation:
             self.counts["seed_sent_fresh" if seq >= fresh_seq else "seed_sent_old"] += 1
         other = self.peers[asker]
         nbytes = self.cfg.chunk_bytes
+        uploader.uploaded += nbytes
         self.control_bytes += CHUNK_HEADER
         arrive = self.now + self._latency(uploader, other, nbytes)
         self._at(arrive, 6, other, uploader.name, seq)
@@ -488,9 +551,10 @@ class Simulation:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .sim_cli import main as cli  # not at the top: sim_cli imports this module
-
-    return cli(argv)
+    args = sim_cli.build_parser().parse_args(argv)
+    sim = Simulation(sim_cli.config_from_args(args))
+    sim_cli.show(sim.run(), sim.counts, args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""``python -m xp2p.swarm.sim``: one simulated room, its figures as a table."""
+"""``python -m xp2p.swarm.sim``: its arguments, and one simulated room's figures as a table.
+
+`xp2p.swarm.sim.main` runs the simulation between the two (this module does not import the
+simulator, so that no import runs in a circle)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 
-from .metrics import format_rows, format_windows, report_rows
-from .sim import Simulation
+from .metrics import SimReport, format_rows, format_windows, report_rows
 from .sim_model import DEFAULT_UPLOAD_MIX, SimConfig
 
 
@@ -59,18 +62,14 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    sim = Simulation(config_from_args(args))
-    report = sim.run()
+def show(report: SimReport, counts: Counter[str], args: argparse.Namespace) -> None:
     print(format_rows(report_rows(report)))
     if args.windows:
         print(format_windows(report.windows))
     if args.counts:
-        print(dict(sim.counts))
+        print(dict(counts))
     print(
         f"{report.events} events, {report.wall_seconds:.1f} s wall, "
         f"mean {report.peers_mean:.0f} viewers, upload {report.upload_mean:.2f} x bitrate",
         file=sys.stderr,
     )
-    return 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 from . import protocol as proto
+from .edge_routes import STATS_INTERVAL
 from .scheduler import ChunkScheduler, SchedulerConfig, UploadQueue
+from .tracker import TrackerConfig
 
 #: Upload capacity in multiples of the bitrate, with the share of viewers at each. Mean
 #: 1.675 r: Σu = 1.675 N·r, with 15 % that cannot upload at all (symmetric NAT, metered
@@ -46,9 +49,25 @@ class SimConfig:
     flash_joins: int = 50
     flash_seconds: float = 5.0
     flash_at: float | None = None  #: default: the middle of the measured span
-    seeds: int | None = None  #: default: grows slowly with the swarm
-    connect: int = 8
-    max_degree: int = 16
+    #: The edge's tracker, as `xp2p.cloud.edge.room` makes it (`TrackerConfig()`): lists of
+    #: 6 at join, topped up to 4-8, 16 links per uploader, seeds 2 % of the room (1-20).
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    seeds: int | None = None  #: a fixed number of seeds instead of the tracker's 2 %
+    #: The viewer's side (`xp2p.viewer.swarm.neighbours`): it asks the edge for more
+    #: neighbours when it has fewer than `MIN_NEIGHBOURS` links and dials, at most every
+    #: `NEED_INTERVAL` s; it accepts and opens `MAX_PIPES` links at most.
+    need_below: int = 4
+    need_interval: float = 2.0
+    max_pipes: int = proto.MAX_PEERS
+    #: An offer to a viewer that has gone without a word goes unanswered this long
+    #: (`LinkConfig.connect_timeout`).
+    connect_timeout: float = 8.0
+    #: The edge notices a silent leaver when its WebSocket heartbeat fails: aiohttp pings 20 s
+    #: after the last frame (a stats report, 0-2 s before it went) and waits 10 s for the
+    #: pong. Until then the tracker may hand it out (`Tracker.select_seeds` passes over it
+    #: as a seed once it misses reports).
+    edge_ws_timeout: tuple[float, float] = (28.0, 30.0)
+    stats_interval: float = STATS_INTERVAL  #: a viewer's stats report, for the seed ranking
     #: How far behind the live edge a joiner starts playing: the chunk this old, decoded from
     #: the keyframe chunk before it (or the newest keyframe chunk, if that is older already).
     #: The time the swarm has to spread a chunk; `SimReport.extra_p95` is what it costs.
@@ -75,25 +94,29 @@ class SimConfig:
     def chunk_bytes(self) -> int:
         return int(self.bitrate / 8 * self.chunk_duration)
 
-    def seed_count(self) -> int:
-        if self.seeds is not None:
-            return self.seeds
-        # About 2 % of the swarm (2 at N = 100, 20 at N = 1,000): enough first-hop copies that
-        # a chunk reaches everyone in a few hops, under the 3 % of edge egress it costs.
-        return max(2, min(20, round(self.peers / 50)))
+    def tracker_config(self) -> TrackerConfig:
+        if self.seeds is None:
+            return self.tracker
+        # The tracker's target is min(share of the room, uploaders, max_seeds): a share of
+        # 1 makes it exactly `seeds` once that many can upload.
+        return dataclasses.replace(self.tracker, seed_fraction=1.0, max_seeds=self.seeds)
 
 
 class Viewer:
     __slots__ = (
         "decide_at",
         "delay",
+        "dials",
         "edge_lag",
+        "failed",
         "first_at",
         "flash",
         "is_seed",
         "joined",
+        "last_need",
         "late",
         "left",
+        "listed",
         "measured_stall",
         "name",
         "neighbours",
@@ -107,6 +130,7 @@ class Viewer:
         "start_seq",
         "started",
         "upload_rate",
+        "uploaded",
         "uploads",
     )
 
@@ -125,6 +149,13 @@ class Viewer:
         # A dict, not a set: its order (insertion) is the same in every process, so a seeded
         # run is reproducible across runs, not only within one (str hashes are salted).
         self.neighbours: dict[str, None] = {}
+        # The viewer's side of the tracker (`Neighbourhood`): the edge's latest list, offers
+        # out to peers that will never answer, peers it failed to link to, its last ask.
+        self.listed: tuple[str, ...] = ()
+        self.dials: dict[str, None] = {}
+        self.failed: set[str] = set()
+        self.last_need = -math.inf
+        self.uploaded = 0  #: bytes, cumulative: what its stats report to the edge
         self.joined = 0.0
         self.left: float | None = None
         self.start_seq = 0  # the keyframe chunk it decodes from

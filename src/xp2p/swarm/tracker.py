@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from xp2p.link.nat_behaviour import NatType
 
 from .edge_messages import Neighbour, PeerStats
+from .edge_routes import STATS_INTERVAL
 
 #: NAT pairs where no direct path can exist (the link layer relays them through TURN):
 #: handed out only when nothing else is left, so the swarm does not lean on the relay.
@@ -36,6 +37,10 @@ RATE_ALPHA = 0.3
 #: How often the shell re-ranks a room's seeds by reported upload rates (`select_seeds`),
 #: at a stats report at least this long after the last ranking.
 SEED_INTERVAL = 5.0
+#: A viewer silent this long (three stats reports missed) is not ranked for a seed, and a
+#: seed this silent is replaced: the edge notices a vanished viewer only when its WebSocket
+#: heartbeat fails (20-30 s), and a seed that is gone starves its swarm of new chunks.
+SILENT_AFTER = 3 * STATS_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +137,12 @@ class Tracker:
                     break
                 if other is not peer and len(other.out) < self.config.min_neighbours:
                     self._fill(other, self.config.min_neighbours, update)
-        update.merge(self.select_seeds())
+        update.merge(self.select_seeds(now))
         return update
 
-    def leave(self, peer_id: str) -> TrackerUpdate:
-        """A viewer left: every peer that listed it gets a replacement."""
+    def leave(self, peer_id: str, now: float | None = None) -> TrackerUpdate:
+        """A viewer left: every peer that listed it gets a replacement (and a seed that left,
+        a successor; ``now`` as for `select_seeds`)."""
         update = TrackerUpdate()
         peer = self.peers.pop(peer_id, None)
         if peer is None:
@@ -155,7 +161,7 @@ class Tracker:
             other.out.remove(peer_id)
             self._fill(other, max(len(other.out) + 1, self.config.min_neighbours), update)
             update.neighbours[other_id] = self.neighbours_of(other_id)
-        update.merge(self.select_seeds())
+        update.merge(self.select_seeds(now))
         return update
 
     def need_neighbours(self, peer_id: str, exclude: tuple[str, ...] = ()) -> TrackerUpdate:
@@ -202,12 +208,13 @@ class Tracker:
         wanted = max(1, round(len(self.peers) * self.config.seed_fraction))
         return min(wanted, uploaders, self.config.max_seeds)
 
-    def select_seeds(self) -> TrackerUpdate:
+    def select_seeds(self, now: float | None = None) -> TrackerUpdate:
         """Keep `seed_target` seeds among the fastest uploaders (ties: the longest-standing);
-        a sitting seed is only displaced by one `SEED_HYSTERESIS` times faster."""
+        a sitting seed is only displaced by one `SEED_HYSTERESIS` times faster. Given
+        ``now``, viewers that have not reported for `SILENT_AFTER` s are passed over."""
         update = TrackerUpdate()
         ranked = sorted(
-            (p for p in self.peers.values() if p.upload),
+            (p for p in self.peers.values() if p.upload and not _silent(p, now)),
             key=lambda p: (-p.upload_rate * (SEED_HYSTERESIS if p.seed else 1.0), p.joined),
         )
         chosen = {p.peer_id for p in ranked[: self.seed_target()]}
@@ -253,6 +260,12 @@ class Tracker:
             peer.out.append(other.peer_id)
             other.inbound.add(peer.peer_id)
         update.neighbours[peer.peer_id] = self.neighbours_of(peer.peer_id)
+
+
+def _silent(peer: TrackedPeer, now: float | None) -> bool:
+    """Reported once, then nothing for `SILENT_AFTER` s. (Before its first report a viewer
+    is not judged: one whose WebSocket never opens is dropped after `JOIN_GRACE` anyway.)"""
+    return now is not None and peer.stats_at is not None and now - peer.stats_at > SILENT_AFTER
 
 
 def _add_stats(a: PeerStats, b: PeerStats) -> PeerStats:

@@ -239,7 +239,7 @@ class Room:
     def _expire_join(self, peer_id: str) -> None:
         if self._pending.pop(peer_id, None) is not None:
             logger.info("room %s: peer %s never opened its WebSocket", self.room_id, peer_id)
-            self.apply(self.tracker.leave(peer_id))
+            self.apply(self.tracker.leave(peer_id, self._clock()))
             self._update_linger()
 
     def attach(self, session: PeerSession) -> None:
@@ -262,7 +262,7 @@ class Room:
         if self.sessions.get(session.peer_id) is not session:
             return  # replaced by a newer connection, which keeps the peer in the room
         del self.sessions[session.peer_id]
-        self.apply(self.tracker.leave(session.peer_id))
+        self.apply(self.tracker.leave(session.peer_id, self._clock()))
         self._update_linger()
 
     def knows(self, peer_id: str) -> bool:
@@ -283,7 +283,7 @@ class Room:
         now = self._clock()
         if now - self._last_seed_check >= SEED_INTERVAL:
             self._last_seed_check = now
-            self.apply(self.tracker.select_seeds())
+            self.apply(self.tracker.select_seeds(now))
 
     def _set_state(self, state: RoomState) -> None:
         if state == self.state:
