@@ -91,7 +91,7 @@ async def test_xp2p_cmd_errors(stack: Stack) -> None:
 
     @stack.device.user_command
     async def never(channel: int, command: str) -> str:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never answers: the CLI's --timeout has to end it
         return "late"
 
     timeout = await xp2p_cmd(stack, "--user", "x", "--timeout", "0.5")
