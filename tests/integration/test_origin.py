@@ -29,6 +29,7 @@ from xp2p.flv import FlvReader, FlvTag
 from xp2p.media import TestPatternConfig, TestPatternSource
 from xp2p.swarm import Chunk, InitChunk, StreamAssembler
 from xp2p.swarm import edge_routes as api
+from xp2p.swarm.edge_messages import JoinResponse
 
 PATTERN = TestPatternConfig(width=320, height=180, fps=25, bitrate=300_000, gop=25)
 #: A third-party live HTTP-FLV server: ffmpeg serving one client (the URL goes last).
@@ -138,7 +139,7 @@ async def test_the_edge_pulls_a_third_party_ffmpeg_http_flv_server(
                         break
                     assert doc["code"] == "source_unreachable"
                     await asyncio.sleep(0.3)
-            join = api.JoinResponse.from_json(doc)
+            join = JoinResponse.from_json(doc)
             async with asyncio.timeout(20):
                 while (live := await client.live(join.room)).keyframe_seq is None:  # noqa: ASYNC110
                     await asyncio.sleep(0.2)

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from xp2p.tasks import TaskSet
+
 logger = logging.getLogger("xp2p.edge")
 
 MAX_QUEUE = 64
@@ -29,7 +31,10 @@ class PeerSession:
         self.peer_id = peer_id
         self.ws = ws
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(MAX_QUEUE)
-        self._sender = asyncio.create_task(self._drain(), name=f"edge-ws-{peer_id}")
+        # Held here: asyncio keeps only a weak reference, and the close below is spawned
+        # from code that does not wait for it.
+        self._tasks = TaskSet(f"edge-ws-{peer_id}")
+        self._sender = self._tasks.spawn(self._drain(), "send")
         self.errors = 0  #: malformed or refused frames from this peer
         self.closed = False
 
@@ -51,9 +56,7 @@ class PeerSession:
             return
         self.closed = True
         self._sender.cancel()
-        asyncio.get_running_loop().create_task(
-            self.ws.close(code=code, message=reason.encode()[:120])
-        )
+        self._tasks.spawn(self.ws.close(code=code, message=reason.encode()[:120]), "close")
 
     async def aclose(self) -> None:
         self.closed = True
