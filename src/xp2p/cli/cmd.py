@@ -9,12 +9,14 @@ from typing import NoReturn
 from urllib.parse import quote
 
 from xp2p.cli.common import (
+    Interrupted,
     Subparsers,
     add_app_args,
     app_params,
     link_config,
     split_device,
     status,
+    unless_stopped,
 )
 from xp2p.errors import XP2PError
 
@@ -71,20 +73,14 @@ async def _cmd_cmd(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await module.start_p2p_service("cmd", StreamInfo(product_id=product, device_name=device))
         return await module.send_command("cmd", query, timeout=args.timeout)
 
-    work = asyncio.ensure_future(exchange())
-    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():  # Ctrl-C
-            work.cancel()
-            raise SystemExit(EXIT_INTERRUPTED)
-        result = work.result()
+        result = await unless_stopped(exchange(), stop)
+    except Interrupted:
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except XP2PError as exc:
         status(f"xp2p cmd: {exc}", ok=False, stderr=True)
         raise SystemExit(EXIT_ERROR) from None
     finally:
-        stopped.cancel()
-        await asyncio.gather(work, stopped, return_exceptions=True)
         await module.destroy()
     if result.type == "success":
         if isinstance(result.data, str):

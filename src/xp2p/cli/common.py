@@ -8,9 +8,9 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xp2p.watchdog import watch_running_loop
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from xp2p.viewer import AppParams
 
 DEFAULT_CLOUD = "http://127.0.0.1:8080"
+
+T = TypeVar("T")
 
 #: What a subcommand runs: ``await run(args, stop)``; ``stop`` is set by Ctrl-C / SIGTERM.
 Runner = Callable[[argparse.Namespace, asyncio.Event], Awaitable[None]]
@@ -137,6 +139,27 @@ async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) ->
         await main(stop)
     finally:
         watchdog.stop()
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) came before the work was done; the work was cancelled."""
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+    """Run ``work`` to its end unless ``stop`` is set first: then ``work`` is cancelled,
+    waited for (so what it holds is released) and ``Interrupted`` raised."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, stopping, return_exceptions=True)
+    if task.cancelled():
+        raise Interrupted
+    return task.result()
 
 
 def add_app_args(parser: argparse.ArgumentParser) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
 from xp2p.cli.common import (
+    Interrupted,
     Subparsers,
     add_app_args,
     app_params,
@@ -21,13 +21,13 @@ from xp2p.cli.common import (
     link_config,
     split_device,
     status,
+    unless_stopped,
 )
 from xp2p.errors import XP2PError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from xp2p.viewer import SavedFile
 
 #: A plain progress line this often when stderr is not a terminal (logs, pipes, tests).
 LINE_INTERVAL = 5.0
@@ -167,35 +167,25 @@ async def _cmd_download(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await module.init(params)
         info = StreamInfo(product_id=product, device_name=device)
         await module.start_p2p_service("download", info)
-        download = asyncio.ensure_future(
-            module.download_to_file(
-                "download",
-                args.file,
-                args.output,
-                channel=args.channel,
-                on_progress=progress,
-                on_notice=progress.notice,
-            )
+        download = module.download_to_file(
+            "download",
+            args.file,
+            args.output,
+            channel=args.channel,
+            on_progress=progress,
+            on_notice=progress.notice,
         )
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({download, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not download.done():  # Ctrl-C: the SDK keeps what arrived
-            download.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await download
-            progress.close()
-            status(
-                f"xp2p download: interrupted; run the same command again to resume "
-                f"({progress.done} bytes kept)",
-                ok=False,
-                stderr=True,
-            )
-            raise SystemExit(1)
-        saved: SavedFile = download.result()
+        saved = await unless_stopped(download, stop)
         progress.finish()
+    except Interrupted:  # Ctrl-C: the SDK kept what arrived
+        progress.close()
+        status(
+            f"xp2p download: interrupted; run the same command again to resume "
+            f"({progress.done} bytes kept)",
+            ok=False,
+            stderr=True,
+        )
+        raise SystemExit(1) from None
     except (XP2PError, OSError) as exc:
         progress.close()
         status(f"xp2p download: {exc}", ok=False, stderr=True)
