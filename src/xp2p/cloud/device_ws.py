@@ -53,6 +53,10 @@ def _str_field(doc: dict[str, Any], name: str, max_len: int) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise BadMessage(f"{name} must be a non-empty string of at most {max_len} characters")
+    try:
+        value.encode()  # the sign-in proof is computed over the UTF-8 bytes
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON "\ud800" escape
+        raise BadMessage(f"{name} is not valid Unicode text") from None
     return value
 
 

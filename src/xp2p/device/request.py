@@ -90,7 +90,8 @@ class RequestContext:
 
     def channel(self) -> Channel:
         raw = self.params.get("channel", "0")
-        if not raw.isdigit() or len(raw) > 4:
+        # ASCII digits: str.isdigit() also takes "²", which int() refuses with a ValueError.
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 4:
             raise BadRequest(400, f"channel must be a small non-negative integer, got {raw!r}")
         channel = self.device.channels.get(int(raw))
         if channel is None:

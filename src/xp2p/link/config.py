@@ -18,7 +18,9 @@ class IceServer:
     def expires_at(self) -> int | None:
         """When TURN REST API credentials (``"<expiry>:<user>"``) stop working, if they are."""
         expiry, sep, _ = (self.username or "").partition(":")
-        return int(expiry) if sep and expiry.isdigit() else None
+        # ASCII digits: str.isdigit() also takes "²", which int() refuses with a ValueError.
+        digits = expiry.isascii() and expiry.isdigit()
+        return int(expiry) if sep and digits and len(expiry) <= 20 else None
 
 
 @dataclass(frozen=True, slots=True)

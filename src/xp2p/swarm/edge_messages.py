@@ -51,7 +51,11 @@ def check_source_url(url: object) -> str:
     """An http(s) URL with a host, at most `MAX_URL_LENGTH` bytes, or MessageError."""
     if not isinstance(url, str) or not url:
         raise MessageError("url must be a non-empty string")
-    if len(url.encode()) > MAX_URL_LENGTH:
+    try:
+        size = len(url.encode())
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON "\ud800" escape
+        raise MessageError("url is not valid Unicode text") from None
+    if size > MAX_URL_LENGTH:
         raise MessageError(f"url is over {MAX_URL_LENGTH} bytes")
     try:
         parts = urlsplit(url)
@@ -156,7 +160,8 @@ def _signal_body(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _nat(doc: dict[str, Any]) -> str:
     value = doc.get("nat_type", NatType.UNKNOWN.value)
-    if value not in {n.value for n in NatType}:
+    # A str first: a JSON list or object is unhashable, and the set lookup would raise.
+    if not isinstance(value, str) or value not in {n.value for n in NatType}:
         raise MessageError("nat_type must be a NatType value")
     return str(value)
 
@@ -260,7 +265,14 @@ class JoinResponse:
 
 def _stream_id(doc: dict[str, Any]) -> int:
     value = doc.get("stream_id")
-    if not isinstance(value, str) or not value.isdigit() or int(value) >= 2**64:
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses), and at most the 20
+    # of 2**64 - 1, so int() never meets its 4300-digit limit either.
+    if (
+        not isinstance(value, str)
+        or not (value.isascii() and value.isdigit())
+        or len(value) > 20
+        or int(value) >= 2**64
+    ):
         raise MessageError("stream_id must be a u64 as a decimal string")
     return int(value)
 
