@@ -1,0 +1,117 @@
+"""What the cloud sends a device, as the device's cloud session reads it: a stand-in
+WebSocket delivers the input's lines as text frames (then closes) to the session's real
+sign-in and serving code. The challenge comes first and the welcome second; a line ``@``
+stands for a well-formed one, so the fuzzer can vary either alone. ``_ProtocolError`` (the
+session reconnects) and ``CloudSignInError`` are the only failures; offers that parse reach
+``on_offer`` and get an answer frame."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import atheris
+import harness
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+with atheris.instrument_imports(include=["xp2p.device.cloud_session", "xp2p.link.config"]):
+    from xp2p.auth import export_public_key
+    from xp2p.device import cloud_session
+    from xp2p.device.cloud_session import CloudSignInError, DeviceCloudSession, OfferRequest
+    from xp2p.link.config import IceServer
+
+_ProtocolError = cloud_session._ProtocolError
+_LOOP = asyncio.new_event_loop()
+_CHALLENGE = json.dumps({"type": "challenge", "nonce": "00" * 16})
+_WELCOME = json.dumps(
+    {
+        "type": "welcome",
+        "session_id": "s1",
+        "grant_public_key": export_public_key(Ed25519PrivateKey.generate().public_key()),
+        "ice_servers": [{"urls": ["stun:203.0.113.10:3478"]}],
+        "stun": {"host": "203.0.113.10", "port": 3478, "alt_port": None},
+        "server_time": 1700000000,
+    }
+)
+logging.getLogger("xp2p").setLevel(logging.CRITICAL)  # a malformed offer is logged, as meant
+
+
+@dataclass
+class Frame:
+    type: aiohttp.WSMsgType
+    data: Any = None
+
+
+class StandInSocket:
+    """Delivers the given text frames, then a close; keeps what the device sends."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self._frames = frames
+        self.sent: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def receive(self) -> Frame:
+        if not self._frames:
+            self.closed = True
+            return Frame(aiohttp.WSMsgType.CLOSED)
+        return Frame(aiohttp.WSMsgType.TEXT, self._frames.pop(0))
+
+    async def send_str(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    def exception(self) -> BaseException | None:
+        return None
+
+
+async def _answer(request: OfferRequest) -> dict[str, Any]:
+    assert isinstance(request.offer, dict) and isinstance(request.request_id, str)
+    _expiries(request.ice_servers)
+    return {"v": 1}
+
+
+def _expiries(servers: tuple[IceServer, ...]) -> None:
+    # What both ends do with a TURN entry: when its credentials expire (the viewer refreshes
+    # its sign-in before then).
+    for server in servers:
+        expires = server.expires_at
+        assert expires is None or expires >= 0, expires
+
+
+async def _session(frames: list[str]) -> None:
+    session = DeviceCloudSession(
+        "http://cloud.example",
+        "DEMO",
+        "cam1",
+        "a device secret",
+        on_offer=_answer,
+        xp2p_info_factory=lambda info: "XP2P",
+    )
+    ws = StandInSocket(frames)
+    session._ws = ws  # type: ignore[assignment]
+    try:
+        info = await session._sign_in(ws)  # type: ignore[arg-type]
+        _expiries(info.ice_servers)
+        await session._serve(ws)  # type: ignore[arg-type]
+        await session._offers.wait(1.0)
+        assert not len(session._offers), "an offer was not answered"
+    except (_ProtocolError, CloudSignInError):
+        pass
+    finally:
+        await session._offers.cancel_all()
+    for reply in ws.sent[1:]:
+        assert reply["type"] in ("answer", "reject"), reply
+
+
+def TestOneInput(data: bytes) -> None:
+    lines = harness.text(data).split("\n")
+    defaults = [_CHALLENGE, _WELCOME]
+    frames = [defaults[i] if i < 2 and line == "@" else line for i, line in enumerate(lines)]
+    _LOOP.run_until_complete(_session(frames))
+
+
+if __name__ == "__main__":
+    harness.main(TestOneInput, dictionary="json.dict")
