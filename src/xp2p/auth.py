@@ -1,4 +1,4 @@
-"""Credentials and proofs shared by the cloud, the device and the viewer (SPEC §5).
+"""Credentials and proofs shared by the cloud, the device and the viewer (docs/protocol.md).
 
 Everything here is pure: no sockets, no logging, and the verifiers take ``now`` from the
 caller (only the signing helpers default to the wall clock). That keeps the security-relevant
@@ -251,7 +251,7 @@ def verify_device_proof(
 
 # --- access grants ------------------------------------------------------------------------
 
-#: Everything a grant can allow (SPEC §3: live, playback, download, voice, command).
+#: Everything a grant can allow (docs/protocol.md §9: live, playback, download, voice, command).
 PERMISSIONS: frozenset[str] = frozenset({"live", "playback", "download", "voice", "command"})
 #: Grants longer than this are refused before any parsing or signature work.
 MAX_GRANT_LENGTH = 2048

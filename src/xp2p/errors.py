@@ -1,4 +1,4 @@
-"""The seed's error codes (SPEC §6) and the one exception the public API raises."""
+"""The seed's error codes (docs/api.md, Error codes) and the one exception the public API raises."""
 
 from __future__ import annotations
 

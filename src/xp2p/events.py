@@ -1,4 +1,4 @@
-"""Event names of the seed's callbacks (SPEC §2), as string enums so they compare equal to
+"""Event names of the seed's callbacks (docs/api.md), as string enums so they compare equal to
 the seed's strings (``"notify"``, ``"connected"``...)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Viewer capacity: ``max_viewers`` links may pull video at once; a slot frees itself however
-its viewer leaves (SPEC §3 503, §4 get_device_st 405)."""
+its viewer leaves (docs/protocol.md §9 503, §10 get_device_st 405)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Commands end to end: a real cloud, device and viewer over real ICE + QUIC (SPEC §4)."""
+"""Commands end to end: a real cloud, device and viewer over real ICE + QUIC (protocol §10)."""
 
 from __future__ import annotations
 
@@ -292,7 +292,7 @@ async def test_command_size_limits(module: P2PModule) -> None:
     response = await link.request("GET", over)
     assert response.status == 400
     assert await response.read() == b"command too large (16385 bytes, at most 16384)"
-    # ...while every other path keeps the 3000-byte query limit of SPEC §3.
+    # ...while every other path keeps the 3000-byte query limit of docs/protocol.md §9.
     response = await link.request("GET", "/ipc.flv?action=live&pad=" + "x" * 3000)
     assert response.status == 400
     assert b"query longer than 3000 bytes" in await response.read()

@@ -1,4 +1,4 @@
-"""The ``xp2p`` command (SPEC §9). Each subcommand module registers its parsers."""
+"""The ``xp2p`` command (README.md). Each subcommand module registers its parsers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The cloud service: app API, device sessions, signalling hub and STUN (SPEC §1, §5)."""
+"""The cloud service: app API, device sessions, signalling hub and STUN.
+
+See docs/architecture.md for its place and docs/protocol.md for what it speaks.
+"""
 
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import AppConfig, CloudConfig, ConfigError, DeviceConfig, TurnServerConfig

@@ -1,4 +1,4 @@
-"""The device's viewer capacity (``DeviceConfig.max_viewers``, SPEC §3 and §7).
+"""The device's viewer capacity (``DeviceConfig.max_viewers``, docs/protocol.md §9 and §12).
 
 A *viewer* is a link that currently pulls live or playback video: a link with two pulls holds
 one slot, a link that only sends commands or talks holds none. ``ViewerSlots`` is the

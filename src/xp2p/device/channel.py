@@ -181,7 +181,7 @@ class LiveChannel:
         return self._task is not None and not self._task.done() and self.failed is None
 
     def request_keyframe(self) -> None:
-        """Ask the source for an IDR soon (``request_keyframe`` command, SPEC §4)."""
+        """Ask the source for an IDR soon (``request_keyframe`` command, docs/protocol.md §10)."""
         if self._source is not None:
             self._source.request_keyframe()
 

@@ -1,4 +1,6 @@
-"""``GET /command``: the inner_define command table and the user_define handler (SPEC §4).
+"""``GET /command``: the inner_define command table and the user_define handler.
+
+The commands and their replies are in docs/protocol.md §10.
 
 ``GET /command?action=inner_define&channel=N&cmd=NAME&k=v...`` runs the command NAME of
 ``INNER_COMMANDS`` (the table at the end of this file names every one and the module that
@@ -18,8 +20,8 @@ the PTZ simulator of ``xp2p.device.ptz``). Every answer is JSON text:
   oversize or malformed query, an unknown ``_`` parameter) are DeviceRoutes' plain-text
   answers with the same statuses; the viewer takes both.
 
-The query of a command may be 16 KiB (SPEC §3), beyond the 3000 bytes of other requests, so
-``DeviceRoutes`` parses ``/command`` queries with ``parse_query`` below.
+The query of a command may be 16 KiB (docs/protocol.md §9), beyond the 3000 bytes of other
+requests, so ``DeviceRoutes`` parses ``/command`` queries with ``parse_query`` below.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from xp2p.link import IncomingRequest, StreamClosed
 
 logger = logging.getLogger("xp2p.device")
 
-#: The largest query of a command, in bytes as received (SPEC §3).
+#: The largest query of a command, in bytes as received (docs/protocol.md §9).
 MAX_COMMAND_BYTES = 16 * 1024
 #: A handler (inner or user) that runs longer is abandoned with 504: a stuck handler must not
 #: pile up tasks on the device. Viewers give up sooner (7.5 s by default).
@@ -269,7 +271,7 @@ async def request_keyframe(ctx: RequestContext) -> dict[str, str]:
 
 # ---- the table ------------------------------------------------------------------------------
 
-#: Every ``action=inner_define`` command by ``cmd`` name (SPEC §4), and who serves it.
+#: Every ``action=inner_define`` command by ``cmd`` name (docs/protocol.md §10), and who serves it.
 INNER_COMMANDS: dict[str, InnerCommand] = {
     # the device itself (above)
     "get_device_st": get_device_st,

@@ -34,7 +34,7 @@ class DeviceConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     #: How far behind live a viewer may fall before it skips to the next keyframe.
     max_lag: float = 3.0
-    #: Viewers that may pull live video at once; more get 503 (SPEC §7).
+    #: Viewers that may pull live video at once; more get 503 (docs/protocol.md §12).
     max_viewers: int = 4
     #: Links being set up at once (ICE, TURN, QUIC handshake: the costly part); more get 503.
     max_pending_links: int = 8

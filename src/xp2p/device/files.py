@@ -1,5 +1,5 @@
 """``GET /ipc.flv?action=download&channel=N&file_name=F&offset=B``: a file of a channel's
-recordings folder (``<recordings_dir>/ch<N>/``), from byte B to the end (SPEC §3).
+recordings folder (``<recordings_dir>/ch<N>/``), from byte B to the end (docs/protocol.md §9).
 
 Which names are served, decided in two steps so that the answer is predictable:
 

@@ -1,5 +1,5 @@
 """``GET /ipc.flv?action=playback&channel=N&start_time=S&end_time=E`` and the commands that
-steer an open playback (SPEC §3, §4).
+steer an open playback (docs/protocol.md §9, §10).
 
 The request streams the recordings of ``[S, E)`` (unix seconds, ``E - S >= 5``) paced in real
 time (``PlaybackSession`` decides what to send when; this module reads the files on a worker

@@ -1,4 +1,6 @@
-"""The default ``action=user_define`` handler: the seed demo's PTZ, simulated (SPEC §4).
+"""The default ``action=user_define`` handler: the seed demo's PTZ, simulated.
+
+The messages are in docs/protocol.md §10.
 
 A viewer holds a direction button down (``ptz_up_press`` ...) and lets go
 (``ptz_release_pre``); the head turns at a fixed speed while a button is held and stops at

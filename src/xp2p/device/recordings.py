@@ -1,5 +1,6 @@
 """Recordings of a device: one recorder and one store per channel, and the commands that list
-what they hold (SPEC §4: ``get_month_record``, ``get_record_index``, ``get_file_list``).
+what they hold (``get_month_record``, ``get_record_index``, ``get_file_list``: docs/protocol.md
+§10).
 
 When ``DeviceConfig.recordings_dir`` is set, each channel's ``high`` live stream is recorded
 into ``<recordings_dir>/ch<N>/`` (see ``recorder`` and ``record_store``). Every answer comes

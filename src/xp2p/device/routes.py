@@ -1,4 +1,6 @@
-"""The requests a device serves on a link (SPEC §3): parameter rules, status codes, dispatch.
+"""The requests a device serves on a link: parameter rules, status codes, dispatch.
+
+The requests and their status codes are in docs/protocol.md §9.
 
 Each kind of request has its own module (``live``, ``playback``, ``files``, ``voice``,
 ``commands``) with one ``serve(ctx)`` coroutine; this module parses the query, applies the
@@ -43,7 +45,7 @@ class DeviceRoutes:
             ("POST", "/voice", None): voice.serve,
             ("GET", "/command", None): commands.serve,
         }
-        #: paths whose query has its own rules (a command may be 16 KiB, SPEC §3)
+        #: paths whose query has its own rules (a command may be 16 KiB, docs/protocol.md §9)
         self._query_parsers: dict[str, Callable[[str], dict[str, str]]] = {
             "/command": commands.parse_query
         }

@@ -1,10 +1,10 @@
-"""``POST /voice?channel=N[&calltype=audio|video]``: talk-back from a viewer (SPEC §3).
+"""``POST /voice?channel=N[&calltype=audio|video]``: talk-back from a viewer (docs/protocol.md §9).
 
 What the body is, decided by the query alone:
 
 * no ``calltype``: raw PCM, signed 16-bit little-endian, channels interleaved. Its rate and
   channels come from a ``content-type: audio/pcm;rate=R;channels=C`` header (either parameter
-  may be left out); without a content-type it is 8 kHz mono (SPEC §3). ``audio/L16`` is
+  may be left out); without a content-type it is 8 kHz mono (docs/protocol.md §9). ``audio/L16`` is
   refused: RFC 3551 makes it big-endian, and guessing byte order makes noise.
 * ``calltype=audio`` or ``video``: FLV (header, AAC sequence header, AAC frames), parsed
   incrementally; video and script tags are skipped.

@@ -1,8 +1,9 @@
 """A device's link identity: an Ed25519 key pair and the self-signed certificate QUIC shows.
 
 The viewer pins the certificate by its SHA-256 fingerprint, which travels inside xp2pInfo
-(SPEC §5). Pinning the whole certificate as the only trust anchor lets aioquic's ordinary TLS
-verification prove that the peer holds the key, with no private hooks into the handshake.
+(docs/protocol.md §2). Pinning the whole certificate as the only trust anchor lets aioquic's
+ordinary TLS verification prove that the peer holds the key, with no private hooks into the
+handshake.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""xp2pInfo: ``XP2P<base64url(payload)>%<sdk version>`` (SPEC §5).
+"""xp2pInfo: ``XP2P<base64url(payload)>%<sdk version>`` (docs/protocol.md).
 
 The payload is compact JSON naming the device, the fingerprint of its current link certificate
 and a per-sign-in nonce, so the string changes whenever the device restarts or re-keys.

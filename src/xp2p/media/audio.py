@@ -1,10 +1,10 @@
 """Talk-back audio with PyAV: PCM s16le in and out, AAC in FLV audio tags.
 
 Talk-back travels either as raw PCM (signed 16-bit little-endian, interleaved; 8 kHz mono by
-default, SPEC §3) or as FLV with AAC audio tags. ``AacEncoder`` and ``AacDecoder`` are sans-IO
-(bytes and tags in, tags and bytes out); they do blocking FFmpeg work, so asyncio callers run
-them on a worker thread, one call at a time. ``tone_pcm`` and ``file_pcm`` turn FFmpeg's sine
-source or any file FFmpeg reads into PCM of the format asked for.
+default, docs/protocol.md §9) or as FLV with AAC audio tags. ``AacEncoder`` and ``AacDecoder``
+are sans-IO (bytes and tags in, tags and bytes out); they do blocking FFmpeg work, so asyncio
+callers run them on a worker thread, one call at a time. ``tone_pcm`` and ``file_pcm`` turn
+FFmpeg's sine source or any file FFmpeg reads into PCM of the format asked for.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class PcmFormat:
         return f"{self.sample_rate} Hz {self.layout}"
 
 
-TALK_FORMAT = PcmFormat()  #: SPEC §3's default: 8 kHz mono
+TALK_FORMAT = PcmFormat()  #: docs/protocol.md §9's default: 8 kHz mono
 
 
 def _pcm_frame(pcm: bytes, fmt: PcmFormat) -> Any:

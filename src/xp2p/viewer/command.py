@@ -1,4 +1,4 @@
-"""``send_command``: a command to the device and its parsed reply (SPEC §4).
+"""``send_command``: a command to the device and its parsed reply (docs/protocol.md §10).
 
 The asyncio shell: one request on the service's link, bounded by the timeout. Building the
 target and reading the reply (what each ``CommandResult.type`` means) is the sans-IO

@@ -1,5 +1,5 @@
-"""The command codec of ``send_command`` (SPEC §4), sans-IO and standard library only: a
-command as a request target, a device's reply as the seed's ``CommandResult``.
+"""The command codec of ``send_command`` (docs/protocol.md §10), sans-IO and standard library
+only: a command as a request target, a device's reply as the seed's ``CommandResult``.
 
 What ``CommandResult.type`` means, as the seed's sendCommand:
 
@@ -32,7 +32,8 @@ from urllib.parse import quote
 
 from xp2p.errors import ErrorCode, XP2PError
 
-#: The largest command, in bytes as sent (after escaping): what the device accepts (SPEC §3).
+#: The largest command, in bytes as sent (after escaping): what the device accepts
+#: (docs/protocol.md §9).
 MAX_COMMAND_BYTES = 16 * 1024
 #: A command reply bigger than this is not a command reply (a month of recordings is ~10 KiB).
 MAX_REPLY_BYTES = 4 * 1024 * 1024

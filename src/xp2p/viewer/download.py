@@ -1,4 +1,4 @@
-"""``start_local_download``: a recorded file from the device, resumable (SPEC §2).
+"""``start_local_download``: a recorded file from the device, resumable (docs/api.md).
 
 The seed's callbacks, in the order they fire:
 

@@ -1,4 +1,4 @@
-"""P2PModule: the seed's X-P2P module for Python apps (SPEC §2)."""
+"""P2PModule: the seed's X-P2P module for Python apps (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -404,7 +404,7 @@ class P2PModule:
     async def stop_stream(self, service_id: str) -> None:
         await self._any_service(service_id).stop_stream()
 
-    # ---- the 1v1 extended functions (SPEC §2); each lives in its own module ----------
+    # ---- the 1v1 extended functions (docs/api.md); each lives in its own module ----------
 
     async def send_command(
         self, service_id: str, command: str, timeout: float = 7.5
