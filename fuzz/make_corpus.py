@@ -66,7 +66,12 @@ def flv() -> list[bytes]:
 
 def xp2pinfo() -> list[bytes]:
     info = Xp2pInfo("DEMO", "cam1", FINGERPRINT, "c2Vzc2lvbg", "2.4.1")
-    return [info.encode().encode(), Xp2pInfo("P", "d", FINGERPRINT, "s", "2").encode().encode()]
+    payload = {"v": 1, "p": "DEMO", "d": "cam1", "f": FINGERPRINT, "s": "c2Vzc2lvbg"}
+    return [
+        info.encode().encode(),
+        Xp2pInfo("P", "d", FINGERPRINT, "s", "2").encode().encode(),
+        b"j" + json.dumps(payload).encode() + b"\x002.0.0.1",
+    ]
 
 
 def command() -> list[bytes]:
@@ -148,7 +153,9 @@ def edge_messages() -> list[bytes]:
 def stun_() -> list[bytes]:
     out = []
     for change in (None, 0x2, 0x4, 0x6):
-        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        # a fixed transaction id, so that rewriting the seeds changes nothing
+        tid = bytes((change or 1,)) * 12
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=tid)
         if change is not None:
             request.attributes["CHANGE-REQUEST"] = change
         request.add_fingerprint()
