@@ -2,9 +2,10 @@
 
 `python -m bench.swarm_sim [--quick] [--json PATH] [--duration S] [--seed N] [--no-signing]`
 
-Runs `xp2p.swarm.sim` (the real `ChunkScheduler` in every simulated viewer) with churn
-(exponential sessions, mean 120 s) and a flash crowd (50 joins in 5 s), and prints the rows
-{metric, value, unit, baseline, target}: the baseline of offload is the theoretical bound
+Runs `xp2p.swarm.sim` (the real `ChunkScheduler` in every simulated viewer, the edge's real
+`Tracker` picking every neighbour list and the seeds) with churn (exponential sessions,
+mean 120 s) and a flash crowd (50 joins in 5 s), and prints the rows {metric, value, unit,
+baseline, target}: the baseline of offload is the theoretical bound
 1 - max(r, N r - Σu) / (N r), that of edge egress the no-P2P case (N copies). Then it times
 per-chunk Ed25519 signatures against a signed batch root (`xp2p.swarm.signing` explains the
 choice). `--quick`: N = 100 and 300 for 60 simulated seconds, under a minute.
