@@ -129,7 +129,8 @@ def test_connection_methods_ice_connection_overrides() -> None:
         assert name in IceConnection.__dict__ or name == "check_start"
 
 
-def test_stun_protocol_and_transaction_internals() -> None:
+async def test_stun_protocol_and_transaction_internals() -> None:
+    # (async: StunProtocol makes a future on the running loop)
     assert parameters(StunProtocol.request) == [
         "self",
         "request",
@@ -146,7 +147,7 @@ def test_stun_protocol_and_transaction_internals() -> None:
     assert isinstance(transaction._Transaction__timeout_delay, float)  # type: ignore[attr-defined]
 
 
-def test_candidate_pair_fields() -> None:
+async def test_candidate_pair_fields() -> None:
     for state in ("IN_PROGRESS", "SUCCEEDED", "FAILED"):
         assert hasattr(CandidatePair.State, state)
     candidate = aioice.Candidate(
