@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from xp2p.errors import ErrorCode, XP2PError
+from xp2p.lazy import lazy_names
 
 __version__ = "0.1.0"
 #: The SDK version a device publishes at the end of its xp2pInfo (``XP2P...%<version>``).
@@ -13,17 +14,11 @@ SDK_VERSION = "2.4.0"
 if TYPE_CHECKING:
     from xp2p.viewer import AppParams, FlvParams, P2PModule, StreamInfo
 
-_VIEWER_NAMES = ("AppParams", "FlvParams", "P2PModule", "StreamInfo")
-
-
-def __getattr__(name: str) -> Any:
-    # The viewer pulls in aiohttp, aioice and aioquic: load it on first use, so that
-    # `import xp2p.flv` (or the errors) stays cheap.
-    if name in _VIEWER_NAMES:
-        import xp2p.viewer
-
-        return getattr(xp2p.viewer, name)
-    raise AttributeError(f"module 'xp2p' has no attribute {name!r}")
+# The viewer pulls in aiohttp, aioice and aioquic: load it on first use, so that
+# `import xp2p.flv` (or the errors) stays cheap.
+__getattr__ = lazy_names(
+    __name__, {name: "viewer" for name in ("AppParams", "FlvParams", "P2PModule", "StreamInfo")}
+)
 
 
 __all__ = [

@@ -5,6 +5,7 @@ private names, and pure cores that import with the standard library alone
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,14 @@ def test_pure_core_imports_with_the_standard_library_alone(module: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "package", ["xp2p", "xp2p.link", "xp2p.device", "xp2p.swarm", "xp2p.viewer"]
+)
+def test_lazy_packages_name_what_they_lack(package: str) -> None:
+    module = importlib.import_module(package)
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'Nope'"):
+        _ = module.Nope
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name

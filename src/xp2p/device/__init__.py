@@ -7,8 +7,9 @@ importing them must not pull in aiohttp, aioice and aioquic through this package
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from xp2p.lazy import lazy_names
 
 if TYPE_CHECKING:
     from xp2p.device.agent import DeviceAgent
@@ -21,12 +22,7 @@ _LAZY = {
     "DeviceConfig": "config",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xp2p.device' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"xp2p.device.{module}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["ChannelConfig", "DeviceAgent", "DeviceConfig"]

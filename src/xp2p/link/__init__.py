@@ -7,9 +7,9 @@ them must not pull in aioice, aioquic and cryptography through this package.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from xp2p.lazy import lazy_names
 from xp2p.link.errors import LinkError, StreamClosed
 
 if TYPE_CHECKING:
@@ -39,12 +39,7 @@ _LAZY = {
     "Xp2pInfo": "xp2pinfo",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xp2p.link' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"xp2p.link.{module}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

@@ -14,9 +14,9 @@ package with the standard library alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from xp2p.lazy import lazy_names
 from xp2p.swarm.chunk import Chunk, Chunker, InitChunk, StreamAssembler
 from xp2p.swarm.wire import ChunkFormatError, ChunkProof, decode_item, encode_item
 
@@ -29,12 +29,7 @@ _LAZY = {
     "verify": "signing",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xp2p.swarm' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"xp2p.swarm.{module}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

@@ -7,8 +7,9 @@ and aioquic through this package.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from xp2p.lazy import lazy_names
 
 if TYPE_CHECKING:
     from xp2p.viewer.command_codec import CommandResult
@@ -28,12 +29,7 @@ _LAZY = {
     "StreamInfo": "types",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xp2p.viewer' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"xp2p.viewer.{module}"), name)
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
