@@ -20,6 +20,7 @@ class LiveStream:
         self._flv = flv
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._previous: MsgCallback | None = None
+        self._entered = False
 
     async def __aenter__(self) -> LiveStream:
         self._previous = self._service.msg_callback
@@ -37,6 +38,7 @@ class LiveStream:
         except BaseException:
             self._service.msg_callback = previous
             raise
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -47,6 +49,9 @@ class LiveStream:
         return self
 
     async def __anext__(self) -> bytes:
+        if not self._entered:
+            # Without the ``async with`` no pull runs, and the iteration would wait forever.
+            raise RuntimeError('iterate inside "async with module.stream(id) as chunks:"')
         chunk = await self._queue.get()
         if chunk is None:
             self._queue.put_nowait(None)  # stay ended for later calls
