@@ -14,15 +14,7 @@ with atheris.instrument_imports(include=["xp2p.device.commands", "xp2p.viewer"])
     from xp2p.device.request import BadRequest
     from xp2p.errors import ErrorCode, XP2PError
     from xp2p.link.requests import check_target
-
-    try:  # the pure codec split out of viewer/command.py; the shell re-exports it
-        from xp2p.viewer.command_codec import CommandResult, command_target, parse_reply
-    except ImportError:
-        from xp2p.viewer.command import (  # type: ignore[no-redef, unused-ignore]
-            CommandResult,
-            command_target,
-            parse_reply,
-        )
+    from xp2p.viewer.command_codec import CommandResult, command_target, parse_reply
 
 _TYPES = ("success", "failure")
 

@@ -13,30 +13,16 @@ import harness
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 with atheris.instrument_imports(include=["xp2p.swarm"]):
-    try:  # edge_api.py is being split by job; the messages land in edge_messages.py
-        from xp2p.swarm.edge_messages import (
-            JoinRequest,
-            JoinResponse,
-            LiveInfo,
-            MessageError,
-            Signal,
-            parse_edge_message,
-            parse_peer_message,
-        )
-    except ImportError:
-        from xp2p.swarm.edge_api import (  # type: ignore[no-redef]
-            JoinRequest,
-            JoinResponse,
-            LiveInfo,
-            MessageError,
-            Signal,
-            parse_edge_message,
-            parse_peer_message,
-        )
-    try:
-        from xp2p.swarm.peer_token import TokenError, verify_peer_token
-    except ImportError:
-        from xp2p.swarm.edge_api import TokenError, verify_peer_token  # type: ignore[no-redef]
+    from xp2p.swarm.edge_messages import (
+        JoinRequest,
+        JoinResponse,
+        LiveInfo,
+        MessageError,
+        Signal,
+        parse_edge_message,
+        parse_peer_message,
+    )
+    from xp2p.swarm.peer_token import TokenError, verify_peer_token
 
 _EDGE_KEY = Ed25519PrivateKey.generate().public_key()
 _TOKEN_REASONS = ("malformed", "bad_signature", "expired", "wrong_room", "own_peer")
