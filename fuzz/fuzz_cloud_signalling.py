@@ -19,7 +19,7 @@ import harness
 
 with atheris.instrument_imports(include=["xp2p.cloud", "xp2p.auth"]):
     from xp2p.auth import verify_device_proof
-    from xp2p.cloud.app import MAX_OFFER_SIZE, ApiError, _json_object
+    from xp2p.cloud.app import MAX_OFFER_SIZE, ApiError, json_object
     from xp2p.cloud.device_ws import BadMessage, parse_device_frame
     from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 
@@ -92,7 +92,7 @@ def _device_frame(text: str) -> None:
 
 def _connect_body(body: bytes) -> None:
     try:
-        offer = _json_object(body).get("offer")
+        offer = json_object(body).get("offer")
     except ApiError as exc:
         assert exc.status == 400, exc
         return

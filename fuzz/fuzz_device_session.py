@@ -1,7 +1,7 @@
 """What the cloud sends a device, as the device's cloud session reads it: a stand-in
 WebSocket delivers the input's lines as text frames (then closes) to the session's real
 sign-in and serving code. The challenge comes first and the welcome second; a line ``@``
-stands for a well-formed one, so the fuzzer can vary either alone. ``_ProtocolError`` (the
+stands for a well-formed one, so the fuzzer can vary either alone. ``SessionProtocolError`` (the
 session reconnects) and ``CloudSignInError`` are the only failures; offers that parse reach
 ``on_offer`` and get an answer frame."""
 
@@ -20,11 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 with atheris.instrument_imports(include=["xp2p.device.cloud_session", "xp2p.link.config"]):
     from xp2p.auth import export_public_key
-    from xp2p.device import cloud_session
-    from xp2p.device.cloud_session import CloudSignInError, DeviceCloudSession, OfferRequest
+    from xp2p.device.cloud_session import (
+        CloudSignInError,
+        DeviceCloudSession,
+        OfferRequest,
+        SessionProtocolError,
+    )
     from xp2p.link.config import IceServer
 
-_ProtocolError = cloud_session._ProtocolError
 _LOOP = asyncio.new_event_loop()
 _CHALLENGE = json.dumps({"type": "challenge", "nonce": "00" * 16})
 _WELCOME = json.dumps(
@@ -98,7 +101,7 @@ async def _session(frames: list[str]) -> None:
         await session._serve(ws)  # type: ignore[arg-type]
         await session._offers.wait(1.0)
         assert not len(session._offers), "an offer was not answered"
-    except (_ProtocolError, CloudSignInError):
+    except (SessionProtocolError, CloudSignInError):
         pass
     finally:
         await session._offers.cancel_all()

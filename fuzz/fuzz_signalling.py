@@ -4,7 +4,7 @@
   it carries (``GrantVerifier``), and its ICE candidates added to a real aioice agent
   (``set_remote_parameters``, the device's first use of them). LinkError and GrantError
   are the refusals.
-* ``a`` + JSON: the device's answer as the viewer reads it (``_parse_answer``; the corpus
+* ``a`` + JSON: the device's answer as the viewer reads it (``parse_answer``; the corpus
   writes the stand-in device's certificate as ``"@"``, so the fuzzer gets past the
   fingerprint check) and the relay grace picked from its NAT type. LinkError only.
 * ``g`` + bytes: an access grant payload, signed by the stand-in cloud, as a device parses
@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=["xp2p.link.connect", "xp2p.link.ice", "
         GrantVerifier,
         b64url_encode,
     )
-    from xp2p.link.connect import _parse_answer, parse_offer, relay_grace
+    from xp2p.link.connect import parse_answer, parse_offer, relay_grace
     from xp2p.link.errors import LinkError
     from xp2p.link.ice import IceParameters, set_remote_parameters
     from xp2p.link.identity import LinkIdentity
@@ -71,7 +71,7 @@ def _answer(doc: Any) -> None:
     if isinstance(doc, dict) and doc.get("certificate") == "@":
         doc["certificate"] = _DEVICE.certificate_pem
     try:
-        remote, pem = _parse_answer(doc, _DEVICE.fingerprint)
+        remote, pem = parse_answer(doc, _DEVICE.fingerprint)
     except LinkError as exc:
         assert exc.reason in ("bad_signal", "bad_identity"), exc
         return

@@ -97,7 +97,7 @@ async def _json_errors(
         return error_response(500, "internal_error", "internal server error")
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
@@ -289,7 +289,7 @@ class CloudServer:
 
     async def _create_session(self, request: web.Request) -> web.Response:
         app, body = await self._authenticate(request)
-        _json_object(body)
+        json_object(body)
         session_id = secrets.token_hex(16)
         logger.info("app %s opened session %s", app.key, session_id)
         return web.json_response({"session_id": session_id, **self._session_fields(session_id)})
@@ -307,7 +307,7 @@ class CloudServer:
 
     async def _grant(self, request: web.Request) -> web.Response:
         app, body, pid, dev = await self._device_target(request)
-        perms = _json_object(body).get("permissions")
+        perms = json_object(body).get("permissions")
         if perms is not None and not (
             isinstance(perms, list) and all(isinstance(p, str) for p in perms)
         ):
@@ -331,7 +331,7 @@ class CloudServer:
 
     async def _connect(self, request: web.Request) -> web.Response:
         app, body, pid, dev = await self._device_target(request)
-        offer = _json_object(body).get("offer")
+        offer = json_object(body).get("offer")
         if not isinstance(offer, dict):
             raise ApiError(400, "bad_request", "offer must be a JSON object")
         if len(json.dumps(offer, separators=(",", ":"))) > MAX_OFFER_SIZE:

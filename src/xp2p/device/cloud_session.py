@@ -68,7 +68,7 @@ class CloudSignInError(Exception):
     """The cloud refused this device's credentials (wrong secret or unknown device)."""
 
 
-class _ProtocolError(Exception):
+class SessionProtocolError(Exception):
     """The cloud sent something this device does not understand: reconnect."""
 
 
@@ -179,7 +179,7 @@ class DeviceCloudSession:
             except CloudSignInError as exc:
                 logger.error("%s", exc)
                 self._auth_failed.set()
-            except (aiohttp.ClientError, OSError, TimeoutError, _ProtocolError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError, SessionProtocolError) as exc:
                 logger.warning("%s: cloud connection failed: %s", self.label, exc or repr(exc))
             except Exception:
                 # A failing xp2p_info_factory, say: keep retrying rather than go silently dead.
@@ -226,26 +226,26 @@ class DeviceCloudSession:
         if msg.type in _CLOSED:
             return None
         if msg.type == aiohttp.WSMsgType.ERROR:
-            raise _ProtocolError(f"socket error: {ws.exception()}")
+            raise SessionProtocolError(f"socket error: {ws.exception()}")
         if msg.type != aiohttp.WSMsgType.TEXT:
-            raise _ProtocolError("the cloud sent a non-text frame")
+            raise SessionProtocolError("the cloud sent a non-text frame")
         try:
             doc = json.loads(msg.data)
         except (ValueError, RecursionError):
-            raise _ProtocolError("the cloud sent a non-JSON frame") from None
+            raise SessionProtocolError("the cloud sent a non-JSON frame") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
-            raise _ProtocolError("the cloud sent a frame without a type")
+            raise SessionProtocolError("the cloud sent a frame without a type")
         return doc
 
     async def _sign_in(self, ws: aiohttp.ClientWebSocketResponse) -> SignInInfo:
         async with asyncio.timeout(SIGN_IN_TIMEOUT):
             challenge = await self._receive(ws)
             if challenge is None or challenge["type"] != "challenge":
-                raise _ProtocolError("expected a challenge")
+                raise SessionProtocolError("expected a challenge")
             try:
                 nonce = bytes.fromhex(challenge["nonce"])
             except (KeyError, TypeError, ValueError):
-                raise _ProtocolError("malformed challenge") from None
+                raise SessionProtocolError("malformed challenge") from None
             proof = device_proof(self._secret, nonce, self.product_id, self.device_name)
             await self._send(
                 {
@@ -257,11 +257,11 @@ class DeviceCloudSession:
             )
             welcome = await self._receive(ws)
         if welcome is None:
-            raise _ProtocolError("the cloud closed the connection during sign-in")
+            raise SessionProtocolError("the cloud closed the connection during sign-in")
         if welcome["type"] == "error" and welcome.get("code") == "auth_failed":
             raise CloudSignInError(f"the cloud refused the credentials of {self.label}")
         if welcome["type"] != "welcome":
-            raise _ProtocolError(f"expected welcome, got {str(welcome['type'])[:32]!r}")
+            raise SessionProtocolError(f"expected welcome, got {str(welcome['type'])[:32]!r}")
         try:
             session_id = welcome["session_id"]
             server_time = welcome["server_time"]
@@ -275,7 +275,7 @@ class DeviceCloudSession:
                 server_time=server_time,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise _ProtocolError(f"malformed welcome: {exc}") from None
+            raise SessionProtocolError(f"malformed welcome: {exc}") from None
         self._auth_failed.clear()
         logger.info("%s signed in to the cloud (session %s)", self.label, session_id)
         return info

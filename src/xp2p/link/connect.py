@@ -103,7 +103,7 @@ async def open_link(
             raise LinkError(
                 "signal_timeout", f"no answer from the peer within {config.connect_timeout:.0f} s"
             ) from exc
-        remote, certificate_pem = _parse_answer(answer, fingerprint)
+        remote, certificate_pem = parse_answer(answer, fingerprint)
         ice.relay_grace = relay_grace(config.nat_type, answer.get("nat"))
         conditioner.attach(ice, config.conditions)
         await set_remote_parameters(ice, remote)
@@ -159,7 +159,7 @@ def direct_possible(a: tuple[bool, bool], b: tuple[bool, bool]) -> bool:
     return (a_eim and b_eim) or (a_eim and a_lets_port) or (b_eim and b_lets_port)
 
 
-def _parse_answer(answer: Any, fingerprint: str) -> tuple[IceParameters, str]:
+def parse_answer(answer: Any, fingerprint: str) -> tuple[IceParameters, str]:
     if not isinstance(answer, dict) or answer.get("v") != SIGNAL_VERSION:
         raise LinkError("bad_signal", "the device's answer is malformed")
     pem = answer.get("certificate")
