@@ -324,7 +324,7 @@ async def test_a_grant_without_playback_is_403(
 
 @needs_ffprobe
 async def test_the_local_player_plays_back(recorded: Recorded, module: P2PModule) -> None:
-    player = PlayerServer(module)
+    player = PlayerServer(module, devices=["DEMO/cam1"])
     await player.start()
     try:
         start = recorded.t0 + 4
@@ -347,7 +347,8 @@ async def test_the_local_player_plays_back(recorded: Recorded, module: P2PModule
                 ("start_time=x&end_time=9", 400),
                 (f"start_time={start}&end_time={start + 5}&channel=7", 404),
             ):
-                async with http.get(f"{player.url}/playback/DEMO/cam1.flv?{query}") as response:
+                url = f"{player.url}/playback/DEMO/cam1.flv?{query}&token={player.token}"
+                async with http.get(url) as response:
                     assert response.status == status, (query, await response.text())
         # Every playback had its own service, and each is gone once its player left.
         await wait_until(

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.stack import Stack
 from xp2p.flv import FlvHeader, FlvReader, FlvTag
+from xp2p.player.access import AccessConfigError
 from xp2p.player.server import PlayerServer
 from xp2p.viewer import P2PModule
 from xp2p.viewer.service import Service
@@ -68,15 +69,68 @@ async def test_two_players_share_one_pull_and_both_start_on_a_keyframe(
 
 
 async def test_page_lists_devices_and_bad_requests_are_clear(player: PlayerServer) -> None:
+    token = f"token={player.token}"
     async with aiohttp.ClientSession() as http:
-        async with http.get(player.url + "/") as page:
+        async with http.get(player.page_url) as page:
             text = await page.text()
             assert page.status == 200 and "DEMO/cam1" in text and "ffplay" in text
-        async with http.get(player.url + "/live/DEMO/cam1.flv?quality=ultra") as bad:
+            assert page.headers["Referrer-Policy"] == "no-referrer"
+        async with http.get(player.url + f"/live/DEMO/cam1.flv?quality=ultra&{token}") as bad:
             assert bad.status == 400 and "quality" in await bad.text()
-        async with http.get(player.url + "/live/DEMO/nosuch.flv") as missing:
-            assert missing.status == 502
-            assert "-2001" in await missing.text()
+        async with http.get(player.url + f"/live/DEMO/nosuch.flv?{token}") as missing:
+            assert missing.status == 404  # not a device this player was started for
+            assert "device" in await missing.text()
+        async with http.get(player.url + "/") as no_token:
+            assert no_token.status == 403 and "token" in await no_token.text()
+
+
+async def test_a_device_it_serves_that_is_offline_is_a_clear_502(
+    stack: Stack, module: P2PModule
+) -> None:
+    server = PlayerServer(module, devices=["DEMO/nosuch"])
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.live_url("DEMO/nosuch")) as missing:
+                assert missing.status == 502
+                assert "-2001" in await missing.text()
+    finally:
+        await server.stop()
+
+
+async def test_a_configured_origin_may_use_the_player_and_others_may_not(
+    stack: Stack, module: P2PModule
+) -> None:
+    server = PlayerServer(module, devices=["DEMO/cam1"], allow_origins=["https://App.example"])
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            allowed = {"Origin": "https://app.example", "Sec-Fetch-Site": "cross-site"}
+            async with http.get(server.page_url, headers=allowed) as page:
+                assert page.status == 200
+                assert page.headers["Access-Control-Allow-Origin"] == "https://app.example"
+            for headers in (
+                {"Origin": "https://evil.example"},
+                {"Origin": "null"},
+                {"Sec-Fetch-Site": "same-site"},
+            ):
+                async with http.get(server.page_url, headers=headers) as refused:
+                    assert refused.status == 403, headers
+                    assert "Access-Control-Allow-Origin" not in refused.headers
+            own = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+            async with http.get(server.page_url, headers=own) as page:
+                assert page.status == 200
+        assert server.refused == {"Origin": 2, "Sec-Fetch-Site": 1}
+    finally:
+        await server.stop()
+
+
+async def test_listening_beyond_loopback_needs_the_public_flag(module: P2PModule) -> None:
+    with pytest.raises(AccessConfigError, match=r"host.*--player-public"):
+        PlayerServer(module, host="0.0.0.0")
+    with pytest.raises(AccessConfigError, match="allow_origin"):
+        PlayerServer(module, allow_origins=["https://app.example/path"])
+    assert PlayerServer(module, host="0.0.0.0", public=True).access.public
 
 
 @pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe missing (scripts/setup.sh)")

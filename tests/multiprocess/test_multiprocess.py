@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -79,7 +80,10 @@ secret = "device-secret-0123456789abcdef"
     )
     procs.append(watch)
     url = watch.wait_line(r"Open (http://\S+)").group(1)
-    assert url == f"http://127.0.0.1:{player_port}/live/DEMO/cam1.flv?quality=high"
+    assert re.fullmatch(
+        rf"http://127\.0\.0\.1:{player_port}/live/DEMO/cam1\.flv\?quality=high&token=[\w-]{{43}}",
+        url,
+    ), url
 
     probe = subprocess.run(
         [

@@ -27,6 +27,8 @@ from xp2p.errors import XP2PError
 
 if TYPE_CHECKING:
     from xp2p.cloud.config import CloudConfig
+    from xp2p.player.server import PlayerServer
+    from xp2p.viewer import P2PModule
 
 # ---- commands ---------------------------------------------------------------------------
 
@@ -120,15 +122,16 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.viewer import P2PModule
 
     product, device = split_device(args.device)
+    _check_player_args(args)
     module = P2PModule(link_config(args))
     params = app_params(args)
     try:
         await module.init(params)
     except XP2PError as exc:
         raise SystemExit(f"xp2p watch: {exc}") from exc
-    player = PlayerServer(module, host=args.host, port=args.port, devices=[f"{product}/{device}"])
+    player = _player(PlayerServer, module, args, f"{product}/{device}")
     await player.start()
-    print(f"Open {player.live_url(f'{product}/{device}')}  (page: {player.url}/)", flush=True)
+    print(f"Open {player.live_url(f'{product}/{device}')}  (page: {player.page_url})", flush=True)
     print(f"  e.g. ffplay -fflags nobuffer '{player.live_url(f'{product}/{device}')}'", flush=True)
     await stop.wait()
     await player.stop()
@@ -142,6 +145,7 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import AppParams, P2PModule
 
+    _check_player_args(args)
     config = CloudConfig.demo(port=0, stun_port=0)
     cloud = CloudServer(config)
     await cloud.start()
@@ -160,10 +164,10 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     app = config.apps[0]
     await module.init(AppParams(cloud.url, app.key, app.secret))
     label = f"{device_account.product_id}/{device_account.device_name}"
-    player = PlayerServer(module, host=args.host, port=args.port, devices=[label])
+    player = _player(PlayerServer, module, args, label)
     await player.start()
     print(f"xp2p demo: cloud {cloud.url}, camera {label} online, NAT {module.nat_type}", flush=True)
-    print(f"Open {player.live_url(label)}  (page: {player.url}/)", flush=True)
+    print(f"Open {player.live_url(label)}  (page: {player.page_url})", flush=True)
     print(f"  e.g. ffplay -fflags nobuffer '{player.live_url(label)}'", flush=True)
     print("Ctrl-C stops.", flush=True)
     try:
@@ -174,6 +178,52 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await agent.close()
         await cloud.stop()
         print("xp2p demo stopped.", flush=True)
+
+
+def _check_player_args(args: argparse.Namespace) -> None:
+    """A bad player setting stops the command before anything started, naming the setting."""
+    from xp2p.player.access import AccessConfigError, PlayerAccess
+
+    try:
+        PlayerAccess.create(
+            host=args.host, allow_origins=args.allow_origin or (), public=args.player_public
+        )
+    except AccessConfigError as exc:
+        raise SystemExit(f"xp2p {args.command}: {exc}") from None
+
+
+def _player(
+    cls: type[PlayerServer], module: P2PModule, args: argparse.Namespace, device: str
+) -> PlayerServer:
+    """The local player of watch and demo: only ``device``, loopback unless --player-public
+    (checked by ``_check_player_args`` first)."""
+    return cls(
+        module,
+        host=args.host,
+        port=args.port,
+        devices=[device],
+        allow_origins=args.allow_origin or (),
+        public=args.player_public,
+    )
+
+
+def add_player_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("local player")
+    group.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
+    group.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
+    group.add_argument(
+        "--player-public",
+        action="store_true",
+        help="allow a --host beyond loopback; the token in the printed URLs is then the only "
+        "authentication (anyone holding a URL can watch)",
+    )
+    group.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a web origin (https://app.example) whose pages may use the player; repeat for "
+        "several (default: none, cross-site requests get 403)",
+    )
 
 
 # ---- argument parsing -------------------------------------------------------------------
@@ -223,8 +273,7 @@ def register(commands: Subparsers) -> None:
         "the cloud, a test-pattern camera DEMO/cam1, a viewer and its local player. "
         "Prints the URL to open in ffplay, VLC or mpv.",
     )
-    demo.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
+    add_player_args(demo)
     add_source_args(demo)
     add_device_args(demo)
 
@@ -304,8 +353,7 @@ def register(commands: Subparsers) -> None:
     )
     watch.add_argument("device", metavar="PRODUCT/DEVICE")
     add_app_args(watch)
-    watch.add_argument("--host", default="127.0.0.1", help="player address (127.0.0.1)")
-    watch.add_argument("--port", type=int, default=8000, help="player port (8000; 0 = any free)")
+    add_player_args(watch)
     demo.set_defaults(run=_cmd_demo)
     cloud.set_defaults(run=_cmd_cloud)
     device.set_defaults(run=_cmd_device)

@@ -4,15 +4,22 @@ What the seed's P2P-Player plugin does: a player opening ``/live/PRODUCT/DEVICE.
 the pull (playerStartPull), the last player closing it stops the pull (playerStopPull). Several
 players of one device share its one pull: a late one gets the FLV header, the sequence headers
 and the current GOP from a ``GopCache``, then the live bytes, so it starts on a keyframe too.
+
+Every request passes ``xp2p.player.access`` first (Host, cross-site, per-start token, the
+devices it was started for); see there for why. The URLs carry the token as ``&token=T``:
+``/live/PRODUCT/DEVICE.flv?quality=high&token=T``, ``/playback/...flv?start_time=S&end_time=E
+&token=T`` and the page ``/?token=T``. At most ``max_playbacks`` (4) playback pulls run at
+once (each is a link of its own to the device); more get 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import html
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +27,7 @@ from aiohttp import web
 from xp2p.errors import XP2PError
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
 from xp2p.httpd import host_in_url, start_site
+from xp2p.player.access import DEFAULT_MAX_PLAYBACKS, PlayerAccess, is_loopback
 from xp2p.player.playback import serve_playback
 from xp2p.tasks import TaskSet
 from xp2p.viewer import FlvParams, P2PModule, StreamInfo
@@ -155,7 +163,13 @@ class DevicePull:
         self._end_all()
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 class PlayerServer:
+    """``host`` must be loopback unless ``public`` (``--player-public``); ``allow_origins``
+    are the web origins whose pages may use the player (none by default)."""
+
     def __init__(
         self,
         module: P2PModule,
@@ -163,38 +177,94 @@ class PlayerServer:
         host: str = "127.0.0.1",
         port: int = 0,
         devices: Iterable[str] = (),
+        allow_origins: Iterable[str] = (),
+        public: bool = False,
+        max_playbacks: int = DEFAULT_MAX_PLAYBACKS,
     ) -> None:
         self.module = module
         self.host = host
         self.port = port
         self.devices = list(devices)
+        self.access = PlayerAccess.create(
+            host=host,
+            port=port,
+            devices=self.devices,
+            allow_origins=allow_origins,
+            public=public,
+            max_playbacks=max_playbacks,
+        )
+        self.playbacks = 0
+        #: requests refused by the access checks, by kind (for tests and diagnostics)
+        self.refused: dict[str, int] = {}
         self._pulls: dict[tuple[str, str], DevicePull] = {}
         self._runner: web.AppRunner | None = None
+
+    @property
+    def token(self) -> str:
+        return self.access.token
 
     @property
     def url(self) -> str:
         return f"http://{host_in_url(self.host)}:{self.port}"
 
+    @property
+    def page_url(self) -> str:
+        return f"{self.url}/?token={self.token}"
+
     def live_url(self, device: str, quality: str = "high") -> str:
-        return f"{self.url}/live/{device}.flv?quality={quality}"
+        return f"{self.url}/live/{device}.flv?quality={quality}&token={self.token}"
 
     def playback_url(self, device: str, start_time: int, end_time: int, channel: int = 0) -> str:
         query = f"start_time={start_time}&end_time={end_time}&channel={channel}"
-        return f"{self.url}/playback/{device}.flv?{query}"
+        return f"{self.url}/playback/{device}.flv?{query}&token={self.token}"
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
+        app.on_response_prepare.append(self._cors)
         app.router.add_get("/", self._index)
         app.router.add_get("/live/{product}/{device}.flv", self._live)
         app.router.add_get("/playback/{product}/{device}.flv", self._playback)
         self._runner, self.port = await start_site(app, self.host, self.port, access_log=False)
-        logger.info("serving %s", self.url)
+        self.access = dataclasses.replace(self.access, port=self.port)
+        if not is_loopback(self.host):
+            logger.warning(
+                "the player listens on %s, beyond this machine: anyone who can reach it and "
+                "holds the URL token can watch %s; prefer 127.0.0.1",
+                self.host,
+                ", ".join(self.devices) or "nothing",
+            )
+        logger.info("serving %s", self.url)  # no token in logs
 
     async def stop(self) -> None:
         for pull in self._pulls.values():
             pull.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The access checks, before any route runs (so before any link is opened)."""
+        refusal = self.access.check_request(request.headers) or self.access.check_token(
+            request.query.get("token")
+        )
+        if refusal is None and "product" in request.match_info:
+            device = f"{request.match_info['product']}/{request.match_info['device']}"
+            refusal = self.access.check_device(device)
+        if refusal is not None:
+            self.refused[refusal.kind] = self.refused.get(refusal.kind, 0) + 1
+            # The kind only: never the token, nor header values a hostile page chose.
+            logger.warning("refused a request (%s): %d", refusal.kind, refusal.status)
+            return web.Response(
+                status=refusal.status, text=refusal.message, headers={"Cache-Control": "no-store"}
+            )
+        return await handler(request)
+
+    async def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """A page on a configured origin may read what it asked for (flv.js fetches)."""
+        cors = self.access.cors_origin(request.headers)
+        if cors is not None:
+            response.headers["Access-Control-Allow-Origin"] = cors
+            response.headers["Vary"] = "Origin"
 
     async def _index(self, request: web.Request) -> web.Response:
         rows = []
@@ -212,7 +282,12 @@ class PlayerServer:
             "<h1>xp2p local player</h1><p>Open a stream in ffplay, VLC or mpv:</p>"
             f"<ul>{''.join(rows) or '<li>no devices configured</li>'}</ul>"
         )
-        return web.Response(text=body, content_type="text/html")
+        # The page holds the token: it must never travel on in a Referer.
+        return web.Response(
+            text=body,
+            content_type="text/html",
+            headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+        )
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
         product, device = request.match_info["product"], request.match_info["device"]
@@ -240,5 +315,16 @@ class PlayerServer:
         return response
 
     async def _playback(self, request: web.Request) -> web.StreamResponse:
-        """Recordings: one pull of its own per player request (``xp2p.player.playback``)."""
-        return await serve_playback(self.module, request)
+        """Recordings: one pull of its own per player request (``xp2p.player.playback``),
+        at most ``max_playbacks`` at once: each is a link, and links are the user's budget."""
+        if self.playbacks >= self.access.max_playbacks:
+            self.refused["busy"] = self.refused.get("busy", 0) + 1
+            logger.warning("refused a playback: %d already running", self.playbacks)
+            raise web.HTTPServiceUnavailable(
+                text=f"{self.playbacks} playbacks already running; close one first\n"
+            )
+        self.playbacks += 1
+        try:
+            return await serve_playback(self.module, request)
+        finally:
+            self.playbacks -= 1
