@@ -152,3 +152,19 @@ async def test_ffprobe_decodes_the_player_stream(player: PlayerServer) -> None:
     assert proc.returncode == 0, err.decode()
     codecs = {s["codec_type"]: s["codec_name"] for s in json.loads(out)["streams"]}
     assert codecs == {"video": "h264", "audio": "aac"}
+
+
+async def test_playbacks_beyond_the_cap_get_503_before_any_link(
+    stack: Stack, module: P2PModule
+) -> None:
+    server = PlayerServer(module, devices=["DEMO/cam1"], max_playbacks=2)
+    await server.start()
+    try:
+        server.playbacks = 2  # two players are already playing recordings back
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.playback_url("DEMO/cam1", 1700000000, 1700000060)) as busy:
+                assert busy.status == 503 and "playbacks" in await busy.text()
+        assert not [s for s in module._services if s.startswith("playback:")]
+        assert server.refused == {"busy": 1}
+    finally:
+        await server.stop()

@@ -1,0 +1,147 @@
+"""Attacks on the local player and on camera source credentials (issue 10, items 1 and 13),
+through real ``xp2p demo`` and ``xp2p device`` processes.
+
+Item 1: a web page the user visits drives the player on 127.0.0.1 with DNS rebinding
+(``Host: attacker.example``), no-cors fetches (``Sec-Fetch-Site: cross-site``, or a foreign
+``Origin``), guessed URLs (no or a wrong token) and other cameras of the app's scope; a burst
+of cross-site ``/playback/`` requests used to open one link each. Item 13: the camera's RTSP
+password shows in ``ps`` and, when it holds ``@`` or ``/``, in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from tests.support.ffprobe import FFPROBE
+from tests.support.procs import Proc
+
+pytestmark = pytest.mark.multiprocess
+
+
+def _xp2p(name: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+    return Proc.start(name, [sys.executable, "-m", "xp2p", *args], log, env)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+def _offers(proc: Proc) -> int:
+    """Links the viewer asked the cloud for (each refused request that got through would be one)."""
+    return len(re.findall(r"offer from app \S+ to DEMO/", proc.text()))
+
+
+def _device_links(proc: Proc) -> int:
+    return len(re.findall(r"link \d+ from app .* up", proc.text()))
+
+
+@pytest.mark.timeout(90)
+async def test_a_web_page_cannot_drive_the_player_and_the_printed_url_still_plays(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    demo = _xp2p(
+        "demo",
+        ["demo", "--port", "0", "--size", "320x180", "--bitrate", "300k"],
+        tmp_path / "demo.log",
+    )
+    procs.append(demo)
+    url = demo.wait_line(r"Open (http://\S+)").group(1)
+    parts = urlsplit(url)
+    token = dict(q.split("=", 1) for q in parts.query.split("&"))["token"]
+    assert len(token) >= 22  # >= 128 bits in URL-safe base64
+    base = f"http://{parts.netloc}"
+    port = parts.port
+    playback = f"{base}/playback/DEMO/cam1.flv?start_time=1700000000&end_time=1700000060"
+
+    refused: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+
+        async def status(target: str, headers: dict[str, str] | None = None) -> int:
+            async with http.get(target, headers=headers or {}) as response:
+                assert "Traceback" not in await response.text()
+                return response.status
+
+        # Each attack, even holding the right token, is refused with its own status.
+        cases = [
+            ("DNS rebinding", url, {"Host": f"attacker.example:{port}"}, 421),
+            ("foreign Origin", url, {"Origin": "https://attacker.example"}, 403),
+            ("Origin null", url, {"Origin": "null"}, 403),
+            ("no-cors fetch", url, {"Sec-Fetch-Site": "cross-site"}, 403),
+            ("no token", url.replace(f"&token={token}", ""), {}, 403),
+            ("wrong token", url.replace(token, secrets.token_urlsafe(32)), {}, 403),
+            ("page without token", f"{base}/", {}, 403),
+            ("another camera", url.replace("DEMO/cam1", "DEMO/cam2"), {}, 404),
+        ]
+        for what, target, headers, want in cases:
+            assert await status(target, headers) == want, what
+
+        # A page's burst of /playback/ requests (no token: a page cannot read it) opens nothing.
+        burst_headers = [
+            {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+            {"Origin": "https://attacker.example", "Sec-Fetch-Site": "cross-site"},
+            {"Host": f"rebound.attacker.example:{port}"},
+        ]
+        statuses = await asyncio.gather(
+            *(status(playback, burst_headers[n % 3]) for n in range(30))
+        )
+        for code in statuses:
+            refused[str(code)] = refused.get(str(code), 0) + 1
+        assert refused == {"403": 20, "421": 10}
+        # Even with the token a page cannot start playbacks cross-site.
+        assert await status(f"{playback}&token={token}", burst_headers[0]) == 403
+        assert _offers(demo) == 0 and _device_links(demo) == 0, demo.text()
+
+    # The printed URL, as a player opens it (no Origin, no Sec-Fetch-*), still plays.
+    if FFPROBE is not None:
+        probe = await asyncio.create_subprocess_exec(
+            *[FFPROBE, "-v", "error", "-read_intervals", "%+1", "-show_streams", "-of", "json"],
+            url,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(probe.communicate(), 60)
+        assert probe.returncode == 0, err.decode()
+        codecs = {s["codec_type"]: s["codec_name"] for s in json.loads(out)["streams"]}
+        assert codecs == {"video": "h264", "audio": "aac"}
+        assert _offers(demo) == 1, demo.text()
+
+    assert demo.stop() == 0
+    text = demo.text()
+    assert "Traceback" not in text
+    # The token is printed for the user (the Open/ffplay lines), never logged.
+    leaking = [line for line in text.splitlines() if token in line]
+    assert leaking and all(re.match(r"(Open |  e\.g\. ffplay )", line) for line in leaking)
+    print(f"burst: 30 cross-site /playback/ requests, refused {refused}, links opened 0")
+
+
+def test_a_player_beyond_loopback_needs_the_public_flag(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "xp2p", "demo", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--player-public" in done.stderr and "Traceback" not in done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "xp2p", "demo", "--allow-origin", "https://x.example/path"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "allow_origin" in bad.stderr
