@@ -22,11 +22,13 @@ import binascii
 import hashlib
 import heapq
 import hmac
+import ipaddress
 import json
+import math
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -45,10 +47,23 @@ HEADER_TIMESTAMP = "X-XP2P-Timestamp"
 HEADER_NONCE = "X-XP2P-Nonce"
 HEADER_SIGNATURE = "X-XP2P-Signature"
 
-#: How far a request's timestamp may be from the verifier's clock, either way (seconds).
+#: How old a request's timestamp may be (seconds): its nonce is remembered that long.
 TIMESTAMP_WINDOW = 300
-#: Remembered nonces before the verifier starts tightening its window (see ``_NonceCache``).
+#: How far ahead of the verifier's clock a timestamp may be (seconds): clock skew, no more. A
+#: request stamped far ahead would stay replayable, and pin its nonce in memory, for as long.
+FUTURE_SKEW = 30
+#: Nonces remembered per app before that app's window starts tightening (see ``_NonceCache``).
 MAX_REMEMBERED_NONCES = 100_000
+#: Signed requests one app may make: ``DEFAULT_REQUEST_BURST`` at once, then this many a second.
+DEFAULT_REQUEST_RATE = 200.0
+DEFAULT_REQUEST_BURST = 1000
+#: Failed signatures (or unknown app keys) one app key or one source may cause in
+#: ``DEFAULT_FAILURE_WINDOW`` seconds before further attempts are refused unverified.
+DEFAULT_FAILURE_LIMIT = 20
+DEFAULT_FAILURE_WINDOW = 60.0
+#: Keys the failure throttle and the request buckets remember at most (memory bound under a
+#: flood of spoofed sources or invented app keys).
+MAX_TRACKED_KEYS = 10_000
 
 _NONCE_RE = re.compile(r"[0-9a-fA-F]{16,64}")
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
@@ -97,65 +112,174 @@ class AuthFailure(StrEnum):
     UNKNOWN_APP = "unknown_app"
     BAD_SIGNATURE = "bad_signature"
     STALE_TIMESTAMP = "stale_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
     REPLAYED_NONCE = "replayed_nonce"
+    #: the app made more signed requests than its rate allows (HTTP 429, Retry-After)
+    RATE_LIMITED = "rate_limited"
+    #: too many failed signatures from this source or for this app key (HTTP 429, Retry-After)
+    TOO_MANY_FAILURES = "too_many_failures"
+
+
+_THROTTLES = frozenset({AuthFailure.RATE_LIMITED, AuthFailure.TOO_MANY_FAILURES})
 
 
 class AuthError(Exception):
-    """An app request failed verification. ``reason.value`` is a stable snake_case code."""
+    """An app request failed verification. ``reason.value`` is a stable snake_case code.
 
-    def __init__(self, reason: AuthFailure, message: str) -> None:
+    ``retry_after`` (seconds) is set for the two throttles, whose ``status`` is 429; every
+    other failure is 401.
+    """
+
+    def __init__(
+        self, reason: AuthFailure, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
     @property
     def code(self) -> str:
         return self.reason.value
 
+    @property
+    def status(self) -> int:
+        return 429 if self.reason in _THROTTLES else 401
+
 
 class _NonceCache:
-    """Nonces seen inside the timestamp window, bounded in memory.
+    """One app's nonces seen inside the timestamp window, bounded in memory.
 
     A nonce must be remembered only while its timestamp is still acceptable; after that the
     window check refuses it anyway. When the cache is full, the entry that would expire first
     is dropped and ``floor`` rises to its timestamp: requests no newer than a forgotten nonce
-    are then refused, so forgetting never re-opens a replay.
+    are then refused, so forgetting never re-opens a replay. The cache, its quota and its
+    floor belong to one app, so an app that floods only tightens its own window.
     """
 
     def __init__(self, window: int, max_entries: int) -> None:
         self._window = window
         self._max = max_entries
-        self._seen: set[tuple[str, str]] = set()
-        self._expiry: list[tuple[int, str, str]] = []
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[int, str]] = []
         self.floor = -1
 
     def purge(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] + self._window < now:
-            _, app, nonce = heapq.heappop(self._expiry)
-            self._seen.discard((app, nonce))
+            _, nonce = heapq.heappop(self._expiry)
+            self._seen.discard(nonce)
 
-    def __contains__(self, item: tuple[str, str]) -> bool:
-        return item in self._seen
+    def __contains__(self, nonce: str) -> bool:
+        return nonce in self._seen
 
-    def add(self, app_key: str, nonce: str, timestamp: int) -> None:
+    def add(self, nonce: str, timestamp: int) -> None:
         while len(self._seen) >= self._max:
-            ts, app, old = heapq.heappop(self._expiry)
-            self._seen.discard((app, old))
+            ts, old = heapq.heappop(self._expiry)
+            self._seen.discard(old)
             self.floor = max(self.floor, ts)
-        self._seen.add((app_key, nonce))
-        heapq.heappush(self._expiry, (timestamp, app_key, nonce))
+        self._seen.add(nonce)
+        heapq.heappush(self._expiry, (timestamp, nonce))
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class _Buckets:
+    """Token buckets by key, bounded: ``burst`` at once, then ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, updated)
+
+    def take(self, key: str, now: float) -> float:
+        """0.0 when a token was spent, else the seconds until one will be there."""
+        tokens, updated = self._buckets.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - updated) * self._rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self._rate
+        if len(self._buckets) >= MAX_TRACKED_KEYS:
+            # Least recently used first (re-inserted on every take): a forgotten bucket is
+            # a full one, which at worst grants one extra burst.
+            del self._buckets[next(iter(self._buckets))]
+        self._buckets[key] = (tokens, now)
+        return wait
+
+
+class FailureThrottle:
+    """Counts failures per key in fixed windows; a key at ``limit`` is blocked until its
+    window ends. Sans-IO and bounded (``MAX_TRACKED_KEYS``, oldest window dropped first)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("failure limit must be at least 1 and its window positive")
+        self._limit = limit
+        self._window = window
+        self._counts: dict[str, tuple[float, int]] = {}  # key -> (window start, failures)
+
+    def blocked(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may try again; 0.0 when it may now."""
+        entry = self._counts.get(key)
+        if entry is None:
+            return 0.0
+        start, count = entry
+        if now >= start + self._window:
+            del self._counts[key]
+            return 0.0
+        return start + self._window - now if count >= self._limit else 0.0
+
+    def recent(self, key: str, now: float) -> int:
+        """Failures of ``key`` in its current window."""
+        start, count = self._counts.get(key, (now, 0))
+        return count if now < start + self._window else 0
+
+    def failed(self, key: str, now: float) -> None:
+        start, count = self._counts.get(key, (now, 0))
+        if now >= start + self._window:
+            start, count = now, 0
+        elif key not in self._counts and len(self._counts) >= MAX_TRACKED_KEYS:
+            del self._counts[next(iter(self._counts))]  # the oldest window
+        self._counts[key] = (start, count + 1)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+def _source_key(source: str | None) -> str | None:
+    """The failure throttle's key for a client address: an IPv6 client is its /64, since one
+    host is commonly handed a whole /64."""
+    if source is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return f"src:{source}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"src:{ip.ipv4_mapped}"
+        return f"src:{ipaddress.ip_network((ip, 64), strict=False)}"
+    return f"src:{ip}"
 
 
 class RequestVerifier:
     """Checks signed app requests (sans-IO: the caller passes ``now``).
 
     ``app_secrets`` maps app key → secret; it is read on every call, so a caller may pass a
-    live mapping and add or revoke apps at run time. The signature is checked before the
-    timestamp and the nonce, so only holders of the secret learn those finer reasons and only
-    authentic requests take room in the nonce cache.
+    live mapping and add or revoke apps at run time. In order, :meth:`verify`:
+
+    1. refuses (429 ``too_many_failures``) an app key or a source that failed
+       ``failure_limit`` times in ``failure_window`` s, before any HMAC work: online guessing
+       of a secret is bounded by that rate;
+    2. checks the signature (failures count towards 1.), so only holders of the secret learn
+       the finer reasons below;
+    3. spends one token of the app's bucket (429 ``rate_limited``);
+    4. refuses timestamps older than ``window`` or more than ``future_skew`` ahead;
+    5. refuses a replayed nonce, against that app's own cache (quota ``max_nonces``);
+    6. calls ``authorise(app_key)``, the caller's permission check, which may raise;
+    7. only then remembers the nonce: a request that is refused takes no room.
     """
 
     def __init__(
@@ -163,13 +287,24 @@ class RequestVerifier:
         app_secrets: Mapping[str, str],
         *,
         window: int = TIMESTAMP_WINDOW,
+        future_skew: int = FUTURE_SKEW,
         max_nonces: int = MAX_REMEMBERED_NONCES,
+        request_rate: float = DEFAULT_REQUEST_RATE,
+        request_burst: int = DEFAULT_REQUEST_BURST,
+        failure_limit: int = DEFAULT_FAILURE_LIMIT,
+        failure_window: float = DEFAULT_FAILURE_WINDOW,
     ) -> None:
-        if window <= 0 or max_nonces <= 0:
-            raise ValueError("window and max_nonces must be positive")
+        if window <= 0 or max_nonces <= 0 or future_skew < 0:
+            raise ValueError("window and max_nonces must be positive, future_skew not negative")
+        if request_rate <= 0 or request_burst < 1:
+            raise ValueError("request_rate must be positive and request_burst at least 1")
         self._secrets = app_secrets
         self._window = window
-        self._nonces = _NonceCache(window, max_nonces)
+        self._skew = future_skew
+        self._max_nonces = max_nonces
+        self._nonces: dict[str, _NonceCache] = {}
+        self._requests = _Buckets(request_rate, request_burst)
+        self._failures = FailureThrottle(failure_limit, failure_window)
 
     def verify(
         self,
@@ -178,8 +313,12 @@ class RequestVerifier:
         headers: Mapping[str, str],
         body: bytes,
         now: float,
+        *,
+        source: str | None = None,
+        authorise: Callable[[str], None] | None = None,
     ) -> str:
-        """Return the authenticated app key, or raise :class:`AuthError`."""
+        """Return the authenticated app key, or raise :class:`AuthError` (or whatever
+        ``authorise`` raises). ``source`` is the client's address, for the failure throttle."""
         app_key = headers.get(HEADER_APP)
         ts = headers.get(HEADER_TIMESTAMP)
         nonce = headers.get(HEADER_NONCE)
@@ -192,34 +331,81 @@ class RequestVerifier:
             and _SIGNATURE_RE.fullmatch(signature)
         ):
             raise AuthError(AuthFailure.MISSING_AUTH, "malformed authentication headers")
+        src_key = _source_key(source)
+        keys = [f"app:{app_key}"] + ([src_key] if src_key is not None else [])
+        # A throttled app key still lets sources with a clean record through to the HMAC: the
+        # key is no secret, and anyone could otherwise lock a real app out with wrong
+        # signatures. Guessing from many sources is still bounded, one failure per source.
+        wait = self._failures.blocked(src_key, now) if src_key is not None else 0.0
+        key_wait = self._failures.blocked(keys[0], now)
+        if key_wait > 0 and (src_key is None or self._failures.recent(src_key, now) > 0):
+            wait = max(wait, key_wait)
+        if wait > 0:
+            raise AuthError(
+                AuthFailure.TOO_MANY_FAILURES,
+                f"too many failed signatures; retry in {math.ceil(wait)} s",
+                retry_after=wait,
+            )
         secret = self._secrets.get(app_key)
-        if secret is None:
-            raise AuthError(AuthFailure.UNKNOWN_APP, "unknown app key")
-        expected = _request_signature(secret, _canonical_request(method, path_qs, ts, nonce, body))
-        if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+        expected = (
+            _request_signature(secret, _canonical_request(method, path_qs, ts, nonce, body))
+            if secret is not None
+            else None
+        )
+        if expected is None or not hmac.compare_digest(
+            expected.encode(), signature.lower().encode()
+        ):
+            # An unknown key counts against the source only: inventing keys must not grow the
+            # table by itself, and must not lock a real app out.
+            for key in keys if expected is not None else keys[1:]:
+                self._failures.failed(key, now)
+            if expected is None:
+                raise AuthError(AuthFailure.UNKNOWN_APP, "unknown app key")
             raise AuthError(AuthFailure.BAD_SIGNATURE, "request signature does not match")
-        self._nonces.purge(now)
+        wait = self._requests.take(app_key, now)
+        if wait > 0:
+            raise AuthError(
+                AuthFailure.RATE_LIMITED,
+                f"too many requests from this app; retry in {wait:.1f} s",
+                retry_after=wait,
+            )
+        nonces = self._nonces.get(app_key)
+        if nonces is None:
+            nonces = self._nonces[app_key] = _NonceCache(self._window, self._max_nonces)
+        nonces.purge(now)
         timestamp = int(ts)
-        if abs(timestamp - now) > self._window:
+        if timestamp < now - self._window:
             raise AuthError(
                 AuthFailure.STALE_TIMESTAMP,
-                f"request timestamp is more than {self._window} s from server time",
+                f"request timestamp is more than {self._window} s before server time",
+            )
+        if timestamp > now + self._skew:
+            raise AuthError(
+                AuthFailure.FUTURE_TIMESTAMP,
+                f"request timestamp is more than {self._skew} s after server time",
             )
         nonce = nonce.lower()
-        if (app_key, nonce) in self._nonces:
+        if nonce in nonces:
             raise AuthError(AuthFailure.REPLAYED_NONCE, "request nonce was already used")
-        if timestamp <= self._nonces.floor:
-            # The nonce cache overflowed and forgot requests this old: refuse rather than risk
-            # accepting a replay of one of them.
+        if timestamp <= nonces.floor:
+            # This app's nonce cache overflowed and forgot requests this old: refuse rather
+            # than risk accepting a replay of one of them.
             raise AuthError(
                 AuthFailure.STALE_TIMESTAMP, "request timestamp is too old under current load"
             )
-        self._nonces.add(app_key, nonce, timestamp)
+        if authorise is not None:
+            authorise(app_key)
+        nonces.add(nonce, timestamp)
         return app_key
 
     @property
     def remembered_nonces(self) -> int:
-        return len(self._nonces)
+        return sum(len(c) for c in self._nonces.values())
+
+    def remembered_for(self, app_key: str) -> int:
+        """Nonces remembered for one app."""
+        cache = self._nonces.get(app_key)
+        return 0 if cache is None else len(cache)
 
 
 # --- device sign-in proof -----------------------------------------------------------------

@@ -28,8 +28,8 @@ def _config(**overrides: Any) -> CloudConfig:
         "stun_port": 0,
         "connect_timeout": 0.5,
         "apps": (
-            AppConfig("demo-app", "demo-app-secret"),
-            AppConfig("limited", "limited-secret", products=("OTHER",)),
+            AppConfig("demo-app", "demo-app-secret-0001"),
+            AppConfig("limited", "limited-secret-0001", products=("OTHER",)),
         ),
         "devices": (
             DeviceConfig("DEMO", "cam1", "cam1-device-secret"),
@@ -51,7 +51,7 @@ async def server() -> AsyncIterator[CloudServer]:
 
 @pytest.fixture
 async def client(server: CloudServer) -> AsyncIterator[CloudClient]:
-    async with CloudClient(server.url, "demo-app", "demo-app-secret", timeout=5.0) as c:
+    async with CloudClient(server.url, "demo-app", "demo-app-secret-0001", timeout=5.0) as c:
         yield c
 
 
@@ -70,6 +70,7 @@ async def _device(server: CloudServer, on_offer: OfferHandler = _echo) -> Device
         "cam1-device-secret",
         on_offer=on_offer,
         xp2p_info_factory=lambda info: INFO,
+        grant_public_key=server.grant_public_key,
     )
     await session.start()
     await session.wait_signed_in(5.0)
@@ -82,7 +83,7 @@ async def _raw(
     path: str,
     body: bytes = b"",
     *,
-    secret: str = "demo-app-secret",
+    secret: str = "demo-app-secret-0001",
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """One request signed by hand, for what CloudClient would never send."""
@@ -194,7 +195,7 @@ async def test_an_app_flooding_a_device_with_offers_is_rate_limited() -> None:
     await cloud.start()
     try:
         device = await _device(cloud)
-        async with CloudClient(cloud.url, "demo-app", "demo-app-secret") as app:
+        async with CloudClient(cloud.url, "demo-app", "demo-app-secret-0001") as app:
             for n in range(3):  # the burst goes through
                 assert await app.connect("DEMO", "cam1", {"n": n}) == {
                     "echo": {"n": n},
@@ -207,7 +208,7 @@ async def test_an_app_flooding_a_device_with_offers_is_rate_limited() -> None:
             # Over plain HTTP: the standard header says when to come back.
             body = json.dumps({"offer": {"n": 4}}).encode()
             path = "/api/v1/devices/DEMO/cam1/connect"
-            headers = sign_request("demo-app", "demo-app-secret", "POST", path, body)
+            headers = sign_request("demo-app", "demo-app-secret-0001", "POST", path, body)
             async with (
                 aiohttp.ClientSession() as http,
                 http.post(cloud.url + path, data=body, headers=headers) as resp,
@@ -292,25 +293,25 @@ async def test_wrong_app_secret(server: CloudServer) -> None:
 
 async def test_auth_header_failures(server: CloudServer) -> None:
     path = "/api/v1/app/session"
-    headers = sign_request("demo-app", "demo-app-secret", "POST", path, b"")
+    headers = sign_request("demo-app", "demo-app-secret-0001", "POST", path, b"")
     assert (await _raw(server, "POST", path, headers=headers))[0] == 200
     status, doc = await _raw(server, "POST", path, headers=headers)
     assert (status, doc["error"]["code"]) == (401, "replayed_nonce")
     then = int(time.time()) - 1000
-    old = sign_request("demo-app", "demo-app-secret", "POST", path, b"", timestamp=then)
+    old = sign_request("demo-app", "demo-app-secret-0001", "POST", path, b"", timestamp=then)
     status, doc = await _raw(server, "POST", path, headers=old)
     assert (status, doc["error"]["code"]) == (401, "stale_timestamp")
     status, doc = await _raw(server, "POST", path, headers={})
     assert (status, doc["error"]["code"]) == (401, "missing_auth")
     # The signature covers the path: a signed request replayed to another path fails.
     signed_path = "/api/v1/devices/DEMO/cam1/p2p-info"
-    other = sign_request("demo-app", "demo-app-secret", "GET", signed_path, b"")
+    other = sign_request("demo-app", "demo-app-secret-0001", "GET", signed_path, b"")
     status, doc = await _raw(server, "GET", "/api/v1/devices/OTHER/cam9/p2p-info", headers=other)
     assert (status, doc["error"]["code"]) == (401, "bad_signature")
 
 
 async def test_forbidden_product(server: CloudServer) -> None:
-    async with CloudClient(server.url, "limited", "limited-secret") as limited:
+    async with CloudClient(server.url, "limited", "limited-secret-0001") as limited:
         err = await _error(limited.get_p2p_info("DEMO", "cam1"))
         assert (err.status, err.code) == (403, "forbidden")
         err = await _error(limited.get_grant("DEMO", "nope"))  # no hint whether it exists
@@ -351,7 +352,7 @@ async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     config = _config()
     async with CloudServer(config) as server:
         device = await _device(server)
-        async with CloudClient(server.url, "demo-app", "demo-app-secret") as client:
+        async with CloudClient(server.url, "demo-app", "demo-app-secret-0001") as client:
             await client.create_session()
             token, _ = await client.get_grant("DEMO", "cam1")
             await client.connect("DEMO", "cam1", {"grant": token})
@@ -361,8 +362,8 @@ async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     text = caplog.text + repr(config) + repr(server)
     assert "signed in" in text and "offer from app demo-app" in text
     for secret in (
-        "demo-app-secret",
-        "limited-secret",
+        "demo-app-secret-0001",
+        "limited-secret-0001",
         "cam1-device-secret",
         "turn-shared-secret",
         "wrong-app-secret",

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,7 +43,7 @@ APP, SECRET = "app-1", "s3cret-s3cret"
 NOW = 1_700_000_000
 
 
-def _verifier(**kw: int) -> RequestVerifier:
+def _verifier(**kw: Any) -> RequestVerifier:
     return RequestVerifier({APP: SECRET}, **kw)
 
 
@@ -119,9 +120,11 @@ def test_bad_signature_for_any_change() -> None:
 def test_timestamp_window() -> None:
     verifier = _verifier()
     assert verifier.verify("POST", "/api/v1/x?a=1", _signed(), b'{"k":1}', NOW + 300) == APP
-    assert verifier.verify("POST", "/api/v1/x?a=1", _signed(), b'{"k":1}', NOW - 300) == APP
+    assert verifier.verify("POST", "/api/v1/x?a=1", _signed(), b'{"k":1}', NOW - 30) == APP
     assert _reason(verifier, _signed(), now=NOW + 301) is AuthFailure.STALE_TIMESTAMP
-    assert _reason(verifier, _signed(), now=NOW - 301) is AuthFailure.STALE_TIMESTAMP
+    # Ahead of the clock only by the skew: a far-future stamp would stay replayable for long.
+    assert _reason(verifier, _signed(), now=NOW - 31) is AuthFailure.FUTURE_TIMESTAMP
+    assert _reason(verifier, _signed(), now=NOW - 300) is AuthFailure.FUTURE_TIMESTAMP
 
 
 def test_replayed_nonce_is_refused_until_its_timestamp_is_stale() -> None:
@@ -148,6 +151,94 @@ def test_nonce_cache_is_bounded_without_reopening_replays() -> None:
         assert _reason(verifier, headers, now=NOW + 10) is AuthFailure.REPLAYED_NONCE
     fresh = _signed(timestamp=NOW + 10)
     assert verifier.verify("POST", "/api/v1/x?a=1", fresh, b'{"k":1}', NOW + 10) == APP
+
+
+def _ok(verifier: RequestVerifier, headers: dict[str, str], now: float = NOW, **kw: object) -> str:
+    return verifier.verify("POST", "/api/v1/x?a=1", headers, b'{"k":1}', now, **kw)  # type: ignore[arg-type]
+
+
+def test_nonce_cache_quota_and_floor_are_per_app() -> None:
+    other, other_secret = "app-2", "other-secret-2"
+    verifier = RequestVerifier({APP: SECRET, other: other_secret}, max_nonces=4)
+    # App 1 fills its quota with requests stamped as far ahead as allowed...
+    for _ in range(5):
+        _ok(verifier, _signed(timestamp=NOW + 30))
+    assert verifier.remembered_for(APP) == 4
+    assert _reason(verifier, _signed(timestamp=NOW + 30)) is AuthFailure.STALE_TIMESTAMP
+    # ...and app 2, stamped now, is untouched by app 1's floor.
+    headers = sign_request(other, other_secret, "POST", "/api/v1/x?a=1", b'{"k":1}', timestamp=NOW)
+    assert _ok(verifier, headers) == other
+    assert verifier.remembered_for(other) == 1
+
+
+def test_refused_authorisation_takes_no_cache_room() -> None:
+    verifier = _verifier()
+
+    def refuse(app_key: str) -> None:
+        raise PermissionError(app_key)
+
+    headers = _signed()
+    for _ in range(3):
+        with pytest.raises(PermissionError):
+            _ok(verifier, headers, authorise=refuse)
+    assert verifier.remembered_nonces == 0
+    seen: list[str] = []
+    assert _ok(verifier, headers, authorise=seen.append) == APP
+    assert seen == [APP] and verifier.remembered_nonces == 1
+
+
+def test_signed_requests_are_rate_limited_per_app() -> None:
+    other, other_secret = "app-2", "other-secret-2"
+    verifier = RequestVerifier({APP: SECRET, other: other_secret}, request_rate=2, request_burst=3)
+    for _ in range(3):
+        _ok(verifier, _signed())
+    with pytest.raises(AuthError) as info:
+        _ok(verifier, _signed())
+    assert info.value.reason is AuthFailure.RATE_LIMITED and info.value.status == 429
+    assert info.value.retry_after == pytest.approx(0.5)
+    headers = sign_request(other, other_secret, "POST", "/api/v1/x?a=1", b'{"k":1}', timestamp=NOW)
+    assert _ok(verifier, headers) == other
+    assert _ok(verifier, _signed(), now=NOW + 0.5) == APP
+
+
+def test_bad_signatures_are_throttled_per_source_and_per_key() -> None:
+    verifier = _verifier(failure_limit=3, failure_window=60)
+    bad = sign_request(APP, "not-the-secret", "POST", "/api/v1/x?a=1", b'{"k":1}', timestamp=NOW)
+    for _ in range(3):
+        assert _reason(verifier, bad, source="198.51.100.7") is AuthFailure.BAD_SIGNATURE
+    with pytest.raises(AuthError) as info:
+        _ok(verifier, _signed(), source="198.51.100.7")  # even a good one: refused unverified
+    assert info.value.reason is AuthFailure.TOO_MANY_FAILURES and info.value.status == 429
+    assert info.value.retry_after == pytest.approx(60)
+    # The app key is throttled too, but a source with a clean record still gets through...
+    assert _ok(verifier, _signed(), source="203.0.113.9") == APP
+    # ...while one that failed once is refused before its next guess is checked.
+    assert _reason(verifier, bad, source="192.0.2.1") is AuthFailure.BAD_SIGNATURE
+    assert _reason(verifier, bad, source="192.0.2.1") is AuthFailure.TOO_MANY_FAILURES
+    # An IPv6 client is its /64; the window ends and the source may try again.
+    for i in range(3):
+        _reason(verifier, bad, source=f"2001:db8::{i + 1}")
+    assert _reason(verifier, bad, source="2001:db8::99") is AuthFailure.TOO_MANY_FAILURES
+    assert _ok(verifier, _signed(timestamp=NOW + 60), now=NOW + 60, source="198.51.100.7") == APP
+
+
+def test_unknown_app_keys_count_against_the_source_only() -> None:
+    verifier = _verifier(failure_limit=2)
+    for i in range(5):
+        headers = sign_request(f"x{i}", SECRET, "POST", "/api/v1/x?a=1", b'{"k":1}', timestamp=NOW)
+        _reason(verifier, headers, source="198.51.100.7")
+    assert _ok(verifier, _signed(), source="203.0.113.9") == APP
+    assert _reason(verifier, _signed(), source="198.51.100.7") is AuthFailure.TOO_MANY_FAILURES
+
+
+def test_failure_throttle_is_bounded() -> None:
+    from xp2p.auth import MAX_TRACKED_KEYS, FailureThrottle
+
+    throttle = FailureThrottle(1, 60)
+    for i in range(MAX_TRACKED_KEYS + 50):
+        throttle.failed(f"k{i}", NOW)
+    assert len(throttle) == MAX_TRACKED_KEYS
+    assert throttle.blocked(f"k{MAX_TRACKED_KEYS + 49}", NOW) > 0
 
 
 def test_secrets_stay_out_of_errors() -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -35,15 +36,17 @@ from xp2p.auth import (
     normalise_permissions,
     turn_credentials,
 )
-from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig
+from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig, ConfigError
 from xp2p.cloud.device_ws import DeviceGateway
 from xp2p.cloud.edge import EdgeConfig, EdgeService
+from xp2p.cloud.edge.service import apps_allow
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.limits import RateLimiter
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.stun import StunServer, start_stun_server
-from xp2p.httpd import host_in_url, start_site
+from xp2p.httpd import ConnectionLimits, ThrottledLog, host_in_url, start_site
 from xp2p.link.config import StunInfo
+from xp2p.trust import server_ssl_context
 
 logger = logging.getLogger("xp2p.cloud")
 
@@ -125,16 +128,26 @@ class CloudServer:
         self.hub = SignallingHub()
         self._clock = clock
         self._offers = RateLimiter(config.offer_rate, config.offer_burst)
+        #: one line per key per interval for refusals an attacker can repeat at will
+        self._throttled_log = ThrottledLog(logger)
         grant_key = config.load_grant_key()
         self._signer = GrantSigner(grant_key)
-        self._verifier = RequestVerifier({a.key: a.secret for a in config.apps})
+        #: replay cache, rate and failure throttle per app (config limits), shared with the edge
+        self._verifier: RequestVerifier = config.request_verifier()
         edge = edge or EdgeConfig()
         #: the 1vN edge (rooms, tracker), on by default; it signs chunks with the grant key
         self.edge: EdgeService | None = None
         if edge.enabled:
             self.edge = EdgeService(
-                edge, grant_key, self._verifier, ice_servers=self._ice_servers, clock=clock
+                edge,
+                grant_key,
+                self._verifier,
+                ice_servers=self._ice_servers,
+                clock=clock,
+                app_allows=apps_allow(config.apps),
             )
+        # Plain HTTP only on loopback (ConfigError naming host otherwise): issue 10 item 3.
+        config.check_transport()
         self._gateway = DeviceGateway(
             config, self.registry, self.hub, self._device_welcome, clock=clock
         )
@@ -160,7 +173,16 @@ class CloudServer:
         )
         try:
             self._runner, self._port = await start_site(
-                self.create_app(), cfg.host, cfg.port, shutdown_timeout=SHUTDOWN_TIMEOUT
+                self.create_app(),
+                cfg.host,
+                cfg.port,
+                ssl_context=self._tls_context(),
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                limits=ConnectionLimits(
+                    header_timeout=cfg.header_timeout,
+                    keepalive_timeout=cfg.keepalive_timeout,
+                    max_per_source=cfg.max_connections_per_source,
+                ),
             )
         except BaseException:
             self._stun.close()
@@ -191,7 +213,24 @@ class CloudServer:
         host = self.config.host
         if host in WILDCARD_HOSTS:
             host = self.config.advertised_host
-        return f"http://{host_in_url(host)}:{self._port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{host_in_url(host)}:{self._port}"
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+            logger.warning(
+                "cloud serves plain HTTP on loopback %s: for local use only (configure "
+                "tls_cert_file/tls_key_file to serve devices and apps elsewhere)",
+                cfg.host,
+            )
+            return None
+        try:
+            return server_ssl_context(cfg.tls_cert_file, cfg.tls_key_file)
+        except (OSError, ssl.SSLError):
+            raise ConfigError(
+                "tls_cert_file/tls_key_file: cannot load a PEM certificate chain and its key"
+            ) from None
 
     @property
     def stun_address(self) -> tuple[str, int]:
@@ -263,28 +302,58 @@ class CloudServer:
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"name": "xp2p", "version": __version__})
 
-    async def _authenticate(self, request: web.Request) -> tuple[AppConfig, bytes]:
+    async def _authenticate(
+        self, request: web.Request, authorise: Callable[[AppConfig, bytes], None] | None = None
+    ) -> tuple[AppConfig, bytes]:
+        """Verify the request's signature, then ``authorise(app, body)`` (which raises
+        ApiError to refuse): only a request that passes both takes room in the replay cache."""
         body = await request.read()  # raises 413 past client_max_size
+
+        def check(app_key: str) -> None:
+            if authorise is not None:
+                authorise(self._app(app_key), body)
+
         try:
             app_key = self._verifier.verify(
-                request.method, request.raw_path, request.headers, body, self._clock()
+                request.method,
+                request.raw_path,
+                request.headers,
+                body,
+                self._clock(),
+                source=request.remote,
+                authorise=check,
             )
         except AuthError as exc:
-            raise ApiError(401, exc.code, exc.message) from None
+            extra = {} if exc.retry_after is None else {"retry_after": round(exc.retry_after, 3)}
+            if exc.status == 429:
+                self._throttled_log.warning(
+                    exc.code, "app request refused (%s) from %s", exc.code, request.remote
+                )
+            raise ApiError(exc.status, exc.code, exc.message, **extra) from None
+        return self._app(app_key), body
+
+    def _app(self, app_key: str) -> AppConfig:
         app = self.config.app(app_key)
         assert app is not None  # the verifier only knows configured apps
-        return app, body
+        return app
 
-    async def _device_target(self, request: web.Request) -> tuple[AppConfig, bytes, str, str]:
+    async def _device_target(
+        self, request: web.Request, authorise: Callable[[AppConfig, bytes], None] | None = None
+    ) -> tuple[AppConfig, bytes, str, str]:
         """Authenticate, then check the app may use the device named in the path."""
-        app, body = await self._authenticate(request)
         pid, dev = request.match_info["product_id"], request.match_info["device_name"]
-        if not app.allows(pid):
-            raise ApiError(403, "forbidden", "this app may not access that product")
-        if not (NAME_RE.fullmatch(pid) and NAME_RE.fullmatch(dev)) or (
-            self.config.device(pid, dev) is None
-        ):
-            raise ApiError(404, "unknown_device", "no such device")
+
+        def check(app: AppConfig, body: bytes) -> None:
+            if not app.allows(pid):
+                raise ApiError(403, "forbidden", "this app may not access that product")
+            if not (NAME_RE.fullmatch(pid) and NAME_RE.fullmatch(dev)) or (
+                self.config.device(pid, dev) is None
+            ):
+                raise ApiError(404, "unknown_device", "no such device")
+            if authorise is not None:
+                authorise(app, body)
+
+        app, body = await self._authenticate(request, check)
         return app, body, pid, dev
 
     async def _create_session(self, request: web.Request) -> web.Response:
@@ -302,20 +371,37 @@ class CloudServer:
                 "xp2p_info": presence.xp2p_info if presence else None,
                 "online": bool(presence and presence.online),
                 "report_time": presence.report_time if presence else None,
+                # Two agents signing in with one identity keep replacing each other.
+                "duplicate_identity": bool(presence and presence.duplicate_identity),
+                "session_replacements": presence.session_replacements if presence else 0,
             }
         )
 
     async def _grant(self, request: web.Request) -> web.Response:
-        app, body, pid, dev = await self._device_target(request)
-        perms = json_object(body).get("permissions")
-        if perms is not None and not (
-            isinstance(perms, list) and all(isinstance(p, str) for p in perms)
-        ):
-            raise ApiError(400, "bad_request", "permissions must be a list of strings")
-        try:
-            permissions = normalise_permissions(perms)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+        asked: list[frozenset[str]] = []
+
+        def check_permissions(app: AppConfig, body: bytes) -> None:
+            perms = json_object(body).get("permissions")
+            if perms is not None and not (
+                isinstance(perms, list) and all(isinstance(p, str) for p in perms)
+            ):
+                raise ApiError(400, "bad_request", "permissions must be a list of strings")
+            allowed = frozenset(app.permissions)
+            try:
+                # No list: everything this app may have, which is all of them by default.
+                wanted = allowed if perms is None else normalise_permissions(perms)
+            except ValueError as exc:
+                raise ApiError(400, "bad_request", str(exc)) from None
+            if not wanted <= allowed:
+                raise ApiError(
+                    403,
+                    "permission_not_allowed",
+                    "this app may not be granted: " + ", ".join(sorted(wanted - allowed)),
+                )
+            asked.append(wanted)
+
+        app, _, pid, dev = await self._device_target(request, check_permissions)
+        permissions = asked[0]
         now = int(self._clock())
         grant = AccessGrant(app.key, pid, dev, permissions, now, now + self.config.grant_ttl)
         token = self._signer.sign(grant)
@@ -338,7 +424,13 @@ class CloudServer:
             raise ApiError(400, "bad_request", f"offer exceeds {MAX_OFFER_SIZE} bytes")
         wait = self._offers.take((app.key, pid, dev), time.monotonic())
         if wait > 0:
-            logger.warning("app %s: too many offers to %s/%s, refused one", app.key, pid, dev)
+            self._throttled_log.warning(
+                ("offers", app.key, pid, dev),
+                "app %s: too many offers to %s/%s, refused one",
+                app.key,
+                pid,
+                dev,
+            )
             raise ApiError(
                 429,
                 "rate_limited",

@@ -13,13 +13,32 @@ can configure several parts::
                                     # host (or public_host) must be an IP of this machine
     grant_ttl = 300
     connect_timeout = 5.0
+    offer_rate = 2.0                # offers per second one app may send one device...
+    offer_burst = 20                # ...after this many at once (429 rate_limited)
+    request_rate = 200.0            # signed requests per second per app...
+    request_burst = 1000            # ...after this many at once (429 rate_limited)
+    nonce_quota = 100000            # request nonces remembered per app (replay cache)
+    clock_skew = 30                 # seconds a request may be stamped ahead of the cloud
+    auth_failure_limit = 20         # bad signatures per source (and per app key) in...
+    auth_failure_window = 60.0      # ...this many seconds, then 429 too_many_failures
+    stun_rate = 20.0                # STUN answers per second per source address...
+    stun_burst = 40                 # ...after this many at once (the rest are dropped)
+    header_timeout = 10.0           # seconds a new connection has to send its request headers
+    keepalive_timeout = 20.0        # seconds an idle keep-alive connection stays open
+    max_connections_per_source = 256  # open HTTP connections per client address
     grant_key_file = "grant.pem"    # Ed25519 private key (PEM, unencrypted); relative paths
                                     # are taken from the config file's directory
+    tls_cert_file = "cloud.pem"     # serve HTTPS/WSS with this certificate chain (PEM) and
+    tls_key_file = "cloud-key.pem"  # key; required unless host is a loopback address (plain
+                                    # HTTP is then allowed, with a warning: demo and tests)
 
     [[apps]]
     key = "my-app"
     secret = "..."
     products = ["*"]                # or a list of product ids
+    permissions = ["live", "playback", "download", "voice", "command"]
+                                    # what its grants may allow (default: all of these); a
+                                    # grant request asking for more is refused 403
 
     [[devices]]
     product_id = "DEMO"
@@ -48,11 +67,25 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from xp2p.auth import (
+    DEFAULT_FAILURE_LIMIT,
+    DEFAULT_FAILURE_WINDOW,
+    DEFAULT_REQUEST_BURST,
+    DEFAULT_REQUEST_RATE,
+    FUTURE_SKEW,
+    MAX_REMEMBERED_NONCES,
+    PERMISSIONS,
+    RequestVerifier,
+)
+
 #: Product ids and device names: they appear in URL paths and logs, so keep them plain.
 NAME_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
-#: Shorter secrets are refused: HMAC keys this short are guessable offline.
-MIN_SECRET_LENGTH = 8
+#: Shorter secrets are refused: an HMAC key this short is guessable offline from one proof.
+MIN_SECRET_LENGTH = 16
+#: coturn's static-auth-secret never leaves the operator's machines; kept at the old floor.
+MIN_TURN_SECRET_LENGTH = 8
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+ALL_PERMISSIONS: tuple[str, ...] = tuple(sorted(PERMISSIONS))
 
 
 class ConfigError(ValueError):
@@ -64,6 +97,8 @@ class AppConfig:
     key: str
     secret: str = field(repr=False)
     products: tuple[str, ...] = ("*",)
+    #: What this app's grants may allow: the operator's ceiling on every grant request.
+    permissions: tuple[str, ...] = ALL_PERMISSIONS
 
     def allows(self, product_id: str) -> bool:
         return "*" in self.products or product_id in self.products
@@ -101,9 +136,36 @@ class CloudConfig:
     #: then ``offer_rate`` per second; beyond that 429 rate_limited (each costs the device).
     offer_rate: float = 2.0
     offer_burst: int = 20
+    #: Signed requests one app may make (all its users together): ``request_burst`` at once,
+    #: then ``request_rate`` per second; beyond that 429 rate_limited.
+    request_rate: float = DEFAULT_REQUEST_RATE
+    request_burst: int = DEFAULT_REQUEST_BURST
+    #: Request nonces remembered per app; past it that app's own window tightens.
+    nonce_quota: int = MAX_REMEMBERED_NONCES
+    #: Seconds a request's timestamp may be ahead of the cloud's clock.
+    clock_skew: int = FUTURE_SKEW
+    #: Bad signatures one source (or one app key) may send in ``auth_failure_window`` s
+    #: before further attempts are refused unverified (429 too_many_failures).
+    auth_failure_limit: int = DEFAULT_FAILURE_LIMIT
+    auth_failure_window: float = DEFAULT_FAILURE_WINDOW
+    #: STUN answers per source address: ``stun_burst`` at once, then ``stun_rate`` a second.
+    stun_rate: float = 20.0
+    stun_burst: int = 40
+    #: HTTP connection limits (:class:`xp2p.httpd.ConnectionLimits`).
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 20.0
+    max_connections_per_source: int = 256
+    #: HTTPS/WSS certificate chain and key (PEM); both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.host), "host", "must not be empty")
+        _check(
+            (self.tls_cert_file is None) == (self.tls_key_file is None),
+            "tls_cert_file" if self.tls_cert_file is None else "tls_key_file",
+            "tls_cert_file and tls_key_file go together",
+        )
         _check_port(self.port, "port")
         _check_port(self.stun_port, "stun_port")
         if self.stun_alt_port is not None:
@@ -145,6 +207,21 @@ class CloudConfig:
             "must be a number of offers per second in (0, 1000]",
         )
         _check_int(self.offer_burst, "offer_burst", 1, 10000)
+        for name, hi in (
+            ("request_rate", 1e6),
+            ("auth_failure_window", 86400),
+            ("stun_rate", 1e6),
+            ("header_timeout", 3600),
+            ("keepalive_timeout", 3600),
+        ):
+            value = getattr(self, name)
+            _check(_is_number(value) and 0 < value <= hi, name, f"must be a number in (0, {hi:g}]")
+        _check_int(self.request_burst, "request_burst", 1, 1_000_000)
+        _check_int(self.nonce_quota, "nonce_quota", 1, 10_000_000)
+        _check_int(self.clock_skew, "clock_skew", 0, 300)
+        _check_int(self.auth_failure_limit, "auth_failure_limit", 1, 1_000_000)
+        _check_int(self.stun_burst, "stun_burst", 1, 1_000_000)
+        _check_int(self.max_connections_per_source, "max_connections_per_source", 1, 1_000_000)
         keys: set[str] = set()
         for i, app in enumerate(self.apps):
             where = f"apps[{i}]"
@@ -157,6 +234,13 @@ class CloudConfig:
             for j, product in enumerate(app.products):
                 if product != "*":
                     _check_name(product, f"{where}.products[{j}]")
+            _check(bool(app.permissions), f"{where}.permissions", "must not be empty")
+            for j, perm in enumerate(app.permissions):
+                _check(
+                    perm in PERMISSIONS,
+                    f"{where}.permissions[{j}]",
+                    f"must be one of {', '.join(ALL_PERMISSIONS)}",
+                )
         seen: set[tuple[str, str]] = set()
         for i, dev in enumerate(self.devices):
             where = f"devices[{i}]"
@@ -177,7 +261,7 @@ class CloudConfig:
                     f"{where}.urls[{j}]",
                     "must be a turn: or turns: URL",
                 )
-            _check_secret(turn.shared_secret, f"{where}.shared_secret")
+            _check_secret(turn.shared_secret, f"{where}.shared_secret", MIN_TURN_SECRET_LENGTH)
             _check_int(turn.ttl, f"{where}.ttl", 60, 7 * 86400)
 
     @property
@@ -198,6 +282,43 @@ class CloudConfig:
         if self.stun_alt_host is not None and self.host in WILDCARD_HOSTS:
             return self.advertised_host
         return self.host
+
+    def request_verifier(self) -> RequestVerifier:
+        """The app request verifier with this config's limits (the cloud and a standalone
+        edge build theirs here, so both enforce the same ones)."""
+        return RequestVerifier(
+            {a.key: a.secret for a in self.apps},
+            future_skew=self.clock_skew,
+            max_nonces=self.nonce_quota,
+            request_rate=self.request_rate,
+            request_burst=self.request_burst,
+            failure_limit=self.auth_failure_limit,
+            failure_window=self.auth_failure_window,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether ``host`` is a loopback address (or ``localhost``), reachable from here only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_transport(self) -> None:
+        """Plain HTTP only on loopback: elsewhere a relay on the path could pose as the cloud
+        to devices and apps (issue 10 item 3). ConfigError naming ``host`` otherwise."""
+        _check(
+            self.tls or self.loopback_only,
+            "host",
+            f"listening on {self.host!r} needs TLS (tls_cert_file and tls_key_file, or "
+            "--tls-cert/--tls-key, or --tls-self-signed); plain HTTP is allowed on loopback only",
+        )
 
     def app(self, key: str) -> AppConfig | None:
         return next((a for a in self.apps if a.key == key), None)
@@ -258,6 +379,9 @@ class CloudConfig:
             "host", "port", "public_host", "stun_port", "stun_alt_port", "stun_alt_host",
             "apps", "devices",
             "grant_ttl", "connect_timeout", "turn", "grant_key_file", "offer_rate", "offer_burst",
+            "request_rate", "request_burst", "nonce_quota", "clock_skew", "auth_failure_limit",
+            "auth_failure_window", "stun_rate", "stun_burst", "header_timeout",
+            "keepalive_timeout", "max_connections_per_source", "tls_cert_file", "tls_key_file",
         }  # fmt: skip
         # The 1vN edge's table shares the file (`xp2p.cloud.edge.config.EdgeConfig`).
         unknown = sorted(set(doc) - known - {"edge"})
@@ -267,26 +391,37 @@ class CloudConfig:
         for name in ("host", "public_host", "stun_alt_host"):
             if name in doc:
                 kw[name] = _typed(doc[name], str, name)
-        for name in ("port", "stun_port", "stun_alt_port", "grant_ttl", "offer_burst"):
+        for name in (
+            "port", "stun_port", "stun_alt_port", "grant_ttl", "offer_burst", "request_burst",
+            "nonce_quota", "clock_skew", "auth_failure_limit", "stun_burst",
+            "max_connections_per_source",
+        ):  # fmt: skip
             if name in doc:
                 kw[name] = _typed(doc[name], int, name)
-        for name in ("connect_timeout", "offer_rate"):
+        for name in (
+            "connect_timeout", "offer_rate", "request_rate", "auth_failure_window", "stun_rate",
+            "header_timeout", "keepalive_timeout",
+        ):  # fmt: skip
             if name in doc:
                 value = doc[name]
                 _check(_is_number(value), name, "must be a number")
                 kw[name] = float(value)
-        if "grant_key_file" in doc:
-            key_path = Path(_typed(doc["grant_key_file"], str, "grant_key_file"))
-            if base_dir is not None and not key_path.is_absolute():
-                key_path = base_dir / key_path
-            kw["grant_key_file"] = key_path
+        for name in ("grant_key_file", "tls_cert_file", "tls_key_file"):
+            if name in doc:
+                file_path = Path(_typed(doc[name], str, name))
+                if base_dir is not None and not file_path.is_absolute():
+                    file_path = base_dir / file_path
+                kw[name] = file_path
         kw["apps"] = tuple(
             AppConfig(
                 key=_typed(t.get("key"), str, f"{w}.key"),
                 secret=_typed(t.get("secret"), str, f"{w}.secret"),
                 products=tuple(_str_list(t.get("products", ["*"]), f"{w}.products")),
+                permissions=tuple(
+                    _str_list(t.get("permissions", list(ALL_PERMISSIONS)), f"{w}.permissions")
+                ),
             )
-            for w, t in _tables(doc, "apps", {"key", "secret", "products"})
+            for w, t in _tables(doc, "apps", {"key", "secret", "products", "permissions"})
         )
         kw["devices"] = tuple(
             DeviceConfig(
@@ -340,9 +475,9 @@ def _check_name(value: object, where: str) -> None:
     _check(ok, where, "must be 1-64 characters of letters, digits and _ . : @ -")
 
 
-def _check_secret(value: object, where: str) -> None:
-    ok = isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH
-    _check(ok, where, f"must be a string of at least {MIN_SECRET_LENGTH} characters")
+def _check_secret(value: object, where: str, minimum: int = MIN_SECRET_LENGTH) -> None:
+    ok = isinstance(value, str) and len(value) >= minimum
+    _check(ok, where, f"must be a string of at least {minimum} characters")
 
 
 def _typed(value: Any, kind: type, where: str) -> Any:
