@@ -89,8 +89,10 @@ def run(
 ) -> dict[str, Any]:
     secret = secrets.token_urlsafe(18)
     http_port, origin_port = free_port(), free_port()
-    config = write_cloud_config(work / "cloud.toml", http_port, APP_KEY, secret)
     source = f"http://127.0.0.1:{origin_port}/live/bench.flv"
+    config = write_cloud_config(
+        work / "cloud.toml", http_port, APP_KEY, secret, edge_sources=[source]
+    )
     cloud_url = f"http://127.0.0.1:{http_port}"
     started: list[subprocess.Popen[bytes]] = []
     try:

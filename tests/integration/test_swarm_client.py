@@ -90,6 +90,8 @@ def app_params(cloud: CloudServer) -> AppParams:
 async def join(
     cloud: CloudServer, url: str, name: str, *, stream: bool = True, **info: Any
 ) -> Viewer:
+    assert cloud.edge is not None
+    cloud.edge.allow_source(url)  # a loopback origin: the edge pulls only what it is allowed
     viewer = Viewer(name)
     await viewer.module.init(app_params(cloud))
     await viewer.module.start_p2p_service(
@@ -407,6 +409,8 @@ async def test_viewers_survive_an_edge_restart(origin: OriginServer) -> None:
         )
         cloud = CloudServer(dataclasses.replace(config, port=port))  # a new edge key too
         await cloud.start()
+        assert cloud.edge is not None
+        cloud.edge.allow_source(url)
         await until(lambda: all("rejoined" in notified_states(v) for v in viewers), 30, "rejoined")
         marks = {v.name: len(v.data) for v in viewers}
         await until(

@@ -70,7 +70,14 @@ def test_viewer_processes_feed_each_other_and_play_the_edges_bytes(
 ) -> None:
     secret = secrets.token_urlsafe(18)
     http_port, origin_port = free_port(), free_port()
-    config = write_cloud_config(tmp_path / "cloud.toml", http_port, APP_KEY, secret)
+    # The origin is on loopback: the edge pulls it only because the config lists it.
+    config = write_cloud_config(
+        tmp_path / "cloud.toml",
+        http_port,
+        APP_KEY,
+        secret,
+        edge_sources=[f"http://127.0.0.1:{origin_port}"],
+    )
     xp2p = [sys.executable, "-m", "xp2p"]
     origin = Proc.start(
         "origin",

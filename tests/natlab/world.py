@@ -69,6 +69,8 @@ class LabWorld:
         if self.coturn is not None:
             urls = ", ".join(f'"{u}"' for u in self.coturn.urls("udp", "tcp"))
             lines += ["[[turn]]", f"urls = [{urls}]", f'shared_secret = "{self.coturn.secret}"']
+        # The lab's "public" net is TEST-NET-3, which the edge refuses unless listed.
+        lines += ["[edge]", f'allowed_sources = ["http://{CLOUD_IP}:8081"]']
         config.write_text("\n".join(lines) + "\n")
         config.chmod(0o600)
         argv = [sys.executable, "-m", "xp2p", "cloud", "--config", str(config)]

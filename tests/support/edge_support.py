@@ -17,7 +17,7 @@ from xp2p.swarm import edge_messages as messages
 from xp2p.swarm import edge_routes as routes
 
 APP_KEY = "edge-app"
-APP_SECRET = "edge-app-secret"
+APP_SECRET = "edge-app-secret-16+"
 FFPROBE = shutil.which("ffprobe")
 FFMPEG = shutil.which("ffmpeg")
 FINGERPRINT = "F" * 43

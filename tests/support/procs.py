@@ -25,12 +25,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
-def write_cloud_config(path: Path, port: int, app_key: str, app_secret: str) -> Path:
+def write_cloud_config(
+    path: Path, port: int, app_key: str, app_secret: str, *, edge_sources: Sequence[str] = ()
+) -> Path:
     """An ``xp2p cloud`` config on 127.0.0.1:``port`` (STUN on any free port) with one app
-    allowed every product; readable by its owner only, as it holds the secret."""
+    allowed every product; readable by its owner only, as it holds the secret.
+    ``edge_sources``: origins the edge may pull although they are on loopback."""
+    edge = ""
+    if edge_sources:
+        edge = "[edge]\nallowed_sources = [" + ", ".join(f'"{s}"' for s in edge_sources) + "]\n"
     path.write_text(
         f'host = "127.0.0.1"\nport = {port}\nstun_port = 0\n'
-        f'[[apps]]\nkey = "{app_key}"\nsecret = "{app_secret}"\nproducts = ["*"]\n'
+        f'[[apps]]\nkey = "{app_key}"\nsecret = "{app_secret}"\nproducts = ["*"]\n' + edge
     )
     path.chmod(0o600)
     return path

@@ -1,13 +1,20 @@
-"""The edge's sans-IO parts: tracker (neighbours, seeds), peer tokens, the chunk store."""
+"""The edge's sans-IO parts: tracker (neighbours, seeds), peer tokens, the chunk store, and
+the checks against issue 10's attacks (source policy, URL forms, buffer budget, stats bounds)."""
 
 from __future__ import annotations
 
 import random
+import socket
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from xp2p.cloud.edge.store import ChunkStore, Lookup
+from xp2p.cloud.config import ConfigError
+from xp2p.cloud.edge import EdgeConfig
+from xp2p.cloud.edge.peers import PeerSession
+from xp2p.cloud.edge.policy import PolicyResolver, SourcePolicy, SourceRefused, parse_allowed
+from xp2p.cloud.edge.store import BufferBudget, ChunkStore, Lookup
 from xp2p.flv import FlvHeader
 from xp2p.swarm import Chunk, InitChunk, peer_token
 from xp2p.swarm import edge_messages as messages
@@ -273,3 +280,161 @@ def test_store_is_bounded_in_bytes_whatever_the_timestamps() -> None:
     for seq in range(100):
         store.add(_chunk(seq, duration=0), b"y" * 1000)
     assert store.held_bytes <= 10_000 and len(store) == 10
+
+
+def test_store_is_bounded_by_age_when_timestamps_are_frozen() -> None:
+    store = ChunkStore(keep_seconds=30)
+    for seq in range(1000):  # one 0 ms chunk a second for 1000 s
+        store.add(_chunk(seq, duration=0), b"z" * 10, now=1000.0 + seq)
+    assert len(store) <= 61 and store.held_bytes <= 610
+
+
+def test_budget_bounds_all_rooms_and_the_biggest_gives_way() -> None:
+    budget = BufferBudget(50_000)
+    quiet = ChunkStore(keep_seconds=30, max_bytes=1 << 20, budget=budget)
+    hog = ChunkStore(keep_seconds=30, max_bytes=1 << 20, budget=budget)
+    for seq in range(10):
+        quiet.add(_chunk(seq), b"q" * 1000)
+    for seq in range(500):  # a hostile source: 0 ms chunks, 5 MB
+        hog.add(_chunk(seq, duration=0), b"h" * 10_000)
+    assert budget.used == quiet.held_bytes + hog.held_bytes <= 50_000
+    assert len(quiet) == 10  # the quiet room kept all it had
+    hog.clear()
+    assert budget.used == quiet.held_bytes and len(hog) == 0 and hog.init_data is None
+
+
+# --- against SSRF (issue 10 item 2) ----------------------------------------------------------
+
+REFUSED_HOSTS = [
+    "127.0.0.1", "localhost", "0x7f000001", "2130706433", "[::1]", "[::ffff:127.0.0.1]",
+    "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1", "0.0.0.0",
+    "100.64.0.1", "240.0.0.1", "[fe80::1]", "[fc00::1]", "[64:ff9b::7f00:1]", "[::]",
+    "192.0.2.7",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("host", REFUSED_HOSTS)
+async def test_sources_on_internal_addresses_are_refused(host: str) -> None:
+    with pytest.raises(SourceRefused):
+        await SourcePolicy().check(f"http://{host}:8080/live/x.flv")
+
+
+async def test_public_and_allowed_sources_pass() -> None:
+    await SourcePolicy().check("http://8.8.8.8/x.flv")
+    await SourcePolicy().check("https://[2001:4860:4860::8888]:8443/x.flv")
+    policy = SourcePolicy(parse_allowed(("HTTP://127.0.0.1:8090",)))
+    await policy.check("http://127.0.0.1:8090/live/test.flv?x=1")
+    for other in ("http://127.0.0.1:8091/x", "https://127.0.0.1:8090/x", "http://localhost:8090/"):
+        with pytest.raises(SourceRefused):
+            await policy.check(other)
+    assert policy.host_is_allowed("127.0.0.1", 8090) and not policy.host_is_allowed("x", 8090)
+    with pytest.raises(ValueError, match="origin"):
+        parse_allowed(("ftp://x",))
+
+
+async def test_the_resolver_drops_internal_answers_dns_rebinding() -> None:
+    class Rebinding(AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            return [
+                ResolveResult(
+                    hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0
+                )
+                for a in ("127.0.0.1", "93.184.215.14")
+            ]
+
+        async def close(self) -> None:
+            pass
+
+    resolver = PolicyResolver(SourcePolicy(parse_allowed(("http://allowed:80",))), Rebinding())
+    assert [r["host"] for r in await resolver.resolve("evil.example", 80)] == ["93.184.215.14"]
+    assert len(await resolver.resolve("allowed", 80)) == 2  # an allowed origin's host
+    with pytest.raises(OSError, match="no public address"):
+        await PolicyResolver(SourcePolicy(), _OnlyLoopback()).resolve("evil.example", 80)
+
+
+class _OnlyLoopback(AbstractResolver):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def test_urls_are_normalised_for_rooms_and_redacted_for_logs() -> None:
+    same = [
+        "http://origin.example/live/a.flv?t=1",
+        "HTTP://Origin.Example:80/live/a.flv?t=1",
+        "http://origin.example./live/a.flv?t=1#frag",
+    ]
+    assert len({routes.room_id(u) for u in same}) == 1
+    assert routes.room_id("http://origin.example/live/a.flv?t=2") != routes.room_id(same[0])
+    assert routes.normalise_url("https://H:443") == "https://h/"
+    assert routes.url_origin("https://H/x") == "https://h:443"
+    assert routes.url_origin("http://[::1]/") == "http://[::1]:80"
+    redacted = routes.redact_url("http://user:p%40ss@cam.example:8080/live?token=SECRET&a=b#x")
+    assert redacted == "http://cam.example:8080/live?token=&a="
+    assert "SECRET" not in redacted and "p%40ss" not in redacted
+
+
+# --- signals and stats (issue 10 item 7) ------------------------------------------------------
+
+
+def test_only_assigned_neighbours_are_linked() -> None:
+    tracker = _tracker()
+    _fill(tracker, 30)
+    peer = tracker.peers["p0"]
+    for other in tracker.peers:
+        expected = other in peer.out or other in peer.inbound
+        assert tracker.linked("p0", other) == expected == tracker.linked(other, "p0")
+    assert not tracker.linked("nobody", "p0")
+    assert any(not tracker.linked("p0", o) for o in tracker.peers if o != "p0")
+
+
+def test_impossible_stats_are_refused_and_not_counted() -> None:
+    tracker = _tracker()
+    tracker.join("a", "F" * 43, "open", True, NOW)
+    assert tracker.report("a", PeerStats(p2p_bytes=5000, stalls=1), NOW + 2)
+    assert not tracker.report("a", PeerStats(p2p_bytes=2**62), NOW + 4)
+    assert not tracker.report("a", PeerStats(uploaded_bytes=routes.REPORT_SLACK + 1), NOW)
+    assert not tracker.report("a", PeerStats(stalls=10**6), NOW + 4)
+    assert not tracker.report("a", PeerStats(neighbours=10**6), NOW + 4)
+    assert tracker.totals().p2p_bytes == 5000 and tracker.totals().stalls == 1
+    assert tracker.report("a", PeerStats(p2p_bytes=routes.MAX_REPORT_RATE * 10), NOW + 10)
+    assert not tracker.report("ghost", PeerStats(), NOW)
+
+
+def test_signal_bucket_refuses_a_burst_beyond_its_size() -> None:
+    bucket = PeerSession.__new__(PeerSession)
+    bucket._tokens, bucket._tokens_at = float(routes.SIGNAL_BURST), None
+    allowed = sum(bucket.may_signal(100.0) for _ in range(100))
+    assert allowed == routes.SIGNAL_BURST
+    assert bucket.may_signal(100.0 + 1 / routes.SIGNAL_RATE + 1e-6)
+    assert not bucket.may_signal(100.0 + 1 / routes.SIGNAL_RATE + 2e-6)
+
+
+def test_edge_config_checks_the_new_fields() -> None:
+    config = EdgeConfig.from_dict(
+        {"allowed_sources": ["http://127.0.0.1:8081"], "source_products": {
+            "http://127.0.0.1:8081": "DEMO"}, "max_buffer_bytes": 1 << 28, "join_grace": 5}
+    )  # fmt: skip
+    assert config.product_of("http://127.0.0.1:8081/live/x.flv") == "DEMO"
+    assert config.product_of("http://127.0.0.1:8082/live/x.flv") is None
+    assert config.source_policy().is_allowed_origin("http://127.0.0.1:8081/a")
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"allowed_sources": ["gopher://x"]}, "allowed_sources"),
+        ({"allowed_sources": "http://x"}, "allowed_sources"),
+        ({"max_buffer_bytes": 1 << 20}, "max_buffer_bytes"),
+        ({"join_grace": 99}, "join_grace"),
+        ({"max_rooms_per_app": 0}, "max_rooms_per_app"),
+    ]
+    for doc, field in cases:
+        with pytest.raises(ConfigError, match=rf"edge\.{field}"):
+            EdgeConfig.from_dict(doc)

@@ -170,6 +170,8 @@ class CloudServer:
             alt_port=cfg.stun_alt_port,
             alt_host=cfg.stun_alt_host,
             advertised_host=cfg.advertised_host,
+            rate=cfg.stun_rate,
+            burst=cfg.stun_burst,
         )
         try:
             self._runner, self._port = await start_site(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from xp2p.link.nat_behaviour import NatType
 
 from .edge_messages import Neighbour, PeerStats
-from .edge_routes import STATS_INTERVAL
+from .edge_routes import MAX_REPORT_RATE, REPORT_SLACK, STATS_INTERVAL
 
 #: NAT pairs where no direct path can exist (the link layer relays them through TURN):
 #: handed out only when nothing else is left, so the swarm does not lean on the relay.
@@ -185,16 +185,34 @@ class Tracker:
         update.neighbours[peer_id] = self.neighbours_of(peer_id)
         return update
 
-    def report(self, peer_id: str, stats: PeerStats, now: float) -> None:
+    def linked(self, a: str, b: str) -> bool:
+        """Did the tracker pair ``a`` and ``b`` (either's list holds the other)? Only such
+        pairs may signal each other through the edge."""
+        peer = self.peers.get(a)
+        return peer is not None and (b in peer.out or b in peer.inbound)
+
+    def report(self, peer_id: str, stats: PeerStats, now: float) -> bool:
+        """Take a peer's cumulative report; False (and not taken) when it claims what is not
+        possible: a byte figure over `MAX_REPORT_RATE` x the seconds since its join plus
+        `REPORT_SLACK`, more stalls than one per 100 ms, more neighbours than links allow."""
         peer = self.peers.get(peer_id)
         if peer is None:
-            return
+            return False
+        elapsed = max(now - peer.joined, 0.0)
+        cap = MAX_REPORT_RATE * elapsed + REPORT_SLACK
+        if (
+            max(stats.p2p_bytes, stats.cdn_bytes, stats.uploaded_bytes) > cap
+            or stats.stalls > 10 * elapsed + 10
+            or stats.neighbours > 2 * self.config.max_degree
+        ):
+            return False
         if peer.stats_at is not None and now > peer.stats_at:
             sent = max(stats.uploaded_bytes - peer.stats.uploaded_bytes, 0)
             sample = sent / (now - peer.stats_at)
             peer.upload_rate += RATE_ALPHA * (sample - peer.upload_rate)
         peer.stats = stats
         peer.stats_at = now
+        return True
 
     def totals(self) -> PeerStats:
         """The room's sums: departed peers' last reports plus the online peers' latest."""

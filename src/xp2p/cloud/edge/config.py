@@ -9,8 +9,20 @@
     stall_timeout = 5.0     # no byte from the source this long: stalled, reconnect
     give_up = 60.0          # reconnecting this long without success: the room ends
     keep_seconds = 30.0     # chunks kept for late and lagging viewers (at least 30)
-    max_rooms = 100
+    max_rooms = 100         # rooms with a viewer's WebSocket open
+    max_pending_rooms = 20  # rooms whose joiners have not opened their WebSocket yet
+    max_rooms_per_app = 10  # rooms one app has made (open or pending)
+    join_grace = 10.0       # a join's WebSocket must open within this (at most 30)
     chunk_ms = 330
+    max_room_bytes = 134217728   # one room's chunks at most (128 MiB)
+    max_buffer_bytes = 268435456 # all rooms' chunks at most (256 MiB): the biggest room
+                                 # gives way first
+    # Sources: public addresses only, unless listed here (scheme://host:port, exact match
+    # after normalisation; a redirect's target is checked the same way).
+    allowed_sources = ["http://127.0.0.1:8081"]
+    # A room of one of these origins is also joinable by every app allowed the product
+    # (an app's `products`); any other room belongs to the app that made it alone.
+    source_products = { "http://127.0.0.1:8081" = "DEMO" }
     source_ca_file = "origin.pem"   # trust this CA (PEM) for https sources, besides the
                                     # system store; relative to the config file
     stun = ["stun:stun.example.com:3478"]  # `xp2p edge` only: handed out with TURN
@@ -24,6 +36,9 @@ from typing import Any
 
 from xp2p.cloud.config import ConfigError, read_toml
 from xp2p.swarm.chunk import DEFAULT_TARGET_MS
+from xp2p.swarm.edge_routes import JOIN_GRACE, url_origin
+
+from .policy import SourcePolicy, parse_allowed
 
 #: A viewer's playout buffer plus its retries must fit in what the edge keeps.
 MIN_KEEP_SECONDS = 30.0
@@ -43,6 +58,15 @@ class EdgeConfig:
     connect_timeout: float = 5.0
     #: cap on what one room holds whatever the bitrate (128 MiB: 30 s at 35 Mbit/s)
     max_room_bytes: int = 128 * 1024 * 1024
+    #: cap on what all rooms hold together; over it, the room holding most gives way
+    max_buffer_bytes: int = 256 * 1024 * 1024
+    max_pending_rooms: int = 20
+    max_rooms_per_app: int = 10
+    join_grace: float = 10.0
+    #: origins (`xp2p.swarm.edge_routes.url_origin` form) pulled whatever their address
+    allowed_sources: tuple[str, ...] = ()
+    #: origin -> product id: who besides the room's maker may join its rooms
+    source_products: tuple[tuple[str, str], ...] = ()
     source_ca_file: Path | None = None
     stun: tuple[str, ...] = ()
 
@@ -61,8 +85,37 @@ class EdgeConfig:
         _check(1 <= self.max_rooms <= 100_000, "max_rooms", "must be in [1, 100000]")
         _check(50 <= self.chunk_ms <= 5000, "chunk_ms", "must be in [50, 5000]")
         _check(self.max_room_bytes >= 1 << 20, "max_room_bytes", "must be at least 1 MiB")
+        _check(
+            self.max_buffer_bytes >= self.max_room_bytes,
+            "max_buffer_bytes",
+            "must be at least max_room_bytes",
+        )
+        _check(
+            1 <= self.max_pending_rooms <= 100_000, "max_pending_rooms", "must be in [1, 100000]"
+        )
+        _check(
+            1 <= self.max_rooms_per_app <= 100_000, "max_rooms_per_app", "must be in [1, 100000]"
+        )
+        ok = isinstance(self.join_grace, int | float) and 1 <= self.join_grace <= JOIN_GRACE
+        _check(ok, "join_grace", f"must be a number of seconds in [1, {JOIN_GRACE:g}]")
+        try:
+            parse_allowed(self.allowed_sources)
+            parse_allowed(tuple(o for o, _ in self.source_products))
+        except ValueError as exc:
+            raise ConfigError(f"edge.allowed_sources: {exc}") from None
         for url in self.stun:
             _check(url.startswith("stun:"), "stun", "entries must be stun: URLs")
+
+    def source_policy(self) -> SourcePolicy:
+        return SourcePolicy(parse_allowed(self.allowed_sources))
+
+    def product_of(self, url: str) -> str | None:
+        """The product whose apps share rooms of ``url`` (None: its maker's alone)."""
+        origin = url_origin(url)
+        for entry, product in self.source_products:
+            if url_origin(entry) == origin:
+                return product
+        return None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> EdgeConfig:
@@ -75,9 +128,11 @@ class EdgeConfig:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], *, base_dir: Path | None = None) -> EdgeConfig:
-        floats = ("linger", "stall_timeout", "give_up", "keep_seconds", "connect_timeout")
-        ints = ("port", "max_rooms", "chunk_ms", "max_room_bytes")
+        floats = "linger stall_timeout give_up keep_seconds connect_timeout join_grace".split()
+        ints = "port max_rooms chunk_ms max_room_bytes max_buffer_bytes".split()
+        ints += ["max_pending_rooms", "max_rooms_per_app"]
         known = {*floats, *ints, "enabled", "source_ca_file", "stun"}
+        known |= {"allowed_sources", "source_products"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise ConfigError(f"edge.{unknown[0]}: unknown setting")
@@ -105,6 +160,16 @@ class EdgeConfig:
             ok = isinstance(stun, list) and all(isinstance(s, str) for s in stun)
             _check(ok, "stun", "must be a list of stun: URLs")
             kw["stun"] = tuple(stun)
+        if "allowed_sources" in doc:
+            allowed = doc["allowed_sources"]
+            ok = isinstance(allowed, list) and all(isinstance(a, str) for a in allowed)
+            _check(ok, "allowed_sources", "must be a list of http(s)://host:port origins")
+            kw["allowed_sources"] = tuple(allowed)
+        if "source_products" in doc:
+            table = doc["source_products"]
+            ok = isinstance(table, dict) and all(isinstance(v, str) for v in table.values())
+            _check(ok, "source_products", "must be a table of origin = product id")
+            kw["source_products"] = tuple(sorted(table.items()))
         return cls(**kw)
 
 

@@ -3,6 +3,12 @@
 The edge never blocks on a viewer: messages for it go into a queue of `MAX_QUEUE` that one
 task drains into the socket. A viewer that does not read fills it and is disconnected
 (closing its WebSocket means leaving the room), instead of making the edge buffer for it.
+
+Signals relayed from other peers are different: they are what another peer chose to send,
+so they never count against the receiver. One goes into the queue only while it is less than
+half full (`send` with ``drop``), and each sender has a token bucket (`may_signal`,
+`SIGNAL_BURST` then `SIGNAL_RATE` a second): the sender's excess is refused and held against
+the sender's own channel.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from xp2p.swarm.edge_routes import SIGNAL_BURST, SIGNAL_RATE
 from xp2p.tasks import TaskSet
 
 logger = logging.getLogger("xp2p.edge")
@@ -37,10 +44,27 @@ class PeerSession:
         self._sender = self._tasks.spawn(self._drain(), "send")
         self.errors = 0  #: malformed or refused frames from this peer
         self.closed = False
+        self._tokens = float(SIGNAL_BURST)
+        self._tokens_at: float | None = None
 
-    def send(self, message: dict[str, Any]) -> bool:
-        """Queue ``message``; False (and the socket closes) when the peer is not reading."""
+    def may_signal(self, now: float) -> bool:
+        """Take a token for one signal this peer sends; False when it has none left."""
+        if self._tokens_at is not None:
+            elapsed = max(now - self._tokens_at, 0.0)
+            self._tokens = min(float(SIGNAL_BURST), self._tokens + elapsed * SIGNAL_RATE)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def send(self, message: dict[str, Any], *, drop: bool = False) -> bool:
+        """Queue ``message``; False (and the socket closes) when the peer is not reading.
+        With ``drop`` (a relayed signal), False and nothing else when the queue is half
+        full: the relay must not make the receiver look like a peer that does not read."""
         if self.closed:
+            return False
+        if drop and self._queue.qsize() >= MAX_QUEUE // 2:
             return False
         try:
             self._queue.put_nowait(message)

@@ -1,11 +1,16 @@
 """One room: one source URL pulled once, cut, signed and kept, and the viewers watching it.
 
-The room pulls while anyone watches: a joined viewer counts from its join (for
-`JOIN_GRACE` s, until its WebSocket opens) and for as long as its WebSocket stays open;
+The room pulls while anyone watches: a joined viewer counts from its join (for the
+config's ``join_grace`` s, until its WebSocket opens) and for as long as its WebSocket stays open;
 ``linger`` s after the last one is gone the room stops and the service forgets it. A source
 that sends nothing for ``stall_timeout`` s, drops, ends or breaks its FLV is reported as
 ``stalled`` and pulled again with exponential backoff (0.5 s to 10 s, jittered); the chunk
 numbers and the stream id go on, and after ``give_up`` s of failures the room ``ended``.
+
+A room belongs to the app that made it (``owner``) and, when its source's origin is given a
+product (``source_products``), to every app allowed that product; it is ``activated`` once
+a viewer's WebSocket opened in it, and only then counts against ``max_rooms``. Logs name the
+source by `redact_url` only.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ from xp2p.swarm.edge_messages import (
     SeedUpdate,
     StateUpdate,
 )
-from xp2p.swarm.edge_routes import JOIN_GRACE
+from xp2p.swarm.edge_routes import redact_url
 from xp2p.swarm.tracker import SEED_INTERVAL, Tracker, TrackerUpdate
 
 from .config import EdgeConfig
 from .peers import PeerSession
+from .policy import SourcePolicy
 from .source import SourceError, pull_flv
-from .store import ChunkStore, Lookup
+from .store import BufferBudget, ChunkStore, Lookup
 
 logger = logging.getLogger("xp2p.edge")
 
@@ -57,12 +63,22 @@ class Room:
         ssl_context: ssl.SSLContext | None = None,
         on_closed: Callable[[Room], None] = lambda room: None,
         clock: Callable[[], float] = time.monotonic,
+        owner: str = "",
+        product: str | None = None,
+        policy: SourcePolicy | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.url = url
         self.room_id = room_id
         self.config = config
+        self.owner = owner
+        self.product = product
+        self.activated = False  #: a viewer's WebSocket has opened in it
         self.stream_id = secrets.randbits(64)
-        self.store = ChunkStore(keep_seconds=config.keep_seconds, max_bytes=config.max_room_bytes)
+        self.store = ChunkStore(
+            keep_seconds=config.keep_seconds, max_bytes=config.max_room_bytes, budget=budget
+        )
+        self._policy = policy
         self.tracker = Tracker()
         self.state: RoomState = "starting"
         self.failure: SourceError | None = None
@@ -90,6 +106,20 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.room_id} {self.state} viewers={self.viewers}>"
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    def allows(self, app_key: str, app_allows: Callable[[str, str], bool] | None) -> bool:
+        """May ``app_key`` join and read this room? Its maker, and apps allowed its product."""
+        if app_key == self.owner:
+            return True
+        return (
+            self.product is not None
+            and app_allows is not None
+            and app_allows(app_key, self.product)
+        )
 
     # --- the source -------------------------------------------------------------------------
 
@@ -121,6 +151,7 @@ class Room:
                     connect_timeout=self.config.connect_timeout,
                     stall_timeout=self.config.stall_timeout,
                     ssl_context=self._ssl,
+                    policy=self._policy,
                 ):
                     if chunker is None:
                         chunker = self._connected()
@@ -138,7 +169,7 @@ class Room:
                     self._publish(chunker.flush(), chunker)
             if self.source_connects == 0:
                 self.failure = error
-                logger.info("room %s: source %s refused: %s", self.room_id, self.url, error)
+                logger.info("room %s: source %s failed: %s", self.room_id, self.safe_url, error)
                 self._settled.set()
                 self._set_state("ended")
                 return
@@ -174,7 +205,7 @@ class Room:
                 self._next_init_id = item.init_id + 1
                 self.store.add_init(item, data)
             else:
-                self.store.add(item, data)
+                self.store.add(item, data, self._clock())
         if items:
             self._new_chunk.set()
             self._new_chunk = asyncio.Event()
@@ -231,7 +262,7 @@ class Room:
     ) -> TrackerUpdate:
         update = self.tracker.join(peer_id, fingerprint, nat_type, upload, self._clock())
         loop = asyncio.get_running_loop()
-        self._pending[peer_id] = loop.call_later(JOIN_GRACE, self._expire_join, peer_id)
+        self._pending[peer_id] = loop.call_later(self.config.join_grace, self._expire_join, peer_id)
         self._update_linger()
         self.apply(update, skip=peer_id)
         return update
@@ -251,6 +282,7 @@ class Room:
         if old is not None:
             old.close(reason="replaced by a newer connection")
         self.sessions[session.peer_id] = session
+        self.activated = True
         peer = self.tracker.peers[session.peer_id]
         session.send(NeighboursUpdate(self.tracker.neighbours_of(peer.peer_id)).to_json())
         session.send(SeedUpdate(peer.seed).to_json())
@@ -289,7 +321,7 @@ class Room:
         if state == self.state:
             return
         self.state = state
-        logger.info("room %s (%s): %s", self.room_id, self.url, state)
+        logger.info("room %s (%s): %s", self.room_id, self.safe_url, state)
         for session in list(self.sessions.values()):
             session.send(StateUpdate(state).to_json())
         if state == "ended":
@@ -311,10 +343,11 @@ class Room:
             return
         if self.state != "ended" and self.viewers > 0:
             return
-        logger.info("room %s: stops pulling %s", self.room_id, self.url)
+        logger.info("room %s: stops pulling %s", self.room_id, self.safe_url)
         self.closed = True
         if self._task is not None:
             self._task.cancel()
+        self.store.clear()  # the memory goes now, not when the last reference does
         self._on_closed(self)
 
     async def aclose(self) -> None:
@@ -329,13 +362,14 @@ class Room:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.store.clear()
 
     def stats(self) -> RoomStats:
         totals = self.tracker.totals()
         cut = self.store.cut_bytes
         return RoomStats(
             room=self.room_id,
-            url=self.url,
+            url=self.safe_url,
             online=len(self.sessions),
             cdn_bytes=self.cdn_bytes,
             p2p_bytes=totals.p2p_bytes,

@@ -18,7 +18,7 @@ from xp2p.cloud.config import WILDCARD_HOSTS, CloudConfig
 from xp2p.httpd import host_in_url, start_site
 
 from .config import EdgeConfig
-from .service import EdgeService, edge_errors
+from .service import EdgeService, apps_allow, edge_errors
 
 logger = logging.getLogger("xp2p.edge")
 
@@ -32,7 +32,11 @@ class EdgeServer:
         self.host = host or cloud.host
         verifier = RequestVerifier({a.key: a.secret for a in cloud.apps})
         self.service = EdgeService(
-            config, cloud.load_grant_key(), verifier, ice_servers=self._ice_servers
+            config,
+            cloud.load_grant_key(),
+            verifier,
+            ice_servers=self._ice_servers,
+            app_allows=apps_allow(cloud.apps),
         )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None

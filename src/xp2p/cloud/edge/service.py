@@ -4,6 +4,14 @@
 (sharing its app accounts and request verifier) and standalone (`xp2p.cloud.edge.server`).
 Every failure is a JSON error with a specific code; an unexpected one is logged and answered
 500 ``internal_error``, never left to take the server down.
+
+Against the attacks of issue 10: sources pass `xp2p.cloud.edge.policy` (public addresses or
+``allowed_sources``, at the check, at the connect and on every redirect) and a joiner learns
+only "source refused" or "source unavailable"; a room is its maker's (and its product's
+apps'), and counts against ``max_rooms`` once a WebSocket opened in it, with quotas for
+pending rooms and per app; the stats list only the asking app's rooms. Over the WebSocket,
+signals go only between neighbours the tracker assigned, at a bounded rate whose excess is
+held against the sender, and stats reports beyond what is possible are refused.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -21,21 +29,38 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xp2p.auth import AuthError, RequestVerifier
+from xp2p.cloud.config import AppConfig
 from xp2p.swarm import ChunkSigner, peer_token
 from xp2p.swarm import edge_messages as messages
 from xp2p.swarm import edge_routes as routes
 
 from .config import EdgeConfig
 from .peers import CLOSE_POLICY, PeerSession
+from .policy import PolicyResolver, SourceRefused
 from .room import Room
 from .source import SourceError, source_ssl_context
-from .store import Lookup
+from .store import BufferBudget, Lookup
 
 logger = logging.getLogger("xp2p.edge")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IceServers = Callable[[str], list[dict[str, Any]]]
+#: (app key, product id) -> may that app read that product's rooms
+AppAllows = Callable[[str, str], bool]
+SOURCE_REFUSED = "source refused"
+SOURCE_UNAVAILABLE = "source unavailable"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def apps_allow(apps: Iterable[AppConfig]) -> AppAllows:
+    """`AppAllows` from the cloud's app accounts (their ``products``)."""
+    by_key = {a.key: a for a in apps}
+
+    def allows(app_key: str, product: str) -> bool:
+        app = by_key.get(app_key)
+        return app is not None and app.allows(product)
+
+    return allows
 
 
 class EdgeError(Exception):
@@ -85,6 +110,7 @@ class EdgeService:
         *,
         ice_servers: IceServers = lambda user: [],
         clock: Callable[[], float] = time.time,
+        app_allows: AppAllows | None = None,
     ) -> None:
         self.config = config
         self.signer = ChunkSigner(key)
@@ -96,6 +122,9 @@ class EdgeService:
         self.rooms: dict[str, Room] = {}
         self._http: aiohttp.ClientSession | None = None
         self._ssl = source_ssl_context(config.source_ca_file)
+        self._policy = config.source_policy()
+        self._budget = BufferBudget(config.max_buffer_bytes)
+        self._app_allows = app_allows
 
     def add_routes(self, app: web.Application) -> None:
         rooms = f"{routes.API}/rooms/{{room}}"
@@ -110,6 +139,10 @@ class EdgeService:
             await self.aclose()
 
         app.on_shutdown.append(close_rooms)
+
+    def allow_source(self, url: str) -> None:
+        """Pull ``url``'s origin whatever its address, as if ``allowed_sources`` listed it."""
+        self._policy.allow(url)
 
     async def aclose(self) -> None:
         rooms, self.rooms = list(self.rooms.values()), {}
@@ -131,14 +164,22 @@ class EdgeService:
             raise EdgeError(401, exc.code, exc.message) from None
         return app_key, body
 
-    def _room(self, request: web.Request) -> Room:
+    def _room(self, request: web.Request, app_key: str | None = None) -> Room:
+        """The room of the path; with ``app_key``, 403 unless that app may read it."""
         room_id = request.match_info["room"]
         if not routes.is_room_id(room_id):
             raise EdgeError(400, "bad_request", "malformed room id")
         room = self.rooms.get(room_id)
         if room is None:
             raise EdgeError(404, "unknown_room", "no such room on this edge (join first)")
+        if app_key is not None and not room.allows(app_key, self._app_allows):
+            raise EdgeError(403, "room_forbidden", "this room is another app's")
         return room
+
+    def _count_rooms(self) -> tuple[int, int]:
+        """(activated, pending) rooms."""
+        active = sum(1 for r in self.rooms.values() if r.activated and not r.closed)
+        return active, sum(1 for r in self.rooms.values() if not r.activated and not r.closed)
 
     def _room_closed(self, room: Room) -> None:
         if self.rooms.get(room.room_id) is room:
@@ -158,31 +199,26 @@ class EdgeService:
             join = messages.JoinRequest.from_json(body)
         except messages.MessageError as exc:
             raise EdgeError(400, exc.code, exc.message) from None
-        room_id = routes.room_id(join.url)
+        url = routes.normalise_url(join.url)
+        room_id = routes.room_id(url)
         if request.query.get("room", room_id) != room_id:
             raise EdgeError(400, "bad_request", "the room in the query is not the url's")
         room = self.rooms.get(room_id)
+        if room is not None and not room.closed and not room.allows(app_key, self._app_allows):
+            raise EdgeError(403, "room_forbidden", "this room is another app's")
         if room is None or room.closed:
-            if len(self.rooms) >= self.config.max_rooms:
-                raise EdgeError(503, "too_many_rooms", "this edge serves its maximum of rooms")
-            if self._http is None:
-                self._http = aiohttp.ClientSession()
-            room = Room(
-                join.url,
-                room_id,
-                self.config,
-                self.signer,
-                self._http,
-                ssl_context=self._ssl,
-                on_closed=self._room_closed,
-            )
-            self.rooms[room_id] = room
-            room.start()
+            room = await self._new_room(app_key, url, room_id)
         with room.joining():
             try:
                 await room.wait_ready()
             except SourceError as exc:
-                raise EdgeError(502, "source_unreachable", exc.message) from None
+                logger.info(
+                    "room %s: app %s refused: %s (%s)", room_id, app_key, exc.message,
+                    room.safe_url,
+                )  # fmt: skip
+                if exc.refused:
+                    raise EdgeError(403, "source_refused", SOURCE_REFUSED) from None
+                raise EdgeError(502, "source_unreachable", SOURCE_UNAVAILABLE) from None
             peer_id = secrets.token_urlsafe(12)
             update = room.add_peer(peer_id, join.fingerprint, join.nat_type, join.upload)
         peer = room.tracker.peers[peer_id]
@@ -209,9 +245,47 @@ class EdgeService:
         )
         return web.json_response(response.to_json())
 
+    async def _new_room(self, app_key: str, url: str, room_id: str) -> Room:
+        active, pending = self._count_rooms()
+        if active >= self.config.max_rooms or pending >= self.config.max_pending_rooms:
+            raise EdgeError(503, "too_many_rooms", "this edge serves its maximum of rooms")
+        mine = sum(1 for r in self.rooms.values() if r.owner == app_key and not r.closed)
+        if mine >= self.config.max_rooms_per_app:
+            raise EdgeError(429, "room_quota", "this app holds its maximum of rooms")
+        try:
+            await self._policy.check(url)
+        except SourceRefused as exc:
+            logger.info("join by app %s: %s refused: %s", app_key, routes.redact_url(url), exc)
+            raise EdgeError(403, "source_refused", SOURCE_REFUSED) from None
+        room = self.rooms.get(room_id)  # another join may have made it meanwhile
+        if room is not None and not room.closed:
+            if not room.allows(app_key, self._app_allows):
+                raise EdgeError(403, "room_forbidden", "this room is another app's")
+            return room
+        if self._http is None:
+            # The resolver refuses what the policy refuses at the connect itself (rebinding).
+            connector = aiohttp.TCPConnector(resolver=PolicyResolver(self._policy))
+            self._http = aiohttp.ClientSession(connector=connector)
+        room = Room(
+            url,
+            room_id,
+            self.config,
+            self.signer,
+            self._http,
+            ssl_context=self._ssl,
+            on_closed=self._room_closed,
+            owner=app_key,
+            product=self.config.product_of(url),
+            policy=self._policy,
+            budget=self._budget,
+        )
+        self.rooms[room_id] = room
+        room.start()
+        return room
+
     async def _live(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
-        room = self._room(request)
+        app_key, _ = await self._authenticate(request)
+        room = self._room(request, app_key)
         store = room.store
         info = messages.LiveInfo(
             room.stream_id,
@@ -224,15 +298,15 @@ class EdgeService:
         return web.json_response(info.to_json())
 
     async def _init(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
-        data = self._room(request).init_data()
+        app_key, _ = await self._authenticate(request)
+        data = self._room(request, app_key).init_data()
         if data is None:
             raise EdgeError(404, "not_yet", "the source has sent no sequence headers yet")
         return _octets(data)
 
     async def _chunk(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
-        room = self._room(request)
+        app_key, _ = await self._authenticate(request)
+        room = self._room(request, app_key)
         text = request.match_info["seq"]
         if not (text.isascii() and text.isdigit() and len(text) <= 20) or int(text) >= 2**64:
             raise EdgeError(400, "bad_request", "seq must be a u64 in decimal")
@@ -254,8 +328,12 @@ class EdgeService:
         return _octets(data)
 
     async def _stats(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
-        rooms = [room.stats().to_json() for room in self.rooms.values()]
+        app_key, _ = await self._authenticate(request)
+        rooms = [
+            room.stats().to_json()
+            for room in self.rooms.values()
+            if room.allows(app_key, self._app_allows)
+        ]
         return web.json_response({"rooms": rooms})
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
@@ -278,6 +356,8 @@ class EdgeService:
             raise EdgeError(401, "bad_token", "the token is another peer's")
         if not room.knows(peer_id):
             raise EdgeError(404, "unknown_peer", "this peer is not in the room (join again)")
+        if not room.activated and self._count_rooms()[0] >= self.config.max_rooms:
+            raise EdgeError(503, "too_many_rooms", "this edge serves its maximum of rooms")
         ws = web.WebSocketResponse(max_msg_size=4 * routes.MAX_WS_FRAME, heartbeat=20.0)
         await ws.prepare(request)
         session = PeerSession(peer_id, ws)
@@ -314,9 +394,20 @@ class EdgeService:
             if target is None or target is session:
                 self._refuse(session, "unknown_peer", f"no peer {message.peer} in this room")
                 return
-            target.send(message.relayed(session.peer_id).to_json(outgoing=True))
+            if not room.tracker.linked(session.peer_id, message.peer):
+                # Only the tracker's pairs talk: no member can flood an arbitrary peer.
+                self._refuse(session, "not_neighbour", f"peer {message.peer} is not a neighbour")
+                return
+            if not session.may_signal(time.monotonic()):
+                self._refuse(session, "rate_limited", "too many signals: slow down")
+                return
+            if not target.send(message.relayed(session.peer_id).to_json(outgoing=True), drop=True):
+                # The receiver is backed up: the sender's signal goes, the receiver stays.
+                self._refuse(session, "peer_busy", f"peer {message.peer} is busy: try later")
         elif isinstance(message, messages.PeerStats):
-            room.tracker.report(session.peer_id, message, time.monotonic())
+            if not room.tracker.report(session.peer_id, message, time.monotonic()):
+                self._refuse(session, "bad_stats", "stats beyond what is possible since the join")
+                return
             room.maybe_reselect_seeds()
         else:
             room.apply(room.tracker.need_neighbours(session.peer_id, message.exclude))

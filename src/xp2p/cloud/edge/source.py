@@ -7,23 +7,30 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import aiohttp
 
 from xp2p.cloud.config import ConfigError
 from xp2p.flv.header import SIGNATURE
+from xp2p.swarm.edge_messages import MessageError, check_source_url
+
+from .policy import SourcePolicy, SourceRefused, describe
 
 #: Bytes read from the source per call: a few frames of a typical stream.
 READ_SIZE = 64 * 1024
 
 
 class SourceError(Exception):
-    """The source could not be pulled; ``message`` says why in a way a viewer can act on."""
+    """The source could not be pulled. ``message`` is the detail for the edge's log (never a
+    URL or an object repr); a joining viewer is told only "source refused" (``refused``: the
+    policy said no) or "source unavailable" (anything else), which maps nothing."""
 
-    def __init__(self, message: str, *, not_flv: bool = False) -> None:
+    def __init__(self, message: str, *, not_flv: bool = False, refused: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.not_flv = not_flv
+        self.refused = refused
 
 
 class SourceStalled(SourceError):
@@ -42,6 +49,11 @@ def source_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+#: Redirects followed at most, each checked against the policy like the first URL.
+MAX_REDIRECTS = 3
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
 async def pull_flv(
     session: aiohttp.ClientSession,
     url: str,
@@ -49,32 +61,48 @@ async def pull_flv(
     connect_timeout: float,
     stall_timeout: float,
     ssl_context: ssl.SSLContext | None = None,
+    policy: SourcePolicy | None = None,
 ) -> AsyncIterator[bytes]:
     """The source's body, as it arrives; the first piece starts with the FLV signature.
 
     Raises SourceError when it cannot connect or answers something else than FLV within
-    ``connect_timeout``, and SourceStalled after ``stall_timeout`` s without a byte.
+    ``connect_timeout`` (``refused`` when ``policy`` refuses the URL or a redirect's
+    target), and SourceStalled after ``stall_timeout`` s without a byte.
     Ends when the source closes the stream."""
+    policy = policy or SourcePolicy()
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout)
     try:
         async with asyncio.timeout(connect_timeout):
-            response = await session.get(
-                url,
-                timeout=timeout,
-                ssl=ssl_context if ssl_context is not None else True,
-                allow_redirects=True,
-                max_redirects=3,
-                headers={"Accept": "video/x-flv, */*", "Icy-MetaData": "0"},
-            )
+            for hop in range(MAX_REDIRECTS + 1):
+                try:
+                    check_source_url(url)
+                    await policy.check(url)
+                except (SourceRefused, MessageError) as exc:
+                    where = "the source" if hop == 0 else f"redirect {hop}"
+                    raise SourceError(f"{where} refused: {exc}", refused=True) from None
+                response = await session.get(
+                    url,
+                    timeout=timeout,
+                    ssl=ssl_context if ssl_context is not None else True,
+                    allow_redirects=False,
+                    headers={"Accept": "video/x-flv, */*", "Icy-MetaData": "0"},
+                )
+                location = response.headers.get("Location")
+                if response.status not in _REDIRECTS or location is None:
+                    break
+                response.close()
+                url = urljoin(url, location)
+            else:
+                raise SourceError(f"more than {MAX_REDIRECTS} redirects")
     except TimeoutError:
         raise SourceError(f"no answer from the source within {connect_timeout:g} s") from None
     except aiohttp.ClientSSLError as exc:
-        raise SourceError(f"TLS with the source failed: {_reason(exc)}") from None
+        raise SourceError(f"TLS with the source failed: {describe(exc)}") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise SourceError(f"cannot reach the source: {_reason(exc)}") from None
+        raise SourceError(f"cannot reach the source: {describe(exc)}") from None
     try:
         if response.status != 200:
-            raise SourceError(f"the source answered HTTP {response.status} {response.reason}")
+            raise SourceError(f"the source answered HTTP {response.status}")
         head = b""
         try:
             async with asyncio.timeout(connect_timeout):
@@ -88,8 +116,8 @@ async def pull_flv(
                 f"no FLV header from the source within {connect_timeout:g} s"
             ) from None
         if not head.startswith(SIGNATURE):
-            kind = response.headers.get("Content-Type", "unknown type")
-            raise SourceError(f"the source is not FLV (it sent {kind[:64]})", not_flv=True)
+            kind = response.content_type or "unknown type"
+            raise SourceError(f"the source is not FLV (it sent {kind[:64]!s})", not_flv=True)
         yield head
         while True:
             try:
@@ -101,11 +129,6 @@ async def pull_flv(
                 return
             yield data
     except (aiohttp.ClientError, OSError) as exc:
-        raise SourceError(f"the source connection failed: {_reason(exc)}") from None
+        raise SourceError(f"the source connection failed: {describe(exc)}") from None
     finally:
         response.close()
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:200]

@@ -3,7 +3,11 @@
 The edge signs and encodes each chunk once, when it is cut, and serves those bytes to every
 seed and late viewer that asks. It keeps at least ``keep_seconds`` of media (by the chunks'
 durations, so a viewer's buffer plus its retries always fits), bounded by ``max_bytes`` and a
-chunk count so that broken timestamps cannot make a room hold the stream forever.
+chunk count so that broken timestamps cannot make a room hold the stream forever, and by
+age: a chunk cut more than `MAX_AGE_FACTOR` x ``keep_seconds`` ago (by the caller's clock)
+goes whatever its timestamps claim, so a source with frozen or backward timestamps (whose
+chunks last 0 ms) holds no more than a normal one. A `BufferBudget` shared by every room
+bounds the bytes of all of them: over it, the room holding most gives up its oldest chunks.
 """
 
 from __future__ import annotations
@@ -15,6 +19,29 @@ from enum import Enum
 from xp2p.swarm import Chunk, InitChunk
 
 MAX_CHUNKS = 8192
+MAX_AGE_FACTOR = 2.0
+
+
+class BufferBudget:
+    """The bytes all rooms' stores may hold together (the edge's ``max_buffer_bytes``)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._stores: set[ChunkStore] = set()
+
+    def register(self, store: ChunkStore) -> None:
+        self._stores.add(store)
+
+    def unregister(self, store: ChunkStore) -> None:
+        self._stores.discard(store)
+
+    def enforce(self) -> None:
+        while self.used > self.max_bytes:
+            biggest = max(self._stores, key=lambda s: s.held_bytes, default=None)
+            if biggest is None or len(biggest) <= 1:
+                return
+            biggest.drop_oldest()
 
 
 class Lookup(Enum):
@@ -29,11 +56,19 @@ class StoredChunk:
     keyframe_start: bool
     duration_ms: int
     data: bytes  #: `encode_item(chunk, proof)`
+    cut_at: float = 0.0  #: when it was cut (the store's caller's clock)
 
 
 class ChunkStore:
-    def __init__(self, *, keep_seconds: float = 30.0, max_bytes: int = 128 * 1024 * 1024):
+    def __init__(
+        self,
+        *,
+        keep_seconds: float = 30.0,
+        max_bytes: int = 128 * 1024 * 1024,
+        budget: BufferBudget | None = None,
+    ):
         self.keep_ms = int(keep_seconds * 1000)
+        self.max_age = keep_seconds * MAX_AGE_FACTOR
         self.max_bytes = max_bytes
         self._chunks: deque[StoredChunk] = deque()
         self._bytes = 0
@@ -41,25 +76,49 @@ class ChunkStore:
         self.init: InitChunk | None = None
         self.init_data: bytes | None = None
         self.cut_bytes = 0  #: every chunk's wire bytes since the room started
+        self._budget = budget
+        if budget is not None:
+            budget.register(self)
 
     def add_init(self, init: InitChunk, data: bytes) -> None:
         self.init, self.init_data = init, data
 
-    def add(self, chunk: Chunk, data: bytes) -> None:
+    def add(self, chunk: Chunk, data: bytes, now: float = 0.0) -> None:
+        """Keep ``chunk`` (cut at ``now``, any monotonic clock; 0 = no age bound)."""
         if self._chunks and chunk.seq != self._chunks[-1].seq + 1:
             raise ValueError(f"chunk {chunk.seq} does not follow {self._chunks[-1].seq}")
-        self._chunks.append(StoredChunk(chunk.seq, chunk.keyframe_start, chunk.duration_ms, data))
+        self._chunks.append(
+            StoredChunk(chunk.seq, chunk.keyframe_start, chunk.duration_ms, data, now)
+        )
         self._bytes += len(data)
         self._held_ms += chunk.duration_ms
         self.cut_bytes += len(data)
+        if self._budget is not None:
+            self._budget.used += len(data)
         while len(self._chunks) > 1 and (
             self._held_ms - self._chunks[0].duration_ms >= self.keep_ms
             or self._bytes > self.max_bytes
             or len(self._chunks) > MAX_CHUNKS
+            or (now > 0 and now - self._chunks[0].cut_at > self.max_age)
         ):
-            old = self._chunks.popleft()
-            self._bytes -= len(old.data)
-            self._held_ms -= old.duration_ms
+            self.drop_oldest()
+        if self._budget is not None:
+            self._budget.enforce()
+
+    def drop_oldest(self) -> None:
+        old = self._chunks.popleft()
+        self._bytes -= len(old.data)
+        self._held_ms -= old.duration_ms
+        if self._budget is not None:
+            self._budget.used -= len(old.data)
+
+    def clear(self) -> None:
+        """Free everything (the room closed) and leave the budget."""
+        while self._chunks:
+            self.drop_oldest()
+        self.init = self.init_data = None
+        if self._budget is not None:
+            self._budget.unregister(self)
 
     def lookup(self, seq: int) -> tuple[Lookup, bytes | None]:
         if not self._chunks or seq > self._chunks[-1].seq:
