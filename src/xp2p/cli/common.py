@@ -110,6 +110,14 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--gop", type=int, default=50, help="test pattern keyframe interval in frames"
     )
+    group.add_argument(
+        "--source-credentials-file",
+        type=Path,
+        metavar="FILE",
+        help="user:password (one line) for a URL --source, inserted in memory only, so it "
+        "never shows in ps (else $XP2P_SOURCE_CREDENTIALS; a user:password in --source "
+        "itself works but is visible to every local user)",
+    )
 
 
 def source_factory(args: argparse.Namespace) -> Callable[[], MediaSource]:
@@ -122,10 +130,46 @@ def source_factory(args: argparse.Namespace) -> Callable[[], MediaSource]:
         )
         return lambda: TestPatternSource(config)
     if "://" in args.source:
-        return lambda: UrlSource(args.source)
+        url = _source_url(args)
+        return lambda: UrlSource(url)
+    if getattr(args, "source_credentials_file", None):
+        raise SystemExit("xp2p: --source-credentials-file needs an rtsp:// or http(s):// --source")
     if not Path(args.source).is_file():
         raise SystemExit(f"xp2p: no such file: {args.source}")
     return lambda: FileSource(args.source, loop=True)
+
+
+def _source_url(args: argparse.Namespace) -> str:
+    """``--source`` with the credentials of ``--source-credentials-file`` or
+    ``$XP2P_SOURCE_CREDENTIALS`` inserted: in memory only, so never in ``ps``."""
+    from xp2p.media.source import has_userinfo, parse_credentials, redact_url, with_credentials
+
+    url: str = args.source
+    path = getattr(args, "source_credentials_file", None)
+    try:
+        if path is not None:
+            try:
+                text = Path(path).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SystemExit(
+                    f"xp2p: --source-credentials-file {path}: "
+                    f"{getattr(exc, 'strerror', None) or 'not readable text'}"
+                ) from None
+            return with_credentials(url, parse_credentials(text, "--source-credentials-file"))
+        if os.environ.get("XP2P_SOURCE_CREDENTIALS"):
+            credentials = parse_credentials(
+                os.environ["XP2P_SOURCE_CREDENTIALS"], "XP2P_SOURCE_CREDENTIALS"
+            )
+            return with_credentials(url, credentials)
+    except ValueError as exc:
+        raise SystemExit(f"xp2p: {exc}") from None
+    if has_userinfo(url):
+        logging.getLogger("xp2p").warning(
+            "--source %s: a user:password on the command line is visible in ps to every "
+            "local user; put it in --source-credentials-file or $XP2P_SOURCE_CREDENTIALS",
+            redact_url(url),
+        )
+    return url
 
 
 async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

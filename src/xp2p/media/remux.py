@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
@@ -13,14 +12,9 @@ import av
 from xp2p.flv import FlvHeader, FlvTag
 
 from .muxer import FlvCapture
-from .source import MediaError, ThreadedSource
+from .source import MediaError, ThreadedSource, redact_url, scrub
 
 _DEFAULT_FRAME_GAP = Fraction(1, 25)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its user:password, for logs and error messages."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1***@", url)
 
 
 def _frame_gap(stream: Any) -> Fraction:
@@ -173,8 +167,15 @@ class UrlSource(ThreadedSource):
             )
         except (av.error.FFmpegError, OSError) as exc:
             # FFmpeg's message may quote the URL, password included.
-            message = str(exc).replace(self.url, redact_url(self.url))
-            raise MediaError(f"cannot open {redact_url(self.url)}: {message}") from exc
+            # No chained cause: its text (and any traceback of it) quotes the full URL.
+            message = scrub(str(exc), self.url)
+            raise MediaError(f"cannot open {redact_url(self.url)}: {message}") from None
 
     def _produce(self) -> Iterator[FlvHeader | FlvTag]:
-        return remux_items(self._open, name=redact_url(self.url))
+        # FFmpeg's read errors quote the URL too: every error leaves here scrubbed.
+        try:
+            yield from remux_items(self._open, name=redact_url(self.url))
+        except MediaError as exc:
+            raise MediaError(scrub(str(exc), self.url)) from None
+        except Exception as exc:
+            raise MediaError(f"{self.description}: {scrub(str(exc), self.url)}") from None

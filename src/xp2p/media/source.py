@@ -1,18 +1,85 @@
-"""The MediaSource interface and the thread-to-asyncio pump every PyAV source shares."""
+"""The MediaSource interface and the thread-to-asyncio pump every PyAV source shares, and
+the one way a source URL's credentials are kept out of logs (``redact_url``) and out of
+``ps`` (``with_credentials``: inserted in memory, from a file or the environment)."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
 import itertools
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote, unquote
 
 from xp2p.flv import FlvHeader, FlvTag
 
 
 class MediaError(Exception):
     """A source could not be opened or read (bad URL, unreadable file, codec FLV can't carry)."""
+
+
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(.*)", re.DOTALL)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its userinfo replaced by ``***``: ``rtsp://***@host/path``.
+
+    The userinfo ends at the *last* ``@``: a password may hold ``@``, ``/``, ``:`` or
+    ``%40`` (typed raw, as people do), and stopping at the first ``@`` or ``/`` would show
+    the rest of it. A URL whose path or query holds an ``@`` is shown from that ``@`` on:
+    saying too little is the safe way to be wrong."""
+    match = _SCHEME.fullmatch(url)
+    if match is None:
+        return url
+    scheme, rest = match.groups()
+    at = rest.rfind("@")
+    return url if at < 0 else f"{scheme}***@{rest[at + 1 :]}"
+
+
+def has_userinfo(url: str) -> bool:
+    """``url`` (may) carry a user:password that ``ps`` shows."""
+    return redact_url(url) != url
+
+
+def parse_credentials(text: str, what: str) -> tuple[str, str]:
+    """``user:password`` on one line (a trailing newline is dropped; the password may hold
+    ``:``, ``@``, ``/``): the pair, or a ValueError naming ``what``."""
+    line = text.rstrip("\r\n")
+    user, sep, password = line.partition(":")
+    if not sep or not user or "\n" in line or "\r" in line:
+        raise ValueError(f"{what}: expected user:password on one line")
+    return user, password
+
+
+def with_credentials(url: str, credentials: tuple[str, str]) -> str:
+    """``url`` with ``user:password`` inserted, percent-encoded (so ``@`` and ``/`` in the
+    password reach the camera intact; FFmpeg decodes userinfo). Only ever held in memory."""
+    match = _SCHEME.fullmatch(url)
+    if match is None:
+        raise ValueError("source credentials need a URL source (rtsp://, http://, https://)")
+    if has_userinfo(url):
+        raise ValueError("the source URL already holds a user:password; drop one of the two")
+    scheme, rest = match.groups()
+    user, password = (quote(part, safe="") for part in credentials)
+    return f"{scheme}{user}:{password}@{rest}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an FFmpeg message that may quote the URL, whole or in parts) with ``url``
+    redacted and its userinfo and password, raw or percent-decoded, replaced by ``***``."""
+    text = text.replace(url, redact_url(url))
+    match = _SCHEME.fullmatch(url)
+    at = match.group(2).rfind("@") if match else -1
+    if match is None or at < 0:
+        return text
+    userinfo = match.group(2)[:at]
+    password = userinfo.partition(":")[2]
+    forms = {userinfo, unquote(userinfo), password, unquote(password)}
+    for form in sorted(forms, key=len, reverse=True):  # the longest first: no half-replacing
+        if len(form) >= 3:  # a one- or two-letter password would scrub ordinary words
+            text = text.replace(form, "***")
+    return text
 
 
 class MediaSource(abc.ABC):
