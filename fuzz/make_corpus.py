@@ -234,6 +234,18 @@ def device_session() -> list[bytes]:
     return ["\n".join(frames).encode() for frames in lines]
 
 
+def player_access() -> list[bytes]:
+    token = "x" * 43
+    return [
+        f"Host: 127.0.0.1:8000\n?{token}".encode(),
+        f"https://App.example:443\nHost: localhost:8000\nOrigin: https://app.example\n"
+        f"Sec-Fetch-Site: cross-site\n?{token}".encode(),
+        b"Host: attacker.example:8000\nSec-Fetch-Site: cross-site\nSec-Fetch-Mode: no-cors",
+        f"Host: [::1]:8000\nOrigin: null\n/DEMO/cam2\n?{token}".encode(),
+        f"Host: 192.0.2.1\nSec-Fetch-Site: same-origin\n?{token[:-1]}y".encode(),
+    ]
+
+
 TARGETS = {
     "flv": flv,
     "xp2pinfo": xp2pinfo,
@@ -246,6 +258,7 @@ TARGETS = {
     "signalling": signalling,
     "cloud_signalling": cloud_signalling,
     "device_session": device_session,
+    "player_access": player_access,
 }
 
 

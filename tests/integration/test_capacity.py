@@ -137,9 +137,10 @@ async def test_a_vanished_viewer_frees_its_slot_when_its_link_times_out(
 
 async def test_links_past_max_links_are_refused_until_one_closes(stack: Stack) -> None:
     """Links that only send commands hold no viewer slot, but each costs the device; past
-    ``max_links`` an offer gets 503 busy, and a closed link makes room again."""
+    ``max_links`` an offer gets 503 busy, and a closed link makes room again. (One app
+    here: its share is the whole device; tests/security/test_device.py has the shares.)"""
     swap = DeviceSwap(stack)
-    device = await swap.start(max_links=2)
+    device = await swap.start(max_links=2, app_link_share=1.0)
     modules = [P2PModule() for _ in range(3)]
     try:
         for module in modules:

@@ -71,6 +71,21 @@ async def talk_device(stack: Stack, tmp_path: Path) -> DeviceAgent:
     return device
 
 
+@pytest.fixture
+async def fast_talk_device(stack: Stack, tmp_path: Path) -> DeviceAgent:
+    """``talk_device`` that takes audio at any speed: for tests of the viewer's queue, which
+    push faster than real time on purpose (the device's rate bound is in
+    tests/security/test_device.py)."""
+    await stack.device.close()
+    device = DeviceAgent(
+        stack.device_config(voice_sink=VoiceFiles(tmp_path / "voice"), voice_max_speed=1e6)
+    )
+    stack.device = device
+    await device.start()
+    await device.wait_signed_in(10)
+    return device
+
+
 async def pcm_chunks(pcm: bytes, size: int = 1600) -> AsyncIterator[bytes]:
     for offset in range(0, len(pcm), size):
         yield pcm[offset : offset + size]
@@ -312,7 +327,7 @@ async def test_add_chunk_drops_the_oldest_audio_when_pushed_faster_than_the_link
 
 
 async def test_write_applies_back_pressure_and_drops_nothing(
-    talk_device: DeviceAgent, module: P2PModule, monkeypatch: pytest.MonkeyPatch
+    fast_talk_device: DeviceAgent, module: P2PModule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(viewer_voice, "MAX_QUEUE_BYTES", 4096)
     await module.start_p2p_service("cam", DEVICE)

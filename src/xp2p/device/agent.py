@@ -8,20 +8,24 @@ your own ``MediaSource`` factories and run ``async with DeviceAgent(config): ...
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
+from asyncio import FIRST_COMPLETED
 from dataclasses import replace
 from typing import Any
 
 from xp2p import SDK_VERSION
-from xp2p.auth import AccessGrant, GrantError, GrantVerifier
+from xp2p.auth import MAX_GRANT_LENGTH, AccessGrant, GrantError, GrantVerifier
+from xp2p.device.admission import AdmissionLimits, LinkAdmission, LinkWatch, Refused, Slot
 from xp2p.device.channel import LiveChannel
 from xp2p.device.cloud_session import DeviceCloudSession, OfferRejected, OfferRequest, SignInInfo
 from xp2p.device.commands import UserCommandHandler, set_user_command_handler
 from xp2p.device.config import DeviceConfig
-from xp2p.device.request import QUALITIES, Channel
+from xp2p.device.request import QUALITIES, Channel, respond_text
 from xp2p.device.routes import DeviceRoutes
+from xp2p.device.voice import SessionBudget
 from xp2p.link import (
     IncomingRequest,
     Link,
@@ -48,7 +52,25 @@ class DeviceAgent:
         self.routes = DeviceRoutes(config, self._channels)
         self.links: set[Link] = set()
         self._pending: set[asyncio.Future[Link]] = set()
-        self._answering = 0  #: offers whose answer is being prepared
+        #: Link and pending-link slots by app and grant; validates the limits' fields.
+        self.admission = LinkAdmission(
+            AdmissionLimits(
+                max_links=config.max_links,
+                max_pending_links=config.max_pending_links,
+                app_link_share=config.app_link_share,
+                max_links_per_grant=config.max_links_per_grant,
+            )
+        )
+        if not config.link_idle_timeout > 0:
+            raise ValueError("link_idle_timeout must be more than 0")
+        SessionBudget(  # raises ValueError naming the voice_* field that is wrong
+            config.voice_max_bytes,
+            config.voice_max_seconds,
+            config.voice_max_speed,
+            config.voice_rate_grace,
+        )
+        if config.voice_retention_bytes < 0:
+            raise ValueError("voice_retention_bytes must be 0 or more")
         self._verifier: GrantVerifier | None = None
         self._ice_servers: tuple[IceServer, ...] = ()
         #: This device's NAT as its last probe found it (``link.nat.NatType`` values).
@@ -153,14 +175,22 @@ class DeviceAgent:
             raise OfferRejected(400, exc.args[0]) from exc
         grant = self._check_grant(token)
         label = f"app {grant.app_key} (grant {grant.grant_id[:8]})"
-        # Each offer costs an ICE agent and TURN allocations: bounded, whoever sends them.
-        opening = self._answering + len(self._pending)
-        if opening >= self.config.max_pending_links:
-            logger.warning("refused %s: %d links already being set up", label, opening)
-            raise OfferRejected(503, "busy: too many connections being set up; retry shortly")
-        if len(self.links) + opening >= self.config.max_links:
-            logger.warning("refused %s: %d links open", label, len(self.links))
-            raise OfferRejected(503, f"busy: {self.config.max_links} links already open")
+        # The cloud relays the app key of the app that signed the connect request: a grant
+        # works only for the app it was issued to, so a copied grant is useless to another.
+        if grant.app_key != request.app_key:
+            logger.warning("refused app %s presenting a grant of another app", request.app_key)
+            raise OfferRejected(403, "access grant refused: it was issued to another app")
+        # Each offer costs an ICE agent and TURN allocations: bounded per device, per app and
+        # per grant (device.admission), whoever sends them.
+        try:
+            slot = self.admission.admit(grant.app_key, grant.grant_id)
+        except Refused as exc:
+            logger.warning("refused %s: %s", label, exc.reason)
+            raise OfferRejected(exc.code, exc.reason) from None
+        watch = LinkWatch(
+            self.config.link_idle_timeout, grant.expires_at, asyncio.get_running_loop().time()
+        )
+        granted = [grant]  # the link's newest grant: POST /grant renews it
         link_config = replace(
             self.config.link,
             ice_servers=request.ice_servers or self._ice_servers or self.config.link.ice_servers,
@@ -168,20 +198,62 @@ class DeviceAgent:
         )
 
         async def handler(req: IncomingRequest) -> None:
-            await self.routes.handle(req, grant)
+            if req.path == "/grant":
+                await self._renew(req, granted, watch)
+                return
+            loop = asyncio.get_running_loop()
+            watch.request_started(loop.time())
+            woken.set()
+            try:
+                await self.routes.handle(req, granted[0])
+            finally:
+                watch.request_ended(loop.time())
+                woken.set()
 
-        self._answering += 1  # gathering, before the link is pending
+        woken = asyncio.Event()
         try:
             pending = await accept_link(
                 link_config, self.identity, remote, handler=handler, peer_label=label
             )
         except LinkError as exc:
+            self.admission.release(slot)
             raise OfferRejected(500, f"cannot open a link: {exc}") from exc
-        finally:
-            self._answering -= 1
+        except BaseException:
+            self.admission.release(slot)
+            raise
         self._pending.add(pending.link)
-        self._tasks.spawn(self._adopt(pending.link, label), "adopt-link")
+        self._tasks.spawn(self._adopt(pending.link, label, slot, watch, woken), "adopt-link")
         return pending.answer
+
+    async def _renew(
+        self, req: IncomingRequest, granted: list[AccessGrant], watch: LinkWatch
+    ) -> None:
+        """``POST /grant`` with a newer grant as the body: the link lives on until it expires
+        (docs/protocol.md §9). Same app, same device, valid now; renewing is not activity."""
+        if req.method != "POST":
+            await respond_text(req, 405, "use POST /grant")
+            return
+        body = b""
+        async for chunk in req.body():
+            body += chunk
+            if len(body) > MAX_GRANT_LENGTH:
+                await respond_text(req, 400, "access grant too long")
+                return
+        try:
+            token = body.decode("ascii")
+            grant = self._check_grant(token)
+        except UnicodeDecodeError:
+            await respond_text(req, 400, "access grant is not ASCII")
+            return
+        except OfferRejected as exc:
+            await respond_text(req, exc.code, exc.reason)
+            return
+        if grant.app_key != granted[0].app_key:
+            await respond_text(req, 403, "access grant refused: it was issued to another app")
+            return
+        if watch.renew(grant.expires_at):
+            granted[0] = grant
+        await respond_text(req, 200, json.dumps({"expires_at": int(watch.grant_expires_at)}))
 
     def _check_grant(self, token: str) -> AccessGrant:
         if self._verifier is None:
@@ -194,17 +266,50 @@ class DeviceAgent:
             logger.warning("refused a viewer: %s", exc)
             raise OfferRejected(401, f"access grant refused: {exc}") from exc
 
-    async def _adopt(self, future: asyncio.Future[Link], label: str) -> None:
+    async def _adopt(
+        self,
+        future: asyncio.Future[Link],
+        label: str,
+        slot: Slot,
+        watch: LinkWatch,
+        woken: asyncio.Event,
+    ) -> None:
         try:
-            link = await future
-        except LinkError as exc:
-            logger.warning("link from %s failed: %s", label, exc)
-            return
+            try:
+                link = await future  # bounded by the link's connect_timeout: dead candidates
+            except LinkError as exc:  # free their pending slot within it
+                logger.warning("link from %s failed: %s", label, exc)
+                return
+            finally:
+                self._pending.discard(future)
+            self.admission.opened(slot)
+            self.links.add(link)
+            try:
+                await self._supervise(link, watch, woken)
+            finally:
+                self.links.discard(link)
         finally:
-            self._pending.discard(future)
-        self.links.add(link)
-        await link.wait_closed()
-        self.links.discard(link)
+            self.admission.release(slot)
+
+    async def _supervise(self, link: Link, watch: LinkWatch, woken: asyncio.Event) -> None:
+        """Close the link once it is idle or its grant expired (``device.admission``)."""
+        loop = asyncio.get_running_loop()
+        closed = asyncio.ensure_future(link.wait_closed())
+        try:
+            while not link.closed:
+                reason, wait = watch.due(loop.time(), time.time())
+                if reason is not None:
+                    logger.info("closing link %d from %s: %s", link.id, link.peer_label, reason)
+                    await link.close(reason)
+                    break
+                woken.clear()
+                waiter = asyncio.ensure_future(woken.wait())
+                try:
+                    await asyncio.wait([closed, waiter], timeout=wait, return_when=FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+        finally:
+            closed.cancel()
 
     async def _probe_nat(self, stun: StunInfo) -> None:
         """Classify this device's NAT; viewers learn it from the answer and so know whether

@@ -40,6 +40,14 @@ class DeviceConfig:
     max_pending_links: int = 8
     #: Open links, pulling or not (commands, talk-back); more get 503.
     max_links: int = 32
+    #: The part of ``max_links`` and of ``max_pending_links`` one app may hold (at least one
+    #: each), so one app cannot keep the device busy for the others (``device.admission``);
+    #: 1.0 = no per-app limit.
+    app_link_share: float = 0.5
+    #: Links one access grant may open (pending or open); more get 403.
+    max_links_per_grant: int = 4
+    #: A link that served no request for this long, and runs none now, is closed (s).
+    link_idle_timeout: float = 120.0
     #: Recordings live in ``<recordings_dir>/ch<N>/``; None = no recording, no files.
     recordings_dir: Path | None = None
     #: Length of one recorded segment file, and what the recorder keeps.
@@ -49,6 +57,17 @@ class DeviceConfig:
     #: Where talk-back audio goes (``xp2p.device.voice_sink``): called once per talk session;
     #: None = ``VoiceFiles``: a WAV file per session in ``<recordings_dir>/voice/``.
     voice_sink: VoiceSinkFactory | None = None
+    #: Bounds on one talk session (``device.voice``): seconds of audio and body bytes taken;
+    #: past either the session ends with 413.
+    voice_max_seconds: float = 600.0
+    voice_max_bytes: int = 20 * 1024 * 1024
+    #: Audio arriving faster than this multiple of real time, after ``voice_rate_grace``
+    #: seconds of audio, ends the session with 429 (talk-back is live speech, not uploads).
+    voice_max_speed: float = 2.0
+    voice_rate_grace: float = 5.0
+    #: What the default sink's ``<recordings_dir>/voice/`` folder may hold, in bytes; files
+    #: older than ``retention_days`` go too (``voice_sink.VoiceFiles``).
+    voice_retention_bytes: int = 256 * 1024 * 1024
     #: Handler of ``action=user_define`` commands; None = the default PTZ simulator.
     user_command_handler: Callable[..., Any] | None = None
 

@@ -12,7 +12,9 @@ Which names are served, decided in two steps so that the answer is predictable:
   does not point at a regular file directly inside the same folder. A symlink leaving the
   folder is answered exactly like a missing file, so a viewer learns nothing about what lies
   outside. The final ``open`` is ``O_NOFOLLOW`` relative to the folder's descriptor, so a link
-  swapped in between the check and the open is refused, not followed.
+  swapped in between the check and the open is refused, not followed. Dot-files (the
+  recorder's ``.xp2p-index.json``, its temporary files, anything hidden) are the device's own
+  and answered the same 404, as is a symlink to one: they are never listed or served.
 
 ``offset`` is a non-negative decimal integer (ASCII digits only), at most the file's size
 (400 otherwise); ``offset == size`` is a 200 with an empty body. The response carries
@@ -97,9 +99,16 @@ def check_offset(raw: str | None) -> int:
 # ---- opening, without following anything out of the folder ---------------------------------
 
 
+def is_private(name: str) -> bool:
+    """A dot-file or dot-directory: the device's own (the recordings index), never served."""
+    return name.startswith(".")
+
+
 def open_in_folder(folder: Path, name: str) -> OpenedFile | None:
     """Open ``folder/name`` if it is a regular file there (directly or through a symlink to a
     sibling); None when there is no such file. Blocking: run it in a worker thread."""
+    if is_private(name):
+        return None
     try:
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -109,8 +118,9 @@ def open_in_folder(folder: Path, name: str) -> OpenedFile | None:
         if opened is None and _is_symlink(dir_fd, name):
             target = os.path.realpath(os.path.join(folder, name))
             # Only a sibling in the same folder; its final open refuses further links.
-            if os.path.dirname(target) == os.path.realpath(folder):
-                opened = _open_plain(dir_fd, os.path.basename(target))
+            sibling = os.path.basename(target)
+            if os.path.dirname(target) == os.path.realpath(folder) and not is_private(sibling):
+                opened = _open_plain(dir_fd, sibling)
         return opened
     finally:
         os.close(dir_fd)

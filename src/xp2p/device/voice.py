@@ -16,7 +16,15 @@ it, the link dies, the body turns out malformed, or nothing arrives for
 ``VOICE_IDLE_TIMEOUT``. The session is freed and its sink closed in every case. The response
 body, sent when the session ends, is one JSON object: ``{"result": "ok", "bytes": N,
 "seconds": S}`` (N = body bytes taken, so the viewer can check that all of its audio
-arrived) or ``{"result": "error", "status": 400|408|500|503, "reason": ..., "bytes": N}``.
+arrived) or ``{"result": "error", "status": 400|408|413|429|500|503, "reason": ..., "bytes":
+N}``.
+
+Talk-back is live speech, so a session is bounded (``DeviceConfig``): at most
+``voice_max_bytes`` of body and ``voice_max_seconds`` of audio (413 past either; the audio
+that would cross the bound is not written), and audio may not arrive faster than
+``voice_max_speed`` times real time once ``voice_rate_grace`` seconds of it arrived (429):
+a viewer pushing a file at network speed cannot fill the camera's disk in seconds.
+``SessionBudget`` is that rule, sans-IO.
 """
 
 from __future__ import annotations
@@ -47,6 +55,56 @@ MAX_AUDIO_TAG = 64 * 1024
 MAX_VIDEO_TAG = 4 * 1024 * 1024
 #: How long an error reply may take to be acknowledged before the upload is refused.
 REPLY_GRACE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBudget:
+    """The bounds of one talk session (sans-IO: the caller passes the elapsed time in)."""
+
+    max_bytes: int
+    max_seconds: float
+    max_speed: float
+    grace_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError("voice_max_bytes must be 1 or more")
+        if not self.max_seconds > 0:
+            raise ValueError("voice_max_seconds must be more than 0")
+        if not self.max_speed >= 1:
+            raise ValueError("voice_max_speed must be 1 or more")
+        if not self.grace_seconds >= 0:
+            raise ValueError("voice_rate_grace must be 0 or more")
+
+    def check_body(self, received: int) -> None:
+        """Raises TalkError(413) once the body taken would pass ``max_bytes``."""
+        if received > self.max_bytes:
+            raise TalkError(413, f"talk session too long: more than {self.max_bytes} bytes")
+
+    def check_audio(self, audio_seconds: float, elapsed: float) -> None:
+        """Raises TalkError(413) past ``max_seconds`` of audio, TalkError(429) when the audio
+        ran ahead of real time by more than ``max_speed`` after the grace."""
+        if audio_seconds > self.max_seconds:
+            raise TalkError(
+                413, f"talk session too long: more than {self.max_seconds:g} s of audio"
+            )
+        if audio_seconds > self.grace_seconds + self.max_speed * elapsed:
+            speed = audio_seconds / max(elapsed, 1e-3)
+            raise TalkError(
+                429,
+                f"talk-back arrives {speed:.1f} times faster than real time "
+                f"(at most {self.max_speed:g}): it must be live audio",
+            )
+
+
+def session_budget(device: DeviceState) -> SessionBudget:
+    config = device.config
+    return SessionBudget(
+        config.voice_max_bytes,
+        config.voice_max_seconds,
+        config.voice_max_speed,
+        config.voice_rate_grace,
+    )
 
 
 class TalkError(Exception):
@@ -226,10 +284,12 @@ async def _run(
 
 
 async def _take_body(ctx: RequestContext, session: TalkSession, intake: TalkIntake) -> None:
+    budget = session_budget(ctx.device)
     body = cast(AsyncGenerator[bytes, None], ctx.request.body())  # closed below
     try:
         while (chunk := await _next_chunk(body)) is not None:
             session.received += len(chunk)
+            budget.check_body(session.received)
             if session.calltype == "pcm":
                 pcm = intake.feed(chunk)
             else:  # FFmpeg's AAC decoding is blocking work
@@ -237,7 +297,15 @@ async def _take_body(ctx: RequestContext, session: TalkSession, intake: TalkInta
             if session.ended:  # close(device) ran: the device is shutting down
                 raise TalkError(503, "the device is shutting down")
             if pcm:
-                if session.sink is None and intake.format is not None:
+                assert intake.format is not None
+                # Checked before the write: what would cross a bound never reaches the sink.
+                # Decoded AAC is ~10x its body: the PCM written is bounded by the same bytes.
+                budget.check_body(session.pcm_bytes + len(pcm))
+                budget.check_audio(
+                    intake.format.seconds(session.pcm_bytes + len(pcm)),
+                    time.monotonic() - session.started,
+                )
+                if session.sink is None:
                     _open_sink(ctx, session, intake.format)
                 _write(session, pcm)
         if not ctx.request.closed:
@@ -259,7 +327,12 @@ def _open_sink(ctx: RequestContext, session: TalkSession, fmt: PcmFormat) -> Non
     factory = config.voice_sink
     if factory is None:
         folder = None if config.recordings_dir is None else config.recordings_dir / "voice"
-        factory = VoiceFiles(folder)
+        factory = VoiceFiles(
+            folder,
+            max_bytes=config.voice_retention_bytes,
+            session_bytes=config.voice_max_bytes,
+            max_age=config.retention_days * 86400,
+        )
     try:
         sink = factory(session.channel, fmt.sample_rate, fmt.channels)
     except Exception as exc:  # the maker's code, or a folder we cannot write

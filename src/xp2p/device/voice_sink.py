@@ -164,12 +164,21 @@ class DiscardSink:
 @dataclass(frozen=True)
 class VoiceFiles:
     """The default sink factory: a WAV file per session in ``folder`` (None: no file), named
-    ``voice-ch<N>-<local time>.wav``, and the PCM piped to ``player`` if given. Only the
-    newest ``keep`` files stay (recordings retention does not look in this folder)."""
+    ``voice-ch<N>-<local time>.wav``, and the PCM piped to ``player`` if given.
+
+    The folder has its own retention, applied when a session opens (the recorder's does not
+    look in it): only the newest ``keep`` files stay, none older than ``max_age`` seconds,
+    and the oldest go until the rest plus ``session_bytes`` (room for the session opening,
+    whose size the device caps) fit in ``max_bytes``. The device's default sink sets these
+    from ``DeviceConfig`` (``voice_retention_bytes``, ``voice_max_bytes``, ``retention_days``).
+    """
 
     folder: Path | None
     player: PlayerCommand | None = None
     keep: int = 100
+    max_bytes: int | None = None
+    session_bytes: int = 0
+    max_age: float | None = None
 
     def __call__(self, channel: int, sample_rate: int, channels: int) -> VoiceSink:
         sinks: list[VoiceSink] = []
@@ -191,9 +200,22 @@ class VoiceFiles:
     def _prune(self) -> None:
         assert self.folder is not None
         # Names sort by time within a channel; mtime orders across channels.
-        files = sorted(self.folder.glob("voice-ch*.wav"), key=lambda p: p.stat().st_mtime)
-        for old in files[: max(0, len(files) - (self.keep - 1))]:
-            old.unlink(missing_ok=True)
+        stats = []
+        for path in self.folder.glob("voice-ch*.wav"):
+            with contextlib.suppress(OSError):
+                stats.append((path, path.stat()))
+        stats.sort(key=lambda item: item[1].st_mtime)
+        now = time.time()
+        total = sum(st.st_size for _p, st in stats)
+        budget = None if self.max_bytes is None else self.max_bytes - self.session_bytes
+        for index, (path, st) in enumerate(stats):
+            too_many = len(stats) - index > self.keep - 1
+            too_old = self.max_age is not None and now - st.st_mtime > self.max_age
+            too_big = budget is not None and total > budget
+            if not (too_many or too_old or too_big):
+                break  # oldest first: the rest are newer, and fit
+            path.unlink(missing_ok=True)
+            total -= st.st_size
 
     def _new_path(self, channel: int) -> Path:
         assert self.folder is not None

@@ -36,6 +36,13 @@ RELAY_GATHER_GRACE = 0.3
 RELAY_GRACE = 0.5
 #: First retransmission timeout of a connectivity check (aioice: 0.5 s for everything).
 CHECK_RTO = 0.15
+#: Bounds on what one offer can make this end send before the peer proved it holds the
+#: offer's address (a check of its own with our password, or an answer to one of ours):
+#: an offer is unauthenticated ICE input, and without them it aims a packet cannon
+#: (docs/protocol.md §12). A real peer offers a handful of candidates, at most two or three
+#: per address (host, reflexive, relay); each pair costs up to 7 checks (six retries).
+MAX_CANDIDATES_PER_HOST = 4
+MAX_UNPROVEN_CHECKS = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,17 @@ class _CheckProtocol(StunProtocol):
         if request is not None:
             self.send_stun(request, addr)
 
+    def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        # Every check, first try or retransmission, goes through here: the budget of a
+        # peer that has not proved itself yet is counted per datagram.
+        is_check = message.message_class == stun.Class.REQUEST and (
+            "ICE-CONTROLLING" in message.attributes or "ICE-CONTROLLED" in message.attributes
+        )
+        receiver = self.receiver
+        if is_check and isinstance(receiver, IceConnection) and not receiver.allow_check():
+            return  # dropped: the transaction times out and the pair fails
+        super().send_stun(message, addr)
+
     async def request(
         self,
         request: stun.Message,
@@ -196,8 +214,26 @@ class IceConnection(aioice.Connection):
         #: socket's callback, instead of through aioice's queue and a task switch each.
         self.datagram_handler: Callable[[bytes], None] | None = None
         self._relay_ready: list[Any] = []  #: relayed pairs that answered, not yet nominated
+        #: The peer proved it holds an address it offered (``MAX_UNPROVEN_CHECKS``).
+        self.peer_proved = False
+        self.unproven_checks = 0  #: checks sent before it did
         self._relay_nominating: Any = None
         self._relay_timer: asyncio.TimerHandle | None = None
+
+    def allow_check(self) -> bool:
+        """Whether one more connectivity check may go out now."""
+        if self.peer_proved:
+            return True
+        if self.unproven_checks >= MAX_UNPROVEN_CHECKS:
+            if self.unproven_checks == MAX_UNPROVEN_CHECKS:
+                logger.info(
+                    "ICE: %d checks and no answer: no more until the peer answers",
+                    MAX_UNPROVEN_CHECKS,
+                )
+                self.unproven_checks += 1  # logged once
+            return False
+        self.unproven_checks += 1
+        return True
 
     def data_received(self, data: bytes, component: int) -> None:
         if self.datagram_handler is not None:
@@ -316,6 +352,9 @@ class IceConnection(aioice.Connection):
             (p for p in self._check_list if p.protocol is protocol and p.remote_addr == addr),
             None,
         )
+        # aioice calls this only for a check that carries our password's integrity: the
+        # peer holds this address and read our answer.
+        self.peer_proved = True
         if pair is not None and pair.state == CandidatePair.State.IN_PROGRESS:
             if isinstance(protocol, _CheckProtocol):
                 protocol.resend_check(addr)
@@ -327,6 +366,8 @@ class IceConnection(aioice.Connection):
         return super().build_request(pair, nominate)
 
     def check_complete(self, pair: Any) -> None:
+        if pair.state == CandidatePair.State.SUCCEEDED:
+            self.peer_proved = True  # it answered one of our checks with our password
         if (
             self.ice_controlling
             and pair.state == CandidatePair.State.SUCCEEDED
@@ -454,6 +495,7 @@ async def set_remote_parameters(ice: aioice.Connection, remote: IceParameters) -
     ice.remote_username = remote.ufrag
     ice.remote_password = remote.pwd
     added = 0
+    per_host: dict[str, int] = {}
     for line in remote.candidates:
         try:
             candidate = Candidate.from_sdp(line)
@@ -470,11 +512,39 @@ async def set_remote_parameters(ice: aioice.Connection, remote: IceParameters) -
             # multicast queries each, which a hostile offer would turn into a 32 s stall.
             logger.debug("skipping mDNS remote candidate %r", line)
             continue
+        refusal = unprobeable(candidate.host)
+        if refusal is not None:
+            logger.debug("skipping remote candidate %r: %s", line, refusal)
+            continue
+        if per_host.get(candidate.host, 0) >= MAX_CANDIDATES_PER_HOST:
+            logger.debug("skipping remote candidate %r: too many on one address", line)
+            continue
+        per_host[candidate.host] = per_host.get(candidate.host, 0) + 1
         await ice.add_remote_candidate(candidate)
         added += 1
     await ice.add_remote_candidate(None)
     if not added:
         raise LinkError("no_candidates", "the peer offered no usable ICE candidates")
+
+
+def unprobeable(host: str) -> str | None:
+    """Why a remote candidate's address must not be sent checks, or None if it may.
+
+    Only literal IP addresses (a name would make us resolve what the peer chose), and none
+    that reaches more than one host or none: multicast, broadcast, unspecified, reserved."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "not an IP address"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified:
+        return "unspecified"
+    if isinstance(address, ipaddress.IPv4Address) and (
+        address == ipaddress.IPv4Address("255.255.255.255") or address.is_reserved
+    ):
+        return "broadcast or reserved"
+    return None
 
 
 def selected_pair(ice: aioice.Connection) -> tuple[Candidate, Candidate] | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ from urllib.parse import urlsplit
 DEFAULT_MAX_PLAYBACKS = 4
 #: Bytes of entropy in the per-start token (256 bits; the floor the issue asks is 128).
 TOKEN_BYTES = 32
+
+
+#: a DNS name or IPv4 address, or an IPv6 address (urlsplit drops its brackets)
+_HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
 class AccessConfigError(ValueError):
@@ -55,7 +60,10 @@ def is_loopback(host: str) -> bool:
 def normalise_origin(text: str) -> str:
     """``scheme://host[:port]`` lower-cased, as browsers send it in ``Origin``; anything else
     (a path, userinfo, ``null``) is refused with an error naming ``allow_origin``."""
-    parts = urlsplit(text.strip())
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError:  # "http://[x" and the like: urlsplit's own refusal
+        parts = urlsplit("")
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
@@ -73,7 +81,11 @@ def normalise_origin(text: str) -> str:
     except ValueError:
         raise AccessConfigError(f"allow_origin: {text!r} has a bad port") from None
     host = parts.hostname.lower()
+    if not _HOSTNAME.fullmatch(host):
+        raise AccessConfigError(f"allow_origin: {text!r} has no valid host name")
     host = f"[{host}]" if ":" in host else host
+    if port == {"http": 80, "https": 443}[parts.scheme]:
+        port = None  # browsers leave the default port out of Origin
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 

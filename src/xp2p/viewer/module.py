@@ -13,7 +13,7 @@ from typing import Any
 
 from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import NatEvent, NotifySubtype
-from xp2p.link import LinkConfig, LinkError, Xp2pInfo, open_link
+from xp2p.link import Link, LinkConfig, LinkError, Xp2pInfo, open_link
 from xp2p.link.nat import discover_nat_behaviour
 from xp2p.link.nat_behaviour import NatBehaviour
 from xp2p.swarm.edge_messages import MessageError, check_source_url
@@ -47,6 +47,9 @@ logger = logging.getLogger("xp2p.viewer")
 MAX_ID_LENGTH = 128
 #: Renew TURN credentials this long before they expire (a link may need them for its life).
 TURN_REFRESH_MARGIN = 600
+#: How long before a link's access grant expires a fresh one is presented on it (or half
+#: the time left, for grants shorter than twice this).
+GRANT_RENEW_MARGIN = 60.0
 #: getStreamLinkMode's values.
 LINK_MODE_CODES = {"direct": 62, "relay": 63}
 
@@ -337,7 +340,7 @@ class P2PModule:
                     ErrorCode.BAD_XP2P_INFO,
                     f"xp2pInfo belongs to {parsed.product_id}/{parsed.device_name}, not {label}",
                 )
-            grant, _expires = await cloud.get_grant(pid, dev)
+            grant, expires_at = await cloud.get_grant(pid, dev)
             await self._refresh_turn_credentials(cloud)
 
             async def signal(offer: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +362,36 @@ class P2PModule:
                 else ErrorCode.START_STREAM_FAILED
             )
             raise XP2PError(code, f"cannot connect to {label}: {exc}") from exc
+        self._tasks.spawn(self._renew_grant(cloud, pid, dev, link, expires_at), "grant-renewal")
         return Service(service_id, info, link, msg_callback, f"module {self._uuid}")
+
+    async def _renew_grant(
+        self, cloud: CloudClient, pid: str, dev: str, link: Link, expires_at: float
+    ) -> None:
+        """Present a fresh grant on the link (``POST /grant``) before the current one
+        expires: the device closes a link whose grant expired (docs/protocol.md §9)."""
+        while not link.closed:
+            remaining = expires_at - time.time()
+            wait = remaining - min(GRANT_RENEW_MARGIN, remaining / 2)
+            closed = asyncio.ensure_future(link.wait_closed())
+            try:
+                done, _ = await asyncio.wait([closed], timeout=max(0.0, wait))
+            finally:
+                closed.cancel()
+            if done:
+                return
+            try:
+                token, expires_at = await cloud.get_grant(pid, dev)
+                response = await link.request("POST", "/grant", body=token.encode("ascii"))
+                await response.read(4096)
+                if response.status != 200:
+                    logger.warning(
+                        "%s refused a renewed grant (%d)", link.peer_label, response.status
+                    )
+                    return
+            except (CloudError, LinkError) as exc:
+                logger.warning("cannot renew the grant of %s: %s", link.peer_label, exc)
+                await asyncio.sleep(min(5.0, max(0.5, (expires_at - time.time()) / 4)))
 
     async def _refresh_turn_credentials(self, cloud: CloudClient) -> None:
         """A new app session when the TURN credentials are about to expire (an app may run
