@@ -1,6 +1,7 @@
 """Datagrams at the cloud's STUN port, as its responder reads them: ``binding_response``
-never raises (garbage is dropped: None), and whatever it answers is a well-formed STUN
-message for the same transaction, sent from a socket the responder has."""
+never raises (garbage is dropped: None), it answers only datagrams ``well_formed`` accepts
+(magic cookie, exact length, attributes that tile the body), and whatever it answers is a
+well-formed STUN message for the same transaction, sent from a socket the responder has."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import harness
 with atheris.instrument_imports(include=["xp2p.cloud.stun", "aioice.stun"]):
     from aioice import stun
 
-    from xp2p.cloud.stun import ALL_SOCKETS, ResponderAddresses, binding_response
+    from xp2p.cloud.stun import ALL_SOCKETS, ResponderAddresses, binding_response, well_formed
 
 #: The responder's four set-ups: one socket, an alternate port, and the full RFC 5780 four
 #: (by IP literal, and by a host name that cannot be advertised).
@@ -35,6 +36,8 @@ def TestOneInput(data: bytes) -> None:
     reply = binding_response(datagram, source, addresses, received_on)
     if reply is None:
         return
+    assert well_formed(datagram)
+    assert well_formed(reply.data)
     assert addresses.address(reply.send_from) is not None, reply.send_from
     request = stun.parse_message(datagram)
     answer = stun.parse_message(reply.data)

@@ -21,6 +21,7 @@ from xp2p.cloud.stun import (
     ResponderAddresses,
     ResponderSocket,
     binding_response,
+    well_formed,
 )
 from xp2p.link.config import StunInfo
 
@@ -328,3 +329,36 @@ def test_alternate_ip_with_a_wildcard_host_binds_the_public_address() -> None:
     )
     assert config.stun_host == "203.0.113.1" and config.stun_alt_host == "203.0.113.2"
     assert CloudConfig(host="0.0.0.0").stun_host == "0.0.0.0"  # one IP: wildcard stays
+
+
+def _framed(attrs: bytes, *, cookie: int = 0x2112A442, length: int | None = None) -> bytes:
+    import struct
+
+    size = len(attrs) if length is None else length
+    return struct.pack("!HHI", 0x0001, size, cookie) + b"t" * 12 + attrs
+
+
+def test_well_formed_checks_the_framing_aioice_lets_through() -> None:
+    import struct
+
+    request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    request.add_fingerprint()
+    assert well_formed(bytes(request))
+    software = struct.pack("!HH", 0x8022, 5) + b"xp2p!\0\0\0"
+    assert well_formed(_framed(software))
+    assert well_formed(_framed(b""))
+    refused = {
+        "no magic cookie": _framed(b"", cookie=0),
+        "length field too long": _framed(software, length=len(software) + 4),
+        "length field too short": _framed(software, length=4),
+        "length not a multiple of 4": _framed(software)[:-1],
+        "truncated attribute": _framed(software[:-4], length=len(software) - 4),
+        "overlong attribute": _framed(struct.pack("!HH", 0x8022, 9) + b"x" * 8),
+        "bad FINGERPRINT length": _framed(struct.pack("!HH", 0x8028, 8) + b"x" * 8),
+        "attribute after FINGERPRINT": _framed(struct.pack("!HHI", 0x8028, 4, 0) + software),
+        "top bits set": b"\xc0" + _framed(b"")[1:],
+        "short": b"\0\1\0\0",
+    }
+    for why, data in refused.items():
+        assert not well_formed(data), why
+        assert binding_response(data, ("198.51.100.7", 1), ResponderAddresses("1.2.3.4", 1)) is None

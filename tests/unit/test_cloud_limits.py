@@ -52,3 +52,18 @@ def test_memory_stays_bounded_by_forgetting_refilled_buckets() -> None:
 def test_nonsense_limits_are_refused(rate: float, burst: int) -> None:
     with pytest.raises(ValueError):
         RateLimiter(rate, burst)
+
+
+def test_a_flood_of_fresh_keys_cannot_grow_the_table() -> None:
+    # Spoofed STUN sources: every key new, none refilled yet, so none can be forgotten as full.
+    limiter = RateLimiter(rate=1.0, burst=5, max_buckets=100)
+    for n in range(1000):
+        limiter.take((f"198.51.{n // 256}.{n % 256}",), 0.0)
+    assert len(limiter) == 100
+    # The least recently used go first: a source still sending keeps its bucket.
+    busy = ("203.0.113.1",)
+    for _ in range(5):
+        limiter.take(busy, 0.0)
+    for n in range(99):
+        limiter.take((f"192.0.2.{n}",), 0.0)
+    assert limiter.take(busy, 0.0) > 0  # still empty: not forgotten and refilled

@@ -21,8 +21,8 @@ can configure several parts::
     clock_skew = 30                 # seconds a request may be stamped ahead of the cloud
     auth_failure_limit = 20         # bad signatures per source (and per app key) in...
     auth_failure_window = 60.0      # ...this many seconds, then 429 too_many_failures
-    stun_rate = 20.0                # STUN answers per second per source address...
-    stun_burst = 40                 # ...after this many at once (the rest are dropped)
+    stun_rate = 50.0                # STUN answers per second per source address...
+    stun_burst = 200                # ...after this many at once (the rest are dropped)
     header_timeout = 10.0           # seconds a new connection has to send its request headers
     keepalive_timeout = 20.0        # seconds an idle keep-alive connection stays open
     max_connections_per_source = 256  # open HTTP connections per client address
@@ -149,8 +149,8 @@ class CloudConfig:
     auth_failure_limit: int = DEFAULT_FAILURE_LIMIT
     auth_failure_window: float = DEFAULT_FAILURE_WINDOW
     #: STUN answers per source address: ``stun_burst`` at once, then ``stun_rate`` a second.
-    stun_rate: float = 20.0
-    stun_burst: int = 40
+    stun_rate: float = 50.0
+    stun_burst: int = 200
     #: HTTP connection limits (:class:`xp2p.httpd.ConnectionLimits`).
     header_timeout: float = 10.0
     keepalive_timeout: float = 20.0

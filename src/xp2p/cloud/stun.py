@@ -16,6 +16,14 @@ endpoint-independent. Our own client learns a lone alternate port from the sessi
 
 Anything that is not a well-formed Binding request is dropped silently: a UDP port facing
 the internet receives garbage, and an error reply to a spoofed source would reflect traffic.
+"Well-formed" is checked here before aioice parses (:func:`well_formed`), since aioice
+accepts a missing magic cookie and truncated attributes: the header's two zero bits, the magic
+cookie, a message length that is the datagram's less 20 and a multiple of 4, and attributes
+that tile the body exactly (each padded to 4 bytes, none overlong, FINGERPRINT last).
+
+Answers are rate-limited per source IP (:class:`StunServer` ``rate``/``burst``, a bounded
+token-bucket table): a flood from one address, or with spoofed sources aimed at one victim,
+gets at most that many answers a second; the rest are dropped.
 """
 
 from __future__ import annotations
@@ -23,10 +31,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from aioice import stun
+
+from xp2p.cloud.limits import RateLimiter
 
 logger = logging.getLogger("xp2p.cloud")
 
@@ -34,6 +47,20 @@ logger = logging.getLogger("xp2p.cloud")
 CHANGE_IP = 0x4
 CHANGE_PORT = 0x2
 _SOFTWARE = "xp2p"
+_MAGIC_COOKIE = 0x2112A442
+_HEADER = 20
+#: Attributes whose value has one fixed length (RFC 5389 §15, RFC 5780 §7.2).
+_FIXED_LENGTHS = {
+    0x0003: 4,
+    0x0008: 20,
+    0x8028: 4,
+}  # CHANGE-REQUEST, MESSAGE-INTEGRITY, FINGERPRINT
+_FINGERPRINT = 0x8028
+#: Answers per second per source IP, and how many at once, unless configured.
+DEFAULT_RATE = 50.0
+DEFAULT_BURST = 200
+#: Source IPs the rate limiter remembers at most: spoofed sources cannot grow memory.
+MAX_SOURCES = 10_000
 
 Address = tuple[str, int]
 
@@ -96,6 +123,30 @@ def _advertisable(address: Address | None) -> Address | None:
     return address if address is not None and _ip_literal(address[0]) else None
 
 
+def well_formed(data: bytes) -> bool:
+    """Whether ``data`` is framed as a STUN message (RFC 5389 §6, §15): see the module
+    docstring. Pure and total: it never raises."""
+    if len(data) < _HEADER or len(data) % 4:
+        return False
+    msg_type, length, cookie = struct.unpack_from("!HHI", data)
+    if msg_type & 0xC000 or cookie != _MAGIC_COOKIE or length != len(data) - _HEADER:
+        return False
+    pos = _HEADER
+    while pos < len(data):
+        if pos + 4 > len(data):
+            return False
+        attr_type, attr_len = struct.unpack_from("!HH", data, pos)
+        fixed = _FIXED_LENGTHS.get(attr_type)
+        if fixed is not None and attr_len != fixed:
+            return False
+        pos += 4 + attr_len + (-attr_len % 4)
+        if pos > len(data):
+            return False  # truncated, or an attribute longer than the message
+        if attr_type == _FINGERPRINT and pos != len(data):
+            return False  # FINGERPRINT comes last
+    return True
+
+
 def binding_response(
     data: bytes,
     source: Address,
@@ -104,6 +155,8 @@ def binding_response(
 ) -> StunReply | None:
     """The reply to one datagram that arrived on ``received_on`` from ``source``, or None to
     drop it."""
+    if not well_formed(data):
+        return None
     try:
         request = stun.parse_message(data)
     except Exception:  # aioice raises ValueError, struct.error, UnicodeDecodeError...
@@ -167,10 +220,23 @@ class _StunProtocol(asyncio.DatagramProtocol):
 class StunServer:
     """One to four UDP sockets answering Binding requests. Use :func:`start_stun_server`."""
 
-    def __init__(self, advertised_host: str | None = None) -> None:
+    def __init__(
+        self,
+        advertised_host: str | None = None,
+        *,
+        rate: float = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._advertised_host = advertised_host
         self._sockets: dict[ResponderSocket, _StunProtocol] = {}
         self._addresses: ResponderAddresses | None = None
+        self._limiter = RateLimiter(rate, burst, max_buckets=MAX_SOURCES)
+        self._clock = clock
+        #: datagrams dropped as malformed or not a Binding request, and for the rate limit
+        self.dropped_malformed = 0
+        self.dropped_rate = 0
+        self.answered = 0
 
     @property
     def address(self) -> Address:
@@ -214,9 +280,15 @@ class StunServer:
     def _received(self, data: bytes, source: Address, sock: ResponderSocket) -> None:
         reply = binding_response(data, source, self.addresses, sock)
         if reply is None:
+            self.dropped_malformed += 1
+            return
+        # Only answers cost a token: garbage is dropped before it can, and cheaply.
+        if self._limiter.take((source[0],), self._clock()) > 0:
+            self.dropped_rate += 1
             return
         proto = self._sockets[reply.send_from]
         assert proto.transport is not None
+        self.answered += 1
         proto.transport.sendto(reply.data, source)
 
     async def _open(self, sock: ResponderSocket, host: str, port: int) -> None:
@@ -239,6 +311,8 @@ async def start_stun_server(
     alt_port: int | None = None,
     alt_host: str | None = None,
     advertised_host: str | None = None,
+    rate: float = DEFAULT_RATE,
+    burst: int = DEFAULT_BURST,
 ) -> StunServer:
     """Bind the responder; port 0 picks a free port.
 
@@ -246,10 +320,11 @@ async def start_stun_server(
     needs ``alt_port``), on both ports of that second IP: the four sockets of RFC 5780.
     ``advertised_host`` is the address clients reach the primary IP at (for RESPONSE-ORIGIN
     and OTHER-ADDRESS), default the bound host; ``alt_host`` is bound and advertised as is.
+    ``rate`` and ``burst``: answers per source IP (see the module docstring).
     """
     if alt_host is not None and alt_port is None:
         raise ValueError("an alternate STUN host needs an alternate port")
-    server = StunServer(advertised_host)
+    server = StunServer(advertised_host, rate=rate, burst=burst)
     try:
         await server._open(PRIMARY, host, port)
         port = server.address[1]  # the alternate IP listens on the same ports
