@@ -302,3 +302,68 @@ def test_flv_intake_survives_random_tags(tags: list[tuple[int, bytes]], configur
         assert exc.status == 400 and exc.reason.startswith("malformed talk-back")
     else:
         assert len(pcm) % 2 == 0
+
+
+# ---- a session's bounds and the folder's budget (issue 10 item 8) ----------------------------
+
+
+def test_session_budget_bounds_bytes_seconds_and_speed() -> None:
+    from xp2p.device.voice import SessionBudget
+
+    budget = SessionBudget(max_bytes=1000, max_seconds=10.0, max_speed=2.0, grace_seconds=1.0)
+    budget.check_body(1000)
+    with pytest.raises(TalkError) as e:
+        budget.check_body(1001)
+    assert (e.value.status, e.value.reason) == (413, "talk session too long: more than 1000 bytes")
+    budget.check_audio(1.0, 0.0)  # the grace: a short burst is fine
+    budget.check_audio(5.0, 2.0)  # 1 + 2 * 2 = 5 s allowed after 2 s
+    with pytest.raises(TalkError) as e:
+        budget.check_audio(5.1, 2.0)
+    assert e.value.status == 429 and "faster than real time" in e.value.reason
+    with pytest.raises(TalkError) as e:
+        budget.check_audio(10.5, 100.0)
+    assert e.value.status == 413 and "10 s of audio" in e.value.reason
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("voice_max_bytes", {"max_bytes": 0}),
+        ("voice_max_seconds", {"max_seconds": 0.0}),
+        ("voice_max_speed", {"max_speed": 0.5}),
+        ("voice_rate_grace", {"grace_seconds": -1.0}),
+    ],
+)
+def test_session_budget_names_the_bad_field(field: str, kwargs: dict[str, float]) -> None:
+    from xp2p.device.voice import SessionBudget
+
+    fields: dict[str, float] = {
+        "max_bytes": 10,
+        "max_seconds": 1.0,
+        "max_speed": 2.0,
+        "grace_seconds": 1.0,
+    }
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        SessionBudget(int(fields["max_bytes"]), *list(fields.values())[1:])
+
+
+def test_voice_files_prune_by_count_age_and_bytes(tmp_path: Path) -> None:
+    import os
+    import time
+
+    folder = tmp_path / "voice"
+    folder.mkdir()
+    now = time.time()
+    for n in range(6):
+        path = folder / f"voice-ch0-2026010{n}-000000-000.wav"
+        path.write_bytes(b"x" * 100)
+        age = 10 * 86400 if n == 0 else 600 - n  # the first is ten days old
+        os.utime(path, (now - age, now - age))
+    (folder / "notes.txt").write_bytes(b"y" * 10_000)  # not ours: left alone
+    # A 600 B budget less 250 B for the next session: the oldest go until 350 B remain.
+    sink = VoiceFiles(folder, max_bytes=600, session_bytes=250, max_age=7 * 86400)
+    sink(0, 8000, 1).close()
+    left = sorted(p.name for p in folder.glob("voice-ch0-202601*.wav"))
+    assert left == [f"voice-ch0-2026010{n}-000000-000.wav" for n in (3, 4, 5)]
+    assert (folder / "notes.txt").exists()
