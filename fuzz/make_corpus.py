@@ -147,7 +147,16 @@ def edge_messages() -> list[bytes]:
         ),
         (b"l", LiveInfo(2**63, 40, 36, 2, "live", (30, 33, 36)).to_json()),
     ]
-    return [kind + json.dumps(doc).encode() for kind, doc in docs] + [b"t" + token.encode()]
+    urls = [
+        "http://user:p%40ss@Origin.Example:80/live/x.flv?token=s&a=1#f",
+        "HTTPS://[::ffff:127.0.0.1]:443/",
+        "http://0x7f000001./x",
+    ]
+    return (
+        [kind + json.dumps(doc).encode() for kind, doc in docs]
+        + [b"t" + token.encode()]
+        + [b"u" + url.encode() for url in urls]
+    )
 
 
 def stun_() -> list[bytes]:

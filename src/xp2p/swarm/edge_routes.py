@@ -146,6 +146,8 @@ def normalise_url(url: str) -> str:
         return url
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return url  # no host: nothing to key, and the join refuses it
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
