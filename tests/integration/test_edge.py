@@ -431,3 +431,19 @@ async def test_edge_config_from_toml(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"edge\.lingr: unknown setting"):
         EdgeConfig.from_toml(path)
     assert json.dumps(messages.error_body("x", "y"))  # the error shape serialises
+
+
+def test_allow_source_flag_adds_to_the_configs_list(tmp_path: Path) -> None:
+    from xp2p.cli import build_parser
+    from xp2p.cli.edge import edge_config
+
+    path = tmp_path / "cloud.toml"
+    path.write_text('[edge]\nallowed_sources = ["http://127.0.0.1:8081"]\n')
+    args = build_parser().parse_args(
+        ["edge", "--config", str(path), "--allow-source", "https://127.0.0.1:8443"]
+    )
+    config = edge_config(args)
+    assert config.allowed_sources == ("http://127.0.0.1:8081", "https://127.0.0.1:8443")
+    args = build_parser().parse_args(["edge", "--config", str(path), "--allow-source", "x"])
+    with pytest.raises(SystemExit, match=r"edge\.allowed_sources"):
+        edge_config(args)

@@ -24,6 +24,13 @@ def add_edge_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--max-rooms", type=int, help="rooms this edge pulls at most")
     group.add_argument(
+        "--allow-source",
+        action="append",
+        metavar="ORIGIN",
+        help="also pull this scheme://host:port although it is not a public address (e.g. "
+        "an `xp2p origin` on loopback); adds to the config's allowed_sources; repeatable",
+    )
+    group.add_argument(
         "--source-ca",
         type=Path,
         metavar="PEM",
@@ -51,6 +58,8 @@ def edge_config(args: argparse.Namespace, **extra: Any) -> EdgeConfig:
         }
         if getattr(args, "no_edge", False):
             overrides["enabled"] = False
+        if getattr(args, "allow_source", None):
+            overrides["allowed_sources"] = (*config.allowed_sources, *args.allow_source)
         return dataclasses.replace(config, **overrides)
     except ConfigError as exc:
         raise SystemExit(f"xp2p: {exc}") from None

@@ -42,6 +42,9 @@ async def _cmd_origin(args: argparse.Namespace, stop: asyncio.Event) -> None:
     await origin.start()
     print(f"xp2p origin serving {origin.url}", flush=True)
     print(f"  e.g. ffplay '{origin.url}'", flush=True)
+    # The edge pulls only public addresses unless the origin is listed (issue 10 item 2).
+    origin_of = origin.url.rsplit("/live/", 1)[0]
+    print(f"  an edge pulls it once listed: xp2p edge --allow-source {origin_of}", flush=True)
     await stop.wait()
     await origin.stop()
 
