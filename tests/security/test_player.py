@@ -128,6 +128,8 @@ async def test_a_web_page_cannot_drive_the_player_and_the_printed_url_still_play
     assert demo.stop() == 0
     text = demo.text()
     assert "Traceback" not in text
+    # 39 refusals, one log line per kind (Host, Origin, Sec-Fetch-Site, token, device).
+    assert len(re.findall(r"refused a request", text)) <= 5, text
     # The token is printed for the user (the Open/ffplay lines), never logged.
     leaking = [line for line in text.splitlines() if token in line]
     assert leaking and all(re.match(r"(Open |  e\.g\. ffplay )", line) for line in leaking)

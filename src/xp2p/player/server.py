@@ -26,7 +26,7 @@ from aiohttp import web
 
 from xp2p.errors import XP2PError
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
-from xp2p.httpd import host_in_url, start_site
+from xp2p.httpd import ThrottledLog, host_in_url, start_site
 from xp2p.player.access import DEFAULT_MAX_PLAYBACKS, PlayerAccess, is_loopback
 from xp2p.player.playback import serve_playback
 from xp2p.tasks import TaskSet
@@ -198,6 +198,8 @@ class PlayerServer:
         self.refused: dict[str, int] = {}
         self._pulls: dict[tuple[str, str], DevicePull] = {}
         self._runner: web.AppRunner | None = None
+        #: a hostile page can fire refusals as fast as it likes: one line per kind per 10 s
+        self._refusal_log = ThrottledLog(logger)
 
     @property
     def token(self) -> str:
@@ -253,7 +255,9 @@ class PlayerServer:
         if refusal is not None:
             self.refused[refusal.kind] = self.refused.get(refusal.kind, 0) + 1
             # The kind only: never the token, nor header values a hostile page chose.
-            logger.warning("refused a request (%s): %d", refusal.kind, refusal.status)
+            self._refusal_log.warning(
+                refusal.kind, "refused a request (%s): %d", refusal.kind, refusal.status
+            )
             return web.Response(
                 status=refusal.status, text=refusal.message, headers={"Cache-Control": "no-store"}
             )
@@ -319,7 +323,9 @@ class PlayerServer:
         at most ``max_playbacks`` at once: each is a link, and links are the user's budget."""
         if self.playbacks >= self.access.max_playbacks:
             self.refused["busy"] = self.refused.get("busy", 0) + 1
-            logger.warning("refused a playback: %d already running", self.playbacks)
+            self._refusal_log.warning(
+                "busy", "refused a playback: %d already running", self.playbacks
+            )
             raise web.HTTPServiceUnavailable(
                 text=f"{self.playbacks} playbacks already running; close one first\n"
             )
