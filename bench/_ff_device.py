@@ -68,6 +68,7 @@ async def serve(trace: bool, congestion_control: str) -> None:
             product_id=account.product_id,
             device_name=account.device_name,
             device_secret=account.secret,
+            grant_public_key=cloud.grant_public_key,
             channels={0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
             link=LinkConfig(congestion_control=congestion_control),
         )

@@ -137,6 +137,7 @@ async def _device(conn: Connection, nbytes: int, overrides: dict[str, int]) -> N
                 product_id=account.product_id,
                 device_name=account.device_name,
                 device_secret=account.secret,
+                grant_public_key=cloud.grant_public_key,
                 channels={0: ChannelConfig(default=IdleSource)},
                 recordings_dir=Path(tmp),
                 link=link_config(overrides),

@@ -110,6 +110,7 @@ async def device_role() -> None:
     from xp2p.device import ChannelConfig, DeviceAgent, DeviceConfig
     from xp2p.link import LinkConfig
     from xp2p.media import FileSource
+    from xp2p.trust import load_grant_public_key
 
     commands = read_commands()
     setup = await anext(commands)
@@ -119,6 +120,7 @@ async def device_role() -> None:
             product_id=setup["product_id"],
             device_name=setup["device_name"],
             device_secret=setup["device_secret"],
+            grant_public_key=load_grant_public_key(setup["grant_key"]),
             channels={0: ChannelConfig(default=lambda: FileSource(setup["flv"], loop=True))},
             link=LinkConfig(host_addresses=("127.0.0.1",)),
             max_viewers=8,
@@ -294,6 +296,7 @@ async def measure(device: Child, viewer: Child, window: float) -> dict[str, Any]
 async def orchestrate(
     window: float, warmup: float, counts: list[int]
 ) -> tuple[list[Row], dict[str, Any]]:
+    from xp2p.auth import export_public_key
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import CloudConfig
 
@@ -312,6 +315,7 @@ async def orchestrate(
                 "product_id": account.product_id,
                 "device_name": account.device_name,
                 "device_secret": account.secret,
+                "grant_key": export_public_key(cloud.grant_public_key),
                 "flv": str(flv),
             },
         )

@@ -1,9 +1,11 @@
 """What the cloud sends a device, as the device's cloud session reads it: a stand-in
 WebSocket delivers the input's lines as text frames (then closes) to the session's real
 sign-in and serving code. The challenge comes first and the welcome second; a line ``@``
-stands for a well-formed one, so the fuzzer can vary either alone. ``SessionProtocolError`` (the
-session reconnects) and ``CloudSignInError`` are the only failures; offers that parse reach
-``on_offer`` and get an answer frame."""
+stands for a well-formed one (the welcome with a valid MAC for the fixed challenge and
+device nonce, and the pinned grant key), so the fuzzer can vary either alone.
+``SessionProtocolError`` (the session reconnects), ``CloudSignInError`` and
+``SignInThrottled`` are the only failures; offers that parse reach ``on_offer`` and get an
+answer frame."""
 
 from __future__ import annotations
 
@@ -25,21 +27,28 @@ with atheris.instrument_imports(include=["xp2p.device.cloud_session", "xp2p.link
         DeviceCloudSession,
         OfferRequest,
         SessionProtocolError,
+        SignInThrottled,
     )
     from xp2p.link.config import IceServer
+    from xp2p.trust import WELCOME_MAC_FIELD, welcome_mac
 
 _LOOP = asyncio.new_event_loop()
+_SECRET = "a device secret for fuzzing"
+_DEVICE_NONCE = bytes(range(16))
+_GRANT_KEY = Ed25519PrivateKey.generate().public_key()
 _CHALLENGE = json.dumps({"type": "challenge", "nonce": "00" * 16})
-_WELCOME = json.dumps(
-    {
-        "type": "welcome",
-        "session_id": "s1",
-        "grant_public_key": export_public_key(Ed25519PrivateKey.generate().public_key()),
-        "ice_servers": [{"urls": ["stun:203.0.113.10:3478"]}],
-        "stun": {"host": "203.0.113.10", "port": 3478, "alt_port": None},
-        "server_time": 1700000000,
-    }
+_WELCOME_DOC: dict[str, Any] = {
+    "type": "welcome",
+    "session_id": "s1",
+    "grant_public_key": export_public_key(_GRANT_KEY),
+    "ice_servers": [{"urls": ["stun:203.0.113.10:3478"]}],
+    "stun": {"host": "203.0.113.10", "port": 3478, "alt_port": None},
+    "server_time": 1700000000,
+}
+_WELCOME_DOC[WELCOME_MAC_FIELD] = welcome_mac(
+    _SECRET, bytes(16), _DEVICE_NONCE, "DEMO", "cam1", _WELCOME_DOC
 )
+_WELCOME = json.dumps(_WELCOME_DOC)
 logging.getLogger("xp2p").setLevel(logging.CRITICAL)  # a malformed offer is logged, as meant
 
 
@@ -56,6 +65,7 @@ class StandInSocket:
         self._frames = frames
         self.sent: list[dict[str, Any]] = []
         self.closed = False
+        self.close_code: int | None = None
 
     async def receive(self) -> Frame:
         if not self._frames:
@@ -89,10 +99,12 @@ async def _session(frames: list[str]) -> None:
         "http://cloud.example",
         "DEMO",
         "cam1",
-        "a device secret",
+        _SECRET,
+        grant_public_key=_GRANT_KEY,
         on_offer=_answer,
         xp2p_info_factory=lambda info: "XP2P",
     )
+    session._new_device_nonce = lambda: _DEVICE_NONCE  # type: ignore[method-assign]
     ws = StandInSocket(frames)
     session._ws = ws  # type: ignore[assignment]
     try:
@@ -101,7 +113,7 @@ async def _session(frames: list[str]) -> None:
         await session._serve(ws)  # type: ignore[arg-type]
         await session._offers.wait(1.0)
         assert not len(session._offers), "an offer was not answered"
-    except (SessionProtocolError, CloudSignInError):
+    except (SessionProtocolError, CloudSignInError, SignInThrottled):
         pass
     finally:
         await session._offers.cancel_all()

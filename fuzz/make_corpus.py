@@ -193,7 +193,13 @@ def signalling() -> list[bytes]:
 
 def cloud_signalling() -> list[bytes]:
     frames: list[dict[str, Any]] = [
-        {"type": "auth", "product_id": "DEMO", "device_name": "cam1", "proof": "ab" * 32},
+        {
+            "type": "auth",
+            "product_id": "DEMO",
+            "device_name": "cam1",
+            "proof": "ab" * 32,
+            "nonce": "cd" * 16,
+        },
         {"type": "xp2p_info", "xp2p_info": xp2pinfo()[0].decode()},
         {"type": "answer", "request_id": "@", "answer": {"v": 1, "certificate": "PEM"}},
         {"type": "reject", "request_id": "@", "code": 503, "reason": "busy"},

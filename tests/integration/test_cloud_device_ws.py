@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from tests.support.waiting import wait_until
 from xp2p.auth import device_proof, export_public_key
@@ -21,6 +25,7 @@ from xp2p.device.cloud_session import (
     OfferRequest,
     SignInInfo,
 )
+from xp2p.trust import verify_welcome_mac
 from xp2p.viewer.cloud_client import CloudClient, CloudError
 
 SECRET = "cam1-device-secret"
@@ -57,10 +62,22 @@ async def _sign_in(
     challenge = await _json(ws)
     assert challenge["type"] == "challenge" and len(challenge["nonce"]) == 32
     proof = device_proof(secret, bytes.fromhex(challenge["nonce"]), "DEMO", device)
+    nonce = secrets.token_hex(16)
     await ws.send_json(
-        {"type": "auth", "product_id": "DEMO", "device_name": device, "proof": proof}
+        {
+            "type": "auth",
+            "product_id": "DEMO",
+            "device_name": device,
+            "proof": proof,
+            "nonce": nonce,
+        }
     )
-    return await _json(ws)
+    reply = await _json(ws)
+    if reply["type"] == "welcome":  # made for this sign-in, under this device's secret
+        challenge_bytes, device_nonce = bytes.fromhex(challenge["nonce"]), bytes.fromhex(nonce)
+        assert verify_welcome_mac(secret, challenge_bytes, device_nonce, "DEMO", device, reply)
+        assert not verify_welcome_mac(secret, challenge_bytes, b"\0" * 16, "DEMO", device, reply)
+    return reply
 
 
 async def _closed(ws: aiohttp.ClientWebSocketResponse) -> bool:
@@ -215,6 +232,7 @@ async def test_session_with_wrong_secret_reports_and_retries(server: CloudServer
         "DEMO",
         "cam1",
         "wrong-secret",
+        grant_public_key=server.grant_public_key,
         on_offer=_never,
         xp2p_info_factory=lambda info: "XP2Px%1.0",
         backoff_initial=0.05,
@@ -232,7 +250,15 @@ async def _never(request: OfferRequest) -> dict[str, Any]:
     raise AssertionError("no offers expected")
 
 
-async def test_session_reconnects_after_cloud_restart(config: CloudConfig) -> None:
+async def test_session_reconnects_after_cloud_restart(config: CloudConfig, tmp_path: Path) -> None:
+    # The grant key outlives the restart (grant_key_file): the device has it pinned.
+    key_file = tmp_path / "grant.pem"
+    key_file.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        )
+    )
+    config = replace(config, grant_key_file=key_file)
     first = CloudServer(config)
     await first.start()
     port = int(first.url.rsplit(":", 1)[1])
@@ -246,7 +272,13 @@ async def test_session_reconnects_after_cloud_restart(config: CloudConfig) -> No
         return {"ok": request.offer["n"]}
 
     session = DeviceCloudSession(
-        first.url, "DEMO", "cam1", SECRET, on_offer=answer, xp2p_info_factory=factory
+        first.url,
+        "DEMO",
+        "cam1",
+        SECRET,
+        grant_public_key=first.grant_public_key,
+        on_offer=answer,
+        xp2p_info_factory=factory,
     )
     await session.start()
     second: CloudServer | None = None
@@ -258,7 +290,7 @@ async def test_session_reconnects_after_cloud_restart(config: CloudConfig) -> No
         await second.start()
         info = await session.wait_signed_in(10.0)
         assert len(published) == 2 and info is published[1]
-        # The new cloud has a new grant key, and the device learnt it.
+        # The same (pinned) grant key, which the new welcome also names.
         assert export_public_key(info.grant_public_key) == export_public_key(
             second.grant_public_key
         )
@@ -275,7 +307,13 @@ async def test_session_reconnects_after_cloud_restart(config: CloudConfig) -> No
 
 async def test_session_close_signs_out(server: CloudServer, config: CloudConfig) -> None:
     session = DeviceCloudSession(
-        server.url, "DEMO", "cam1", SECRET, on_offer=_never, xp2p_info_factory=lambda i: "XP2P%1"
+        server.url,
+        "DEMO",
+        "cam1",
+        SECRET,
+        grant_public_key=server.grant_public_key,
+        on_offer=_never,
+        xp2p_info_factory=lambda i: "XP2P%1",
     )
     await session.start()
     await session.wait_signed_in(5.0)

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.memory_transport import MemoryEnd, memory_pair
 from tests.support.stack import PATTERN
@@ -36,6 +37,8 @@ async def device() -> AsyncIterator[DeviceAgent]:
         product_id="DEMO",
         device_name="cam1",
         device_secret="a secret of sixteen bytes or more",
+        # No cloud here: any pinned key does (requests bring their grants through the double).
+        grant_public_key=Ed25519PrivateKey.generate().public_key(),
         channels={0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
         max_viewers=1,
     )

@@ -75,6 +75,7 @@ async def _stack(
             product_id=account.product_id,
             device_name=account.device_name,
             device_secret=account.secret,
+            grant_public_key=cloud.grant_public_key,
             channels={0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
         )
     )

@@ -52,12 +52,21 @@ device_name = "cam1"
 secret = "device-secret-0123456789abcdef"
 """)
     cloud_url = f"http://127.0.0.1:{http_port}"
-    cloud = _xp2p("cloud", ["cloud", "--config", str(config)], {}, tmp_path / "cloud.log")
+    grant_key = tmp_path / "grant.pub"
+    cloud = _xp2p(
+        "cloud",
+        ["cloud", "--config", str(config), "--export-grant-key", str(grant_key)],
+        {},
+        tmp_path / "cloud.log",
+    )
     procs.append(cloud)
-    cloud.wait_line(r"listening on")
+    cloud.wait_line(r"grant-signing public key written")
     device = _xp2p(
         "device",
-        ["device", "DEMO/cam1", "--cloud", cloud_url, "--size", "320x180", "--bitrate", "300k"],
+        [
+            *("device", "DEMO/cam1", "--cloud", cloud_url, "--grant-key", str(grant_key)),
+            *("--size", "320x180", "--bitrate", "300k"),
+        ],
         {"XP2P_DEVICE_SECRET": "device-secret-0123456789abcdef"},
         tmp_path / "dev.log",
     )

@@ -6,10 +6,12 @@ import argparse
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xp2p.cli import build_parser, main
-from xp2p.cli.common import link_config
+from xp2p.cli.common import cloud_trust, link_config
 from xp2p.device.http_origin import self_signed_certificate
+from xp2p.trust import grant_public_key_pem
 
 
 def subcommands() -> list[str]:
@@ -99,11 +101,48 @@ def test_turn_ca_is_read_and_checked_when_the_command_starts(tmp_path: Path) -> 
         assert str(exit_.value.code).startswith(f"xp2p: --turn-ca {path}: {problem}")
 
 
-def test_max_links_below_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_links_below_one_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XP2P_DEVICE_SECRET", "x" * 16)
+    key = tmp_path / "grant.pub"
+    key.write_text(grant_public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    with pytest.raises(SystemExit) as exit_:
+        main(["device", "DEMO/cam1", "--max-links", "0", "--grant-key", str(key)])
+    assert "--max-links" in str(exit_.value.code)
+
+
+def test_a_device_without_a_pinned_grant_key_does_not_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XP2P_DEVICE_SECRET", "x" * 16)
     with pytest.raises(SystemExit) as exit_:
-        main(["device", "DEMO/cam1", "--max-links", "0"])
-    assert "--max-links" in str(exit_.value.code)
+        main(["device", "DEMO/cam1"])
+    assert "no --grant-key" in str(exit_.value.code)
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key")
+    with pytest.raises(SystemExit) as exit_:
+        main(["device", "DEMO/cam1", "--grant-key", str(bad)])
+    assert str(exit_.value.code).startswith(f"xp2p device: --grant-key {bad}: not an Ed25519")
+
+
+def test_a_cloud_beyond_loopback_needs_tls() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["cloud", "--host", "0.0.0.0", "--port", "0", "--stun-port", "0"])
+    assert str(exit_.value.code).startswith("xp2p cloud: host: listening on '0.0.0.0' needs TLS")
+
+
+def test_cloud_trust_flags_are_checked_when_the_command_starts(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["watch", "DEMO/cam1", "--app-key", "k", "--cloud-fingerprint", "12"]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cloud_trust(args)
+    assert "64 hex digits" in str(exit_.value.code)
+    args = build_parser().parse_args(
+        ["records", "DEMO/cam1", "--app-key", "k", "--cloud-ca", str(tmp_path / "no.pem")]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cloud_trust(args)
+    assert "cloud CA file" in str(exit_.value.code)
 
 
 SPANS = [{"start_time": 1_700_000_000, "end_time": 1_700_000_063}]

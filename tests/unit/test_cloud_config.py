@@ -38,7 +38,7 @@ secret = "all-products-secret"
 [[devices]]
 product_id = "P1"
 device_name = "cam-1"
-secret = "device-secret-1"
+secret = "device-secret-0001"
 
 [[turn]]
 urls = ["turn:turn.example.com:3478?transport=udp"]
@@ -63,7 +63,7 @@ def test_full_file(tmp_path: Path) -> None:
         AppConfig("my-app", "my-app-secret-123", ("P1", "P2")),
         AppConfig("all", "all-products-secret", ("*",)),
     )
-    assert config.devices == (DeviceConfig("P1", "cam-1", "device-secret-1"),)
+    assert config.devices == (DeviceConfig("P1", "cam-1", "device-secret-0001"),)
     assert config.turn == (
         TurnServerConfig(("turn:turn.example.com:3478?transport=udp",), "coturn-static-secret"),
     )
@@ -72,7 +72,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert config.apps[0].allows("P2") and not config.apps[0].allows("P3")
     assert config.apps[1].allows("anything")
     text = repr(config)
-    for secret in ("my-app-secret-123", "device-secret-1", "coturn-static-secret"):
+    for secret in ("my-app-secret-123", "device-secret-0001", "coturn-static-secret"):
         assert secret not in text
 
 
@@ -102,17 +102,20 @@ def test_cloud_section_and_defaults(tmp_path: Path) -> None:
         ("colour = 1", "colour"),
         ("[[apps]]\nkey = 'a'", "apps[0].secret"),
         ("[[apps]]\nkey = 'a'\nsecret = 'short'", "apps[0].secret"),
-        ("[[apps]]\nkey = 'a b'\nsecret = 'long-enough'", "apps[0].key"),
-        ("[[apps]]\nkey = 'a'\nsecret = 'long-enough'\nproducts = []", "apps[0].products"),
-        ("[[apps]]\nkey = 'a'\nsecret = 'long-enough'\nproducts = ['x/y']", "apps[0].products[0]"),
-        ("[[apps]]\nkey = 'a'\nsecret = 'long-enough'\ncolour = 1", "apps[0].colour"),
+        ("[[apps]]\nkey = 'a b'\nsecret = 'long-enough-1234'", "apps[0].key"),
+        ("[[apps]]\nkey = 'a'\nsecret = 'long-enough-1234'\nproducts = []", "apps[0].products"),
         (
-            "[[apps]]\nkey = 'a'\nsecret = 'long-enough'\n[[apps]]\nkey = 'a'\nsecret = 'long-enough'",  # noqa: E501
+            "[[apps]]\nkey = 'a'\nsecret = 'long-enough-1234'\nproducts = ['x/y']",
+            "apps[0].products[0]",
+        ),
+        ("[[apps]]\nkey = 'a'\nsecret = 'long-enough-1234'\ncolour = 1", "apps[0].colour"),
+        (
+            "[[apps]]\nkey = 'a'\nsecret = 'long-enough-1234'\n[[apps]]\nkey = 'a'\nsecret = 'long-enough-1234'",  # noqa: E501
             "apps[1].key",
         ),
-        ("[[devices]]\nproduct_id = 'P'\nsecret = 'long-enough'", "devices[0].device_name"),
+        ("[[devices]]\nproduct_id = 'P'\nsecret = 'long-enough-1234'", "devices[0].device_name"),
         (
-            "[[devices]]\nproduct_id='P'\ndevice_name='d'\nsecret='long-enough'\n" * 2,
+            "[[devices]]\nproduct_id='P'\ndevice_name='d'\nsecret='long-enough-1234'\n" * 2,
             "devices[1]",
         ),
         ("[[turn]]\nurls = ['stun:x']\nshared_secret = 'long-enough'", "turn[0].urls[0]"),

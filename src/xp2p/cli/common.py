@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from xp2p.link import LinkConfig
     from xp2p.media import MediaSource
+    from xp2p.trust import CloudTrust
     from xp2p.viewer import AppParams
 
 DEFAULT_CLOUD = "http://127.0.0.1:8080"
@@ -212,6 +213,39 @@ def add_app_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-key", required=True, help="the app's key")
     parser.add_argument("--secret-file", help="file holding the app secret")
     add_turn_ca_arg(parser)
+    add_cloud_trust_args(parser)
+
+
+def add_cloud_trust_args(parser: argparse.ArgumentParser) -> None:
+    """How an https:// cloud's certificate is verified (default: the system's CA store)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cloud-ca",
+        type=Path,
+        metavar="PEM",
+        help="trust only this CA (or the cloud's self-signed certificate) for an https:// cloud",
+    )
+    group.add_argument(
+        "--cloud-fingerprint",
+        metavar="SHA256HEX",
+        help="trust exactly the cloud certificate with this SHA-256 fingerprint (64 hex digits, "
+        "as xp2p cloud --tls-self-signed prints it)",
+    )
+
+
+def cloud_trust(args: argparse.Namespace) -> CloudTrust:
+    """``--cloud-ca`` / ``--cloud-fingerprint``, checked now (a clear exit, no traceback)."""
+    from xp2p.trust import CloudTrust
+
+    try:
+        trust = CloudTrust(
+            ca_file=getattr(args, "cloud_ca", None),
+            fingerprint=getattr(args, "cloud_fingerprint", None),
+        )
+        trust.client_ssl()
+    except ValueError as exc:
+        raise SystemExit(f"xp2p: {exc}") from None
+    return trust
 
 
 def add_turn_ca_arg(parser: argparse.ArgumentParser) -> None:
@@ -245,4 +279,9 @@ def link_config(args: argparse.Namespace) -> LinkConfig:
 def app_params(args: argparse.Namespace) -> AppParams:
     from xp2p.viewer import AppParams
 
-    return AppParams(args.cloud, args.app_key, secret(args, "XP2P_APP_SECRET", "app secret"))
+    return AppParams(
+        args.cloud,
+        args.app_key,
+        secret(args, "XP2P_APP_SECRET", "app secret"),
+        cloud_trust=cloud_trust(args),
+    )

@@ -13,9 +13,11 @@ from xp2p.cli.common import (
     DEFAULT_CLOUD,
     Subparsers,
     add_app_args,
+    add_cloud_trust_args,
     add_source_args,
     add_turn_ca_arg,
     app_params,
+    cloud_trust,
     link_config,
     secret,
     source_factory,
@@ -26,6 +28,8 @@ from xp2p.device.config import DeviceConfig
 from xp2p.errors import XP2PError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from xp2p.cloud.config import CloudConfig
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import P2PModule
@@ -43,17 +47,55 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
         server = CloudServer(config, edge=edge)
     except ConfigError as exc:  # the operator gets the setting and the problem, no traceback
         raise SystemExit(f"xp2p cloud: {exc}") from None
-    await server.start()
+    try:
+        await server.start()
+    except ConfigError as exc:  # an unloadable TLS certificate or key
+        raise SystemExit(f"xp2p cloud: {exc}") from None
     host, port = server.stun_address
     print(
         f"xp2p cloud {__version__} listening on {server.url} (STUN udp {host}:{port})", flush=True
     )
+    _print_trust(config, server.grant_public_key, args.export_grant_key)
     if edge.enabled:
         print(f"  1vN edge: {server.url}/api/v1/swarm (linger {edge.linger:g} s)", flush=True)
     for entry in config.turn:
         print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
     await stop.wait()
     await server.stop()
+
+
+def _print_trust(config: CloudConfig, grant_key: Ed25519PublicKey, export_to: Path | None) -> None:
+    """What devices and apps pin: the TLS certificate (file and fingerprint) and the
+    grant-signing public key (written to ``--export-grant-key``)."""
+    from xp2p.trust import certificate_sha256, grant_public_key_pem
+
+    if config.tls_cert_file is not None:
+        fingerprint = certificate_sha256(config.tls_cert_file.read_bytes())
+        print(f"  TLS certificate {config.tls_cert_file} (SHA-256 {fingerprint})", flush=True)
+    if export_to is not None:
+        export_to.write_text(grant_public_key_pem(grant_key))
+        print(f"  grant-signing public key written to {export_to} (xp2p device --grant-key)")
+
+
+def _with_tls(args: argparse.Namespace, config: CloudConfig) -> CloudConfig:
+    """``--tls-cert/--tls-key``, or ``--tls-self-signed DIR``: a fresh pair for local use."""
+    from xp2p.cloud.config import WILDCARD_HOSTS
+    from xp2p.trust import self_signed_certificate
+
+    if args.tls_self_signed is not None:
+        if args.tls_cert or args.tls_key:
+            raise SystemExit("xp2p cloud: --tls-self-signed replaces --tls-cert/--tls-key")
+        hosts = ["localhost", "127.0.0.1", "::1"]
+        hosts += [h for h in (config.host, config.public_host) if h and h not in WILDCARD_HOSTS]
+        cert, key = self_signed_certificate(Path(args.tls_self_signed), hosts, name="cloud")
+        print(f"Self-signed TLS certificate for {', '.join(dict.fromkeys(hosts))}: {cert}")
+        print(f"  clients: --cloud-ca {cert} (or --cloud-fingerprint, below)")
+        return dataclasses.replace(config, tls_cert_file=cert, tls_key_file=key)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("xp2p cloud: --tls-cert and --tls-key go together")
+    if args.tls_cert:
+        return dataclasses.replace(config, tls_cert_file=args.tls_cert, tls_key_file=args.tls_key)
+    return config
 
 
 def _cloud_config(args: argparse.Namespace) -> CloudConfig:
@@ -91,7 +133,7 @@ def _cloud_config(args: argparse.Namespace) -> CloudConfig:
             tuple(args.turn), secret(args, "XP2P_TURN_SECRET", "TURN secret"), args.turn_ttl
         )
         config = dataclasses.replace(config, turn=(*config.turn, turn))
-    return config
+    return _with_tls(args, config)
 
 
 async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -103,6 +145,8 @@ async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
         product_id=product,
         device_name=device,
         device_secret=secret(args, "XP2P_DEVICE_SECRET", "device secret"),
+        grant_public_key=_grant_key(args),
+        cloud_trust=cloud_trust(args),
         channels={0: ChannelConfig(default=source_factory(args))},
         link=link_config(args),
     )
@@ -115,6 +159,23 @@ async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
         print(f"device {product}/{device}: not signed in yet ({exc}); retrying", flush=True)
     await stop.wait()
     await agent.close()
+
+
+def _grant_key(args: argparse.Namespace) -> Ed25519PublicKey:
+    """``--grant-key FILE``: the cloud's grant-signing public key, pinned (required)."""
+    from xp2p.trust import load_grant_public_key
+
+    if args.grant_key is None:
+        raise SystemExit(
+            "xp2p device: no --grant-key: pin the cloud's grant-signing public key "
+            "(written by xp2p cloud --export-grant-key FILE)"
+        )
+    try:
+        return load_grant_public_key(Path(args.grant_key).read_text())
+    except OSError as exc:
+        raise SystemExit(f"xp2p device: --grant-key {args.grant_key}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"xp2p device: --grant-key {args.grant_key}: {exc}") from None
 
 
 async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -155,6 +216,8 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         product_id=device_account.product_id,
         device_name=device_account.device_name,
         device_secret=device_account.secret,
+        # In one process the key is passed directly: nothing travels that could be swapped.
+        grant_public_key=cloud.grant_public_key,
         channels={0: ChannelConfig(default=source_factory(args))},
     )
     agent = DeviceAgent(with_device_options(demo_device, args))
@@ -288,7 +351,26 @@ def register(commands: Subparsers) -> None:
         type=Path,
         help="TOML config (apps, devices, ports, TURN); without it: demo accounts with new secrets",
     )
-    cloud.add_argument("--host", help="listen address (overrides the config)")
+    cloud.add_argument(
+        "--host",
+        help="listen address (overrides the config); other than loopback it needs TLS",
+    )
+    tls = cloud.add_argument_group("TLS (required unless the cloud listens on loopback)")
+    tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key (PEM)")
+    tls.add_argument(
+        "--tls-self-signed",
+        metavar="DIR",
+        help="make a self-signed certificate in DIR for local use (cloud-cert.pem, "
+        "cloud-key.pem) and print what clients pin (--cloud-ca or --cloud-fingerprint)",
+    )
+    cloud.add_argument(
+        "--export-grant-key",
+        type=Path,
+        metavar="FILE",
+        help="write the grant-signing public key (PEM) to FILE at start: devices pin it with "
+        "--grant-key (set grant_key_file in the config for a key that survives restarts)",
+    )
     cloud.add_argument("--port", type=int, help="HTTP port (overrides the config)")
     cloud.add_argument("--stun-port", type=int, help="STUN UDP port (overrides the config)")
     cloud.add_argument(
@@ -340,7 +422,15 @@ def register(commands: Subparsers) -> None:
     device.add_argument("device", metavar="PRODUCT/DEVICE")
     device.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
     device.add_argument("--secret-file", help="file holding the device secret")
+    device.add_argument(
+        "--grant-key",
+        type=Path,
+        metavar="FILE",
+        help="the cloud's grant-signing public key (PEM or base64url; required), as "
+        "xp2p cloud --export-grant-key writes it: grants are checked against it alone",
+    )
     add_turn_ca_arg(device)
+    add_cloud_trust_args(device)
     add_source_args(device)
     add_device_args(device)
 

@@ -3,15 +3,23 @@
 Protocol (JSON text frames, each with a ``type``)::
 
     server → {"type": "challenge", "nonce": hex32}
-    device → {"type": "auth", "product_id", "device_name", "proof"}
+    device → {"type": "auth", "product_id", "device_name", "proof", "nonce": hex32}
     server → {"type": "welcome", "session_id", "grant_public_key", "ice_servers", "stun",
-              "server_time"}                       or {"type": "error", "code": "auth_failed"}
+              "server_time", "mac"}                or {"type": "error", "code": "auth_failed"}
+                                                   or {"type": "error", "code": "auth_throttled",
+                                                       "retry_after": seconds}
     device → {"type": "xp2p_info", "xp2p_info"}    server → {"type": "xp2p_info_ok"}
     server → {"type": "offer", "request_id", "app_key", "offer", "ice_servers"}
     device → {"type": "answer", "request_id", "answer"}
            | {"type": "reject", "request_id", "code", "reason"}
 
 Malformed frames get ``{"type": "error", "code": "bad_message"}``; the tenth closes the socket.
+
+The welcome's ``mac`` (``xp2p.trust.welcome_mac``) is HMAC-SHA256 under the device secret over
+the challenge, the device's nonce and the welcome itself: the device accepts only a welcome
+made by a holder of its secret for this very sign-in. Failed proofs are throttled per source
+address and per identity (``xp2p.cloud.signin_throttle``): past a few, sign-ins are refused
+with ``auth_throttled`` (close 4004) before any proof is checked.
 :func:`parse_device_frame` is the pure part; :class:`DeviceGateway` runs one socket per device.
 """
 
@@ -20,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -31,6 +42,8 @@ from xp2p.auth import verify_device_proof
 from xp2p.cloud.config import CloudConfig
 from xp2p.cloud.hub import SignallingHub
 from xp2p.cloud.registry import DeviceRegistry
+from xp2p.cloud.signin_throttle import SignInThrottle
+from xp2p.trust import WELCOME_MAC_FIELD, welcome_mac
 
 logger = logging.getLogger("xp2p.cloud")
 
@@ -43,6 +56,8 @@ AUTH_TIMEOUT = 10.0
 _CLOSE_AUTH_FAILED = 4001
 _CLOSE_REPLACED = 4002
 _CLOSE_BAD_FRAMES = 4003
+_CLOSE_THROTTLED = 4004
+_NONCE_RE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class BadMessage(Exception):
@@ -72,6 +87,9 @@ def parse_device_frame(text: str) -> dict[str, Any]:
     if kind == "auth":
         for name in ("product_id", "device_name", "proof"):
             _str_field(doc, name, 128)
+        nonce = doc.get("nonce")
+        if not isinstance(nonce, str) or not _NONCE_RE.fullmatch(nonce):
+            raise BadMessage("nonce must be 32 hex digits (the device's, for the welcome MAC)")
     elif kind == "xp2p_info":
         info = _str_field(doc, "xp2p_info", MAX_XP2P_INFO_LENGTH)
         if not info.startswith("XP2P"):
@@ -145,6 +163,17 @@ class _SocketLink:
         await self._ws.close(code=_CLOSE_REPLACED, message=reason.encode())
 
 
+@dataclass(frozen=True)
+class _SignIn:
+    """A device whose proof checked out, and what its welcome's MAC binds."""
+
+    product_id: str
+    device_name: str
+    challenge: bytes
+    device_nonce: bytes
+    secret: str = field(repr=False)
+
+
 class DeviceGateway:
     def __init__(
         self,
@@ -154,6 +183,7 @@ class DeviceGateway:
         welcome: Callable[[str], dict[str, Any]],
         *,
         clock: Callable[[], float] = time.time,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         """``welcome(session_id)`` gives the per-session welcome fields (ICE servers...)."""
         self._config = config
@@ -161,6 +191,7 @@ class DeviceGateway:
         self._hub = hub
         self._welcome = welcome
         self._clock = clock
+        self.throttle = throttle or SignInThrottle()
         self._sockets: set[web.WebSocketResponse] = set()
 
     async def close_all(self) -> None:
@@ -174,11 +205,13 @@ class DeviceGateway:
         frames = _FrameReader(ws)
         link: _SocketLink | None = None
         try:
-            ident = await self._authenticate(ws, frames, request.remote)
-            if ident is not None:
+            sign_in = await self._authenticate(ws, frames, request.remote)
+            if sign_in is not None:
                 # Assigned before registering so that ``finally`` undoes a half-done sign-in.
-                link = _SocketLink(ws, *ident, session_id=secrets.token_hex(16))
-                await self._register(link, request.remote)
+                link = _SocketLink(
+                    ws, sign_in.product_id, sign_in.device_name, session_id=secrets.token_hex(16)
+                )
+                await self._register(link, sign_in, request.remote)
                 await frames.run(lambda doc: self._on_frame(link, doc))
         except ConnectionError:
             pass
@@ -192,8 +225,8 @@ class DeviceGateway:
 
     async def _authenticate(
         self, ws: web.WebSocketResponse, frames: _FrameReader, remote: str | None
-    ) -> tuple[str, str] | None:
-        """Run the challenge; returns (product_id, device_name) once the proof checks out."""
+    ) -> _SignIn | None:
+        """Run the challenge; returns the signed-in device once the proof checks out."""
         nonce = secrets.token_hex(16)
         await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce}))
         auth: dict[str, Any] = {}
@@ -212,29 +245,73 @@ class DeviceGateway:
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"sign-in timeout")
             return None
         product_id, device_name = auth["product_id"], auth["device_name"]
+        identity = SignInThrottle.identity_key(product_id, device_name)
+        source = remote or "unknown"
+        wait = self.throttle.retry_after(identity, source, self._clock())
+        if wait > 0:
+            # Refused before the proof is looked at: a throttled guess teaches nothing.
+            retry = math.ceil(wait)
+            logger.warning(
+                "device sign-in throttled for %r/%r from %s (retry in %d s)",
+                product_id,
+                device_name,
+                source,
+                retry,
+            )
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "code": "auth_throttled",
+                        "message": f"too many failed sign-ins; retry in {retry} s",
+                        "retry_after": retry,
+                    }
+                )
+            )
+            await ws.close(code=_CLOSE_THROTTLED, message=b"sign-in throttled")
+            return None
         device = self._config.device(product_id, device_name)
         # Check a dummy secret for unknown devices so that timing does not tell them apart.
         secret = device.secret if device is not None else secrets.token_hex(16)
-        valid = verify_device_proof(
-            secret, bytes.fromhex(nonce), product_id, device_name, auth["proof"]
-        )
+        challenge = bytes.fromhex(nonce)
+        valid = verify_device_proof(secret, challenge, product_id, device_name, auth["proof"])
         if device is None or not valid:
+            self.throttle.failed(identity, source, self._clock())
             logger.warning(
                 "device sign-in refused for %r/%r from %s", product_id, device_name, remote
             )
             await _send_error(ws, "auth_failed", "device authentication failed")
             await ws.close(code=_CLOSE_AUTH_FAILED, message=b"auth failed")
             return None
-        return product_id, device_name
+        self.throttle.succeeded(identity, source)
+        return _SignIn(product_id, device_name, challenge, bytes.fromhex(auth["nonce"]), secret)
 
-    async def _register(self, link: _SocketLink, remote: str | None) -> None:
+    async def _register(self, link: _SocketLink, sign_in: _SignIn, remote: str | None) -> None:
         pid, dev, session_id = link.product_id, link.device_name, link.session_id
-        await self._registry.sign_in(pid, dev, session_id, int(self._clock()))
+        presence = await self._registry.sign_in(pid, dev, session_id, int(self._clock()))
         old = self._hub.attach(link)
         logger.info("device %s/%s signed in from %s (session %s)", pid, dev, remote, session_id)
-        await link.send({"type": "welcome", "session_id": session_id, **self._welcome(session_id)})
+        welcome: dict[str, Any] = {
+            "type": "welcome",
+            "session_id": session_id,
+            **self._welcome(session_id),
+        }
+        welcome[WELCOME_MAC_FIELD] = welcome_mac(
+            sign_in.secret, sign_in.challenge, sign_in.device_nonce, pid, dev, welcome
+        )
+        await link.send(welcome)
         if old is not None:
-            logger.info("device %s/%s: earlier session replaced", pid, dev)
+            if presence.duplicate_identity:
+                logger.warning(
+                    "device %s/%s: duplicate identity suspected: %d sign-ins replaced a live "
+                    "session within a minute (latest from %s); two agents share its credentials?",
+                    pid,
+                    dev,
+                    len(presence.recent_replacements),
+                    remote,
+                )
+            else:
+                logger.info("device %s/%s: earlier session replaced", pid, dev)
             await old.close("replaced by a new sign-in")
 
     async def _on_frame(self, link: _SocketLink, doc: dict[str, Any]) -> bool:

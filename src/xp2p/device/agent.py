@@ -46,6 +46,11 @@ class DeviceAgent:
     def __init__(self, config: DeviceConfig) -> None:
         if not config.channels:
             raise ValueError("a device needs at least one channel")
+        if config.grant_public_key is None:
+            raise ValueError(
+                "a device needs the cloud's grant-signing public key pinned (grant_public_key; "
+                "xp2p device --grant-key FILE, exported by xp2p cloud --export-grant-key)"
+            )
         self.config = config
         self.identity = LinkIdentity.generate(common_name=config.label)
         self._channels = self._build_channels(config)
@@ -82,6 +87,8 @@ class DeviceAgent:
             config.product_id,
             config.device_name,
             config.device_secret,
+            grant_public_key=config.grant_public_key,
+            trust=config.cloud_trust,
             on_offer=self._on_offer,
             xp2p_info_factory=self._on_sign_in,
         )

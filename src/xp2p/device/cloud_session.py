@@ -3,6 +3,14 @@
 It signs in with a proof of the device secret (never the secret), publishes a fresh xp2pInfo
 on every (re)connect, serves connection offers concurrently and reconnects by itself with
 exponential backoff and jitter. The wire protocol is described in ``xp2p.cloud.device_ws``.
+
+The device authenticates the cloud too (docs/protocol.md §6): the URL's TLS certificate is
+verified (``trust``: the system store, a pinned CA or a fingerprint), the welcome must carry a
+MAC under the device secret bound to this sign-in's challenge and the device's own nonce, and
+the grant-signing key is the one pinned at provisioning (``grant_public_key``), never one the
+welcome offers. A welcome that fails any of these is refused, logged, and retried with backoff.
+A session the cloud replaced by another sign-in of the same identity (close 4002) backs off
+instead of signing straight back in, so two agents with one identity do not flap.
 """
 
 from __future__ import annotations
@@ -12,16 +20,25 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from yarl import URL
 
 from xp2p.auth import device_proof, import_public_key
 from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
 from xp2p.tasks import TaskSet
+from xp2p.trust import (
+    DEVICE_NONCE_BYTES,
+    CloudTrust,
+    tls_failure,
+    tls_failure_message,
+    verify_welcome_mac,
+)
 
 logger = logging.getLogger("xp2p.device")
 
@@ -30,6 +47,10 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 #: Bound on opening the socket and on the challenge/auth/welcome exchange.
 SIGN_IN_TIMEOUT = 10.0
+#: The cloud's close code for a session replaced by a newer sign-in of the same identity.
+CLOSE_REPLACED = 4002
+#: The least wait after being replaced: another agent with this identity is likely running.
+REPLACED_MIN_DELAY = 2.0
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
@@ -72,6 +93,22 @@ class SessionProtocolError(Exception):
     """The cloud sent something this device does not understand: reconnect."""
 
 
+class WelcomeRefused(SessionProtocolError):
+    """The welcome did not prove it came from our cloud (bad MAC, another grant key)."""
+
+
+class SignInThrottled(Exception):
+    """The cloud refuses sign-ins for now after failed proofs; retry after ``retry_after``."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the cloud throttles sign-ins; retrying in {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+class SessionReplaced(Exception):
+    """The cloud closed this session for a newer sign-in of the same identity (4002)."""
+
+
 OfferHandler = Callable[[OfferRequest], Awaitable[dict[str, Any]]]
 Xp2pInfoFactory = Callable[[SignInInfo], str]
 
@@ -84,8 +121,10 @@ class DeviceCloudSession:
         device_name: str,
         device_secret: str,
         *,
+        grant_public_key: Ed25519PublicKey,
         on_offer: OfferHandler,
         xp2p_info_factory: Xp2pInfoFactory,
+        trust: CloudTrust | None = None,
         heartbeat: float = 10.0,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
@@ -93,6 +132,11 @@ class DeviceCloudSession:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must be an http(s) URL")
         self._ws_url = base_url.rstrip("/").replace("http", "ws", 1) + "/api/v1/device/ws"
+        self._host = URL(base_url).host
+        self._grant_key = grant_public_key
+        self._trust = trust or CloudTrust()
+        #: sign-ins that the cloud replaced (4002) since this session started
+        self.replaced_count = 0
         self.product_id = product_id
         self.device_name = device_name
         self._secret = device_secret
@@ -125,7 +169,8 @@ class DeviceCloudSession:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("session already started")
-        self._http = aiohttp.ClientSession()
+        # ssl= applies to wss:// only; the context is built (and a bad CA file refused) now.
+        self._http = aiohttp.ClientSession(connector=self._trust.connector())
         self._runner = asyncio.create_task(self._run(), name=f"cloud-session {self.product_id}")
 
     async def wait_signed_in(self, timeout: float | None = None) -> SignInInfo:
@@ -174,12 +219,34 @@ class DeviceCloudSession:
         delay = self._backoff[0]
         while not self._closing.is_set():
             reached = False
+            replaced = False
             try:
                 await self._connect_once()
             except CloudSignInError as exc:
                 logger.error("%s", exc)
                 self._auth_failed.set()
-            except (aiohttp.ClientError, OSError, TimeoutError, SessionProtocolError) as exc:
+            except SignInThrottled as exc:
+                logger.warning("%s: %s", self.label, exc)
+                delay = min(max(delay, exc.retry_after), self._backoff[1])
+            except SessionReplaced:
+                replaced = True
+                self.replaced_count += 1
+                delay = min(max(delay, REPLACED_MIN_DELAY), self._backoff[1])
+                logger.warning(
+                    "%s: the cloud replaced this session with another sign-in of the same "
+                    "identity (is a second agent running as this device?); retrying in about "
+                    "%.0f s",
+                    self.label,
+                    delay,
+                )
+            except WelcomeRefused as exc:
+                logger.error("%s: refused the cloud's welcome: %s", self.label, exc)
+            except aiohttp.ClientError as exc:
+                if tls_failure(exc):
+                    logger.error("%s: %s", self.label, tls_failure_message(self._host))
+                else:
+                    logger.warning("%s: cloud connection failed: %s", self.label, exc or repr(exc))
+            except (OSError, TimeoutError, SessionProtocolError) as exc:
                 logger.warning("%s: cloud connection failed: %s", self.label, exc or repr(exc))
             except Exception:
                 # A failing xp2p_info_factory, say: keep retrying rather than go silently dead.
@@ -189,7 +256,10 @@ class DeviceCloudSession:
                 self._signed_in.clear()
             if self._closing.is_set():
                 break
-            if reached:  # a connection that got as far as signing in starts the backoff afresh
+            if reached and not replaced:
+                # A connection that got as far as signing in starts the backoff afresh; one
+                # that was replaced does not, or two agents with one identity replace each
+                # other for ever.
                 delay = self._backoff[0]
             # Jitter spreads the reconnects of many devices after a cloud restart.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -247,12 +317,16 @@ class DeviceCloudSession:
             except (KeyError, TypeError, ValueError):
                 raise SessionProtocolError("malformed challenge") from None
             proof = device_proof(self._secret, nonce, self.product_id, self.device_name)
+            # The device's own nonce: the welcome's MAC covers it, so a welcome recorded from
+            # an earlier sign-in (or made for another one) never verifies.
+            device_nonce = self._new_device_nonce()
             await self._send(
                 {
                     "type": "auth",
                     "product_id": self.product_id,
                     "device_name": self.device_name,
                     "proof": proof,
+                    "nonce": device_nonce.hex(),
                 }
             )
             welcome = await self._receive(ws)
@@ -260,6 +334,12 @@ class DeviceCloudSession:
             raise SessionProtocolError("the cloud closed the connection during sign-in")
         if welcome["type"] == "error" and welcome.get("code") == "auth_failed":
             raise CloudSignInError(f"the cloud refused the credentials of {self.label}")
+        if welcome["type"] == "error" and welcome.get("code") == "auth_throttled":
+            retry = welcome.get("retry_after")
+            wait = self._backoff[1]
+            if isinstance(retry, int | float) and not isinstance(retry, bool) and retry > 0:
+                wait = min(float(retry), wait)
+            raise SignInThrottled(wait)
         if welcome["type"] != "welcome":
             raise SessionProtocolError(f"expected welcome, got {str(welcome['type'])[:32]!r}")
         try:
@@ -267,20 +347,41 @@ class DeviceCloudSession:
             server_time = welcome["server_time"]
             if not isinstance(session_id, str) or type(server_time) is not int:
                 raise ValueError("session_id or server_time")
+            offered_key = welcome.get("grant_public_key")
             info = SignInInfo(
                 session_id=session_id,
-                grant_public_key=import_public_key(welcome["grant_public_key"]),
+                grant_public_key=self._grant_key,
                 ice_servers=parse_ice_servers(welcome["ice_servers"]),
                 stun=StunInfo.from_json(welcome["stun"]),
                 server_time=server_time,
             )
+            offered = None if offered_key is None else import_public_key(offered_key)
         except (KeyError, TypeError, ValueError) as exc:
             raise SessionProtocolError(f"malformed welcome: {exc}") from None
+        # Checked after parsing (so malformed frames get their own error), before any of it
+        # is used: only the holder of the device secret can make this MAC.
+        if not verify_welcome_mac(
+            self._secret, nonce, device_nonce, self.product_id, self.device_name, welcome
+        ):
+            raise WelcomeRefused(
+                "its MAC does not verify under this device's secret (not our cloud, or "
+                "rewritten on the way)"
+            )
+        if offered is not None and not _same_key(offered, self._grant_key):
+            raise WelcomeRefused("it offers a grant-signing key other than the pinned one")
         self._auth_failed.clear()
         logger.info("%s signed in to the cloud (session %s)", self.label, session_id)
         return info
 
+    def _new_device_nonce(self) -> bytes:
+        return secrets.token_bytes(DEVICE_NONCE_BYTES)
+
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await self._serve_frames(ws)
+        if ws.close_code == CLOSE_REPLACED:
+            raise SessionReplaced
+
+    async def _serve_frames(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while (doc := await self._receive(ws)) is not None:
             kind = doc["type"]
             if kind == "xp2p_info_ok":
@@ -319,6 +420,10 @@ class DeviceCloudSession:
             raise ConnectionError("not connected to the cloud")
         # Offer tasks and the main loop may send at once: aiohttp's writer serialises frames.
         await ws.send_str(json.dumps(message))
+
+
+def _same_key(a: Ed25519PublicKey, b: Ed25519PublicKey) -> bool:
+    return a.public_bytes_raw() == b.public_bytes_raw()
 
 
 def _reject(request: OfferRequest, code: int, reason: str) -> dict[str, Any]:

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from xp2p.device.voice_sink import VoiceSinkFactory
 from xp2p.link import LinkConfig
 from xp2p.media import MediaSource
+from xp2p.trust import CloudTrust
 
 SourceFactory = Callable[[], MediaSource]
 
@@ -30,6 +33,12 @@ class DeviceConfig:
     product_id: str
     device_name: str
     device_secret: str = field(repr=False)
+    #: The cloud's grant-signing public key, pinned at provisioning (``xp2p cloud
+    #: --export-grant-key``). Required: a device never learns it from the network, so a
+    #: relay cannot make it accept grants it signed. `DeviceAgent` refuses to start without.
+    grant_public_key: Ed25519PublicKey | None = None
+    #: How the cloud's https:// certificate is verified (system store, pinned CA, fingerprint).
+    cloud_trust: CloudTrust = field(default_factory=CloudTrust)
     channels: dict[int, ChannelConfig] = field(default_factory=dict)
     link: LinkConfig = field(default_factory=LinkConfig)
     #: How far behind live a viewer may fall before it skips to the next keyframe.

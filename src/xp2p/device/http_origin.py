@@ -8,22 +8,20 @@ keep up skips to the next keyframe rather than making the origin buffer for it.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import logging
 import ssl
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from xp2p.device.channel import LiveChannel
 from xp2p.httpd import host_in_url, start_site
 from xp2p.media import MediaSource
+
+# The certificate helpers live in xp2p.trust (the cloud serves HTTPS with them too);
+# re-exported here for the origin's callers.
+from xp2p.trust import self_signed_certificate as self_signed_certificate
+from xp2p.trust import server_ssl_context as server_ssl_context
 
 logger = logging.getLogger("xp2p.origin")
 
@@ -113,50 +111,3 @@ class OriginServer:
             self.active -= 1
             logger.info("origin: %s stopped pulling (%d open)", peer, self.active)
         return response
-
-
-def self_signed_certificate(
-    directory: Path, hosts: Iterable[str] = ("localhost", "127.0.0.1", "::1")
-) -> tuple[Path, Path]:
-    """A fresh ECDSA P-256 certificate for ``hosts`` (valid 30 days), written as
-    ``origin-cert.pem`` and ``origin-key.pem``; the certificate doubles as the CA a client
-    trusts (``xp2p edge`` ``source_ca_file``)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xp2p origin")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "origin-cert.pem", directory / "origin-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert), str(key))
-    return context

@@ -18,6 +18,7 @@ from yarl import URL
 
 from xp2p.auth import sign_request
 from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
+from xp2p.trust import CloudTrust, tls_failure, tls_failure_message
 
 #: Answers bigger than this are not from our cloud.
 MAX_RESPONSE_SIZE = 1024 * 1024
@@ -25,7 +26,7 @@ MAX_RESPONSE_SIZE = 1024 * 1024
 
 class CloudError(Exception):
     """A cloud request failed. ``code`` is the cloud's snake_case error code, or
-    ``unreachable``/``timeout``/``bad_response`` for failures on the way."""
+    ``unreachable``/``timeout``/``bad_response``/``tls_untrusted`` for failures on the way."""
 
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(f"{message} ({code}, HTTP {status})" if status else f"{message} ({code})")
@@ -50,6 +51,9 @@ class P2PInfo:
     xp2p_info: str | None
     online: bool
     report_time: int | None
+    #: The cloud saw two agents sign in with this identity, replacing each other.
+    duplicate_identity: bool = False
+    session_replacements: int = 0
 
 
 class SignedClient:
@@ -61,7 +65,13 @@ class SignedClient:
     server = "the cloud"
 
     def __init__(
-        self, base_url: str, app_key: str, app_secret: str, *, timeout: float = 10.0
+        self,
+        base_url: str,
+        app_key: str,
+        app_secret: str,
+        *,
+        timeout: float = 10.0,
+        trust: CloudTrust | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"the URL of {self.server} must be http(s)")
@@ -69,6 +79,9 @@ class SignedClient:
         self.app_key = app_key
         self._app_secret = app_secret
         self.timeout = timeout
+        self.trust = trust or CloudTrust()
+        # Built now, so that an unreadable pinned CA file is a ValueError here, not later.
+        self._ssl = self.trust.client_ssl()
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -83,7 +96,8 @@ class SignedClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # ssl= verifies https:// URLs (system store, pinned CA or fingerprint).
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl))
         return self._session
 
     async def close(self) -> None:
@@ -126,7 +140,12 @@ class SignedClient:
             raise CloudError(
                 0, "timeout", f"no answer from {self.server} within {timeout:g} s"
             ) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except aiohttp.ClientError as exc:
+            if tls_failure(exc):
+                # Names the host, never a traceback: a relay or a misconfigured pin.
+                raise CloudError(0, "tls_untrusted", tls_failure_message(url.host)) from None
+            raise CloudError(0, "unreachable", f"cannot reach {self.server}: {exc}") from None
+        except OSError as exc:
             raise CloudError(0, "unreachable", f"cannot reach {self.server}: {exc}") from None
 
 
@@ -156,7 +175,14 @@ class CloudClient(SignedClient):
             or not (report is None or type(report) is int)
         ):
             raise CloudError(200, "bad_response", "malformed p2p-info")
-        return P2PInfo(info, online, report)
+        duplicate, replacements = doc.get("duplicate_identity"), doc.get("session_replacements")
+        return P2PInfo(
+            info,
+            online,
+            report,
+            duplicate_identity=duplicate is True,
+            session_replacements=replacements if type(replacements) is int else 0,
+        )
 
     async def get_grant(
         self, product_id: str, device_name: str, permissions: list[str] | None = None

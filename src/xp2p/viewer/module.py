@@ -19,6 +19,7 @@ from xp2p.link.nat_behaviour import NatBehaviour
 from xp2p.swarm.edge_messages import MessageError, check_source_url
 from xp2p.swarm.edge_routes import room_id
 from xp2p.tasks import TaskSet
+from xp2p.trust import CloudTrust
 from xp2p.viewer import command as command_module
 from xp2p.viewer import download as download_module
 from xp2p.viewer import file_download
@@ -64,6 +65,9 @@ class AppParams:
     #: 1vN edges (``xp2p edge``); empty: the cloud itself runs the edge. A room is always
     #: served by the same one of them (rendezvous hashing of its id).
     edge_urls: tuple[str, ...] = ()
+    #: How the cloud's (and the edges') https:// certificate is verified: the system's CA
+    #: store by default, or a pinned CA file or certificate fingerprint (``xp2p.trust``).
+    cloud_trust: CloudTrust = field(default_factory=CloudTrust)
 
 
 class P2PModule:
@@ -107,7 +111,15 @@ class P2PModule:
             raise XP2PError(
                 ErrorCode.BAD_PARAM, "app_params needs cloud_url, app_key and app_secret"
             )
-        cloud = CloudClient(app_params.cloud_url, app_params.app_key, app_params.app_secret)
+        try:
+            cloud = CloudClient(
+                app_params.cloud_url,
+                app_params.app_key,
+                app_params.app_secret,
+                trust=app_params.cloud_trust,
+            )
+        except ValueError as exc:  # an unreadable pinned CA file, say
+            raise XP2PError(ErrorCode.BAD_PARAM, str(exc)) from None
         try:
             self._session = await cloud.create_session()
         except CloudError as exc:
@@ -294,7 +306,7 @@ class P2PModule:
                 ErrorCode.BAD_PARAM, "playout_delay must be 0 (default) or 1-30 seconds"
             )
         edge_url = pick_edge(app.edge_urls or (app.cloud_url,), room_id(url))
-        edge = EdgeClient(edge_url, app.app_key, app.app_secret)
+        edge = EdgeClient(edge_url, app.app_key, app.app_secret, trust=app.cloud_trust)
         config = replace(self._link_config, nat_type=self.nat_type)
         service = SwarmService(
             service_id,
