@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 from collections.abc import AsyncIterator
 
@@ -125,12 +126,26 @@ async def test_a_configured_origin_may_use_the_player_and_others_may_not(
         await server.stop()
 
 
-async def test_listening_beyond_loopback_needs_the_public_flag(module: P2PModule) -> None:
+async def test_listening_beyond_loopback_needs_the_public_flag(
+    module: P2PModule, caplog: pytest.LogCaptureFixture
+) -> None:
     with pytest.raises(AccessConfigError, match=r"host.*--player-public"):
         PlayerServer(module, host="0.0.0.0")
     with pytest.raises(AccessConfigError, match="allow_origin"):
         PlayerServer(module, allow_origins=["https://app.example/path"])
-    assert PlayerServer(module, host="0.0.0.0", public=True).access.public
+    public = PlayerServer(module, host="0.0.0.0", public=True, devices=["DEMO/cam1"])
+    with caplog.at_level(logging.WARNING, logger="xp2p.player"):
+        await public.start()
+    try:
+        assert "beyond this machine" in caplog.text and public.token not in caplog.text
+        async with aiohttp.ClientSession() as http:
+            page = f"http://127.0.0.1:{public.port}/"
+            async with http.get(page, headers={"Host": "viewer.lan"}) as no_token:
+                assert no_token.status == 403  # any Host, but the token still guards
+            async with http.get(f"{page}?token={public.token}") as ok:
+                assert ok.status == 200
+    finally:
+        await public.stop()
 
 
 @pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe missing (scripts/setup.sh)")
