@@ -18,9 +18,11 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from xp2p import XP2PError
+from xp2p.trust import CloudTrust
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.watchdog import watch_running_loop
 
@@ -95,7 +97,7 @@ async def main_async(args: argparse.Namespace) -> int:
     module = P2PModule()
     secret = os.environ["XP2P_APP_SECRET"]
     await module.init(
-        AppParams(args.cloud, args.app_key, secret),
+        AppParams(args.cloud, args.app_key, secret, cloud_trust=CloudTrust(ca_file=args.cloud_ca)),
         event_handler=on_event,
     )
     emit("init", nat_type=module.nat_type)
@@ -117,6 +119,9 @@ def main() -> int:
     parser.add_argument("scenario", choices=("idle", "follow"))
     parser.add_argument("device")
     parser.add_argument("--cloud", required=True)
+    parser.add_argument(
+        "--cloud-ca", type=Path, help="the lab cloud's self-signed certificate (https cloud)"
+    )
     parser.add_argument("--app-key", required=True)
     parser.add_argument("--seconds", type=float, default=60)
     # The log goes to the same file as the events; events are the lines that start with "{".

@@ -30,7 +30,8 @@ pytestmark = [
 ]
 
 PREFIX = "xnc"
-CLOUD_URL = f"http://{CLOUD_IP}:8080"
+#: TLS: the cloud listens beyond loopback, so it must (a self-signed pair the probe pins).
+CLOUD_URL = f"https://{CLOUD_IP}:8080"
 
 #: What init must find behind each router: nat_type, mapping, filtering.
 EXPECTED = {
@@ -49,12 +50,15 @@ EXPECTED = {
 #: Runs in a lab host: init a module against the lab cloud, print what it found as JSON.
 PROBE = """
 import asyncio, json, os, sys
+from pathlib import Path
+from xp2p.trust import CloudTrust
 from xp2p.viewer import AppParams, P2PModule
 
 async def main():
     events = []
     module = P2PModule()
-    params = AppParams(sys.argv[1], sys.argv[2], os.environ["XP2P_APP_SECRET"])
+    trust = CloudTrust(ca_file=Path(sys.argv[3]))
+    params = AppParams(sys.argv[1], sys.argv[2], os.environ["XP2P_APP_SECRET"], cloud_trust=trust)
     await module.init(params, event_handler=lambda e, d: events.append([e, d]))
     behaviour = module.nat_behaviour
     print(json.dumps({
@@ -72,6 +76,7 @@ asyncio.run(main())
 class LabCloud:
     app_key: str
     app_secret: str
+    cloud_ca: Path
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +94,7 @@ def lab_cloud(nat_lab: NatLab, tmp_path_factory: pytest.TempPathFactory) -> Iter
     argv = [sys.executable, "-m", "xp2p", "cloud", "--host", CLOUD_IP, "--port", "8080"]
     argv += ["--stun-port", "3478", "--stun-alt-port", "3479", "--stun-alt-host", CLOUD_ALT_IP]
     argv += ["--print-secrets"]  # demo accounts: the probe needs the app's secret
+    argv += ["--tls-self-signed", str(log.parent / "tls")]
     with log.open("wb") as out:
         proc = nat_lab.popen(
             nat_lab.public, argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -98,7 +104,7 @@ def lab_cloud(nat_lab: NatLab, tmp_path_factory: pytest.TempPathFactory) -> Iter
         key = re.search(r"app key (\S+)", text)
         secret = re.search(r"XP2P_APP_SECRET=(\S+)", text)
         assert key and secret, text
-        yield LabCloud(key.group(1), secret.group(1))
+        yield LabCloud(key.group(1), secret.group(1), log.parent / "tls" / "cloud-cert.pem")
     finally:
         proc.terminate()
         try:
@@ -122,7 +128,18 @@ def _wait_for(log: Path, proc: subprocess.Popen[bytes], pattern: str) -> str:
 
 def _probe_from(ns: str, cloud: LabCloud) -> dict[str, Any]:
     done = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", PROBE, CLOUD_URL, cloud.app_key],
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            PROBE,
+            CLOUD_URL,
+            cloud.app_key,
+            str(cloud.cloud_ca),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "XP2P_APP_SECRET": cloud.app_secret},

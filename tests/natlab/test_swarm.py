@@ -42,6 +42,7 @@ def test_viewers_behind_nats_feed_each_other(lab: NatLab, world: LabWorld, tmp_p
         viewers: list[Proc] = []
         for name, (site, count) in sites.items():
             args = [sys.executable, str(VIEWER), "--cloud", CLOUD_URL, "--app-key", APP_KEY]
+            args += ["--cloud-ca", str(world.cloud_ca)]
             args += ["--url", source, "--until", f"{until:.3f}", "--name", name]
             args += ["--viewers", str(count), "--out", str(tmp_path / f"{name}.json")]
             args += ["--flv-dir", str(tmp_path)]

@@ -26,6 +26,7 @@ from xp2p import XP2PError
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import LinkConfig
 from xp2p.link.config import Conditions
+from xp2p.trust import CloudTrust
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.watchdog import watch_running_loop
 
@@ -79,7 +80,8 @@ async def main_async(args: argparse.Namespace) -> int:
     conditions = Conditions(rtt_ms=args.rtt_ms) if args.rtt_ms else Conditions()
     module = P2PModule(LinkConfig(conditions=conditions))
     secret = os.environ["XP2P_APP_SECRET"]
-    await module.init(AppParams(args.cloud, args.app_key, secret))
+    trust = CloudTrust(ca_file=args.cloud_ca)
+    await module.init(AppParams(args.cloud, args.app_key, secret, cloud_trust=trust))
     out = Path(args.out) if args.out else None
     watchdog = watch_running_loop()
     try:
@@ -98,6 +100,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("devices", nargs="+", help="PRODUCT/DEVICE, one or more")
     parser.add_argument("--cloud", required=True)
+    parser.add_argument(
+        "--cloud-ca", type=Path, help="the lab cloud's self-signed certificate (https cloud)"
+    )
     parser.add_argument("--app-key", required=True)
     parser.add_argument("--seconds", type=float, default=1.5, help="video to pull per device")
     parser.add_argument("--runs", type=int, default=1)

@@ -22,7 +22,8 @@ from .lab import CLOUD_ALT_IP, CLOUD_IP, TURN_IP, NatLab, Site
 
 HERE = Path(__file__).resolve().parent
 
-CLOUD_URL = f"http://{CLOUD_IP}:8080"
+#: TLS: the cloud listens beyond loopback, so it must (a self-signed pair the lab pins).
+CLOUD_URL = f"https://{CLOUD_IP}:8080"
 APP_KEY = "lab-app"
 PRODUCT = "LAB"
 ACCOUNTS = 12
@@ -45,6 +46,16 @@ class LabWorld:
             return self.lab.popen(ns, argv, **kwargs)
 
         return Proc.start(name, argv, self.workdir / f"{name}.log", env, launcher)
+
+    @property
+    def cloud_ca(self) -> Path:
+        """The cloud's self-signed certificate: what devices and viewers pin."""
+        return self.workdir / "tls" / "cloud-cert.pem"
+
+    @property
+    def grant_key(self) -> Path:
+        """The cloud's grant-signing public key, pinned by every lab device."""
+        return self.workdir / "grant.pub"
 
     # ---- the public side ------------------------------------------------------------
 
@@ -74,8 +85,10 @@ class LabWorld:
         config.write_text("\n".join(lines) + "\n")
         config.chmod(0o600)
         argv = [sys.executable, "-m", "xp2p", "cloud", "--config", str(config)]
+        argv += ["--tls-self-signed", str(self.cloud_ca.parent)]
+        argv += ["--export-grant-key", str(self.grant_key)]
         self.cloud = self.start_process(self.lab.public, "cloud", argv, {})
-        self.cloud.wait_line(r"listening on")
+        self.cloud.wait_line(r"grant-signing public key written")
         return self.cloud
 
     def start_coturn(self) -> Coturn:
@@ -92,6 +105,7 @@ class LabWorld:
 
     def start_device(self, site: Site, name: str) -> Proc:
         argv = [sys.executable, "-m", "xp2p", "device", f"{PRODUCT}/{name}", "--cloud", CLOUD_URL]
+        argv += ["--cloud-ca", str(self.cloud_ca), "--grant-key", str(self.grant_key)]
         env = {"XP2P_DEVICE_SECRET": self.device_secrets[name]}
         proc = self.start_process(site.host, f"device-{name}", [*argv, *PATTERN_ARGS], env)
         self.devices[name] = proc
@@ -103,7 +117,7 @@ class LabWorld:
 
     def viewer_argv(self, devices: list[str], **options: Any) -> list[str]:
         argv = [sys.executable, str(HERE / "viewer_probe.py"), "--cloud", CLOUD_URL]
-        argv += ["--app-key", APP_KEY]
+        argv += ["--app-key", APP_KEY, "--cloud-ca", str(self.cloud_ca)]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         return [*argv, *(f"{PRODUCT}/{d}" for d in devices)]
@@ -116,6 +130,7 @@ class LabWorld:
         """A ``scenario.py`` viewer; read its events with ``Proc.events()``."""
         argv = [sys.executable, str(HERE / "scenario.py"), scenario, f"{PRODUCT}/{device}"]
         argv += ["--cloud", CLOUD_URL, "--app-key", APP_KEY, "--seconds", str(seconds)]
+        argv += ["--cloud-ca", str(self.cloud_ca)]
         env = {"XP2P_APP_SECRET": self.app_secret}
         return self.start_process(site.host, f"scenario-{scenario}-{device}", argv, env)
 

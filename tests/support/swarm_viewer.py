@@ -24,6 +24,7 @@ from typing import Any
 
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.swarm.edge_routes import room_id
+from xp2p.trust import CloudTrust
 from xp2p.viewer import AppParams, P2PModule, StreamInfo
 from xp2p.viewer.cloud_client import CloudError
 from xp2p.viewer.swarm import SwarmService
@@ -72,7 +73,8 @@ async def swarm_viewer(
     files: Files,
 ) -> None:
     module = P2PModule()
-    await module.init(AppParams(args.cloud, args.app_key, secret))
+    trust = CloudTrust(ca_file=args.cloud_ca)
+    await module.init(AppParams(args.cloud, args.app_key, secret, cloud_trust=trust))
     reader = FlvReader()
     player = PlayerModel(joined=time.time())
     total = [0]
@@ -133,7 +135,7 @@ async def control_viewer(
     args: argparse.Namespace, secret: str, results: list[dict[str, Any]]
 ) -> None:
     """Every chunk from the edge as soon as it is cut: the latency reference."""
-    edge = EdgeClient(args.cloud, args.app_key, secret)
+    edge = EdgeClient(args.cloud, args.app_key, secret, trust=CloudTrust(ca_file=args.cloud_ca))
     room = room_id(args.url)
     arrivals: dict[int, float] = {}
     try:
@@ -191,6 +193,9 @@ async def main_async(args: argparse.Namespace, files: Files) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cloud", required=True)
+    parser.add_argument(
+        "--cloud-ca", type=Path, help="the lab cloud's self-signed certificate (https cloud)"
+    )
     parser.add_argument("--app-key", required=True)
     parser.add_argument("--url", required=True, help="the source URL (the room)")
     parser.add_argument("--name", default="p")

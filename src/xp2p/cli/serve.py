@@ -74,7 +74,10 @@ def _print_trust(config: CloudConfig, grant_key: Ed25519PublicKey, export_to: Pa
         print(f"  TLS certificate {config.tls_cert_file} (SHA-256 {fingerprint})", flush=True)
     if export_to is not None:
         export_to.write_text(grant_public_key_pem(grant_key))
-        print(f"  grant-signing public key written to {export_to} (xp2p device --grant-key)")
+        print(
+            f"  grant-signing public key written to {export_to} (xp2p device --grant-key)",
+            flush=True,
+        )
 
 
 def _with_tls(args: argparse.Namespace, config: CloudConfig) -> CloudConfig:
