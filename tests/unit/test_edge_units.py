@@ -13,7 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from xp2p.cloud.config import ConfigError
 from xp2p.cloud.edge import EdgeConfig
 from xp2p.cloud.edge.peers import PeerSession
-from xp2p.cloud.edge.policy import PolicyResolver, SourcePolicy, SourceRefused, parse_allowed
+from xp2p.cloud.edge.policy import (
+    PolicyResolver,
+    SourcePolicy,
+    SourceRefused,
+    SourceUnresolved,
+    parse_allowed,
+)
 from xp2p.cloud.edge.store import BufferBudget, ChunkStore, Lookup
 from xp2p.flv import FlvHeader
 from xp2p.swarm import Chunk, InitChunk, peer_token
@@ -438,3 +444,8 @@ def test_edge_config_checks_the_new_fields() -> None:
     for doc, field in cases:
         with pytest.raises(ConfigError, match=rf"edge\.{field}"):
             EdgeConfig.from_dict(doc)
+
+
+async def test_a_host_that_does_not_resolve_is_unavailable_not_refused() -> None:
+    with pytest.raises(SourceUnresolved):
+        await SourcePolicy().check("http://no-such-host.invalid/x.flv")

@@ -35,6 +35,10 @@ class SourceRefused(Exception):
     """The policy refuses this source; the message is for the edge's log only."""
 
 
+class SourceUnresolved(Exception):
+    """The source's host does not resolve (now): unavailable, not refused."""
+
+
 def is_public_address(address: str | IPAddress) -> bool:
     """A public unicast address (IPv4-mapped, 6to4-free NAT64 forms judged by their IPv4)."""
     try:
@@ -100,7 +104,7 @@ class SourcePolicy:
                     host, port, type=socket.SOCK_STREAM
                 )
             except (OSError, UnicodeError) as exc:
-                raise SourceRefused(f"{host} does not resolve ({type(exc).__name__})") from None
+                raise SourceUnresolved(f"the host does not resolve ({describe(exc)})") from None
             addresses = [str(info[4][0]) for info in infos]
         bad = [a for a in addresses if not is_public_address(a)]
         if bad or not addresses:

@@ -36,7 +36,7 @@ from xp2p.swarm import edge_routes as routes
 
 from .config import EdgeConfig
 from .peers import CLOSE_POLICY, PeerSession
-from .policy import PolicyResolver, SourceRefused
+from .policy import PolicyResolver, SourceRefused, SourceUnresolved
 from .room import Room
 from .source import SourceError, source_ssl_context
 from .store import BufferBudget, Lookup
@@ -257,6 +257,9 @@ class EdgeService:
         except SourceRefused as exc:
             logger.info("join by app %s: %s refused: %s", app_key, routes.redact_url(url), exc)
             raise EdgeError(403, "source_refused", SOURCE_REFUSED) from None
+        except SourceUnresolved as exc:
+            logger.info("join by app %s: %s: %s", app_key, routes.redact_url(url), exc)
+            raise EdgeError(502, "source_unreachable", SOURCE_UNAVAILABLE) from None
         room = self.rooms.get(room_id)  # another join may have made it meanwhile
         if room is not None and not room.closed:
             if not room.allows(app_key, self._app_allows):

@@ -15,7 +15,7 @@ from xp2p.cloud.config import ConfigError
 from xp2p.flv.header import SIGNATURE
 from xp2p.swarm.edge_messages import MessageError, check_source_url
 
-from .policy import SourcePolicy, SourceRefused, describe
+from .policy import SourcePolicy, SourceRefused, SourceUnresolved, describe
 
 #: Bytes read from the source per call: a few frames of a typical stream.
 READ_SIZE = 64 * 1024
@@ -80,6 +80,8 @@ async def pull_flv(
                 except (SourceRefused, MessageError) as exc:
                     where = "the source" if hop == 0 else f"redirect {hop}"
                     raise SourceError(f"{where} refused: {exc}", refused=True) from None
+                except SourceUnresolved as exc:
+                    raise SourceError(str(exc)) from None
                 response = await session.get(
                     url,
                     timeout=timeout,
@@ -116,8 +118,11 @@ async def pull_flv(
                 f"no FLV header from the source within {connect_timeout:g} s"
             ) from None
         if not head.startswith(SIGNATURE):
-            kind = response.content_type or "unknown type"
-            raise SourceError(f"the source is not FLV (it sent {kind[:64]!s})", not_flv=True)
+            # The source's own text goes to the log: printable characters only, bounded.
+            kind = "".join(
+                c for c in (response.content_type or "unknown type")[:64] if c.isprintable()
+            )
+            raise SourceError(f"the source is not FLV (it sent {kind})", not_flv=True)
         yield head
         while True:
             try:
