@@ -261,6 +261,26 @@ def player_access() -> list[bytes]:
     ]
 
 
+def app_auth() -> list[bytes]:
+    from xp2p.auth import sign_request
+
+    out = []
+    for i, source in enumerate((0, 1, 2, 3)):
+        body = b"{}" if i % 2 else b""
+        headers = sign_request(
+            "fuzz-app",
+            "fuzz-app-secret-0123456789",
+            "POST",
+            "/api/v1/app/session",
+            body,
+            timestamp=1_764_720_000 - 10 * i,
+            nonce=f"{i:02d}" * 16,
+        )
+        lines = "".join(f"{k}: {v}\n" for k, v in headers.items())
+        out.append(bytes((source,)) + lines.encode() + b"\n" + body)
+    return out
+
+
 TARGETS = {
     "flv": flv,
     "xp2pinfo": xp2pinfo,
@@ -274,6 +294,7 @@ TARGETS = {
     "cloud_signalling": cloud_signalling,
     "device_session": device_session,
     "player_access": player_access,
+    "app_auth": app_auth,
 }
 
 
