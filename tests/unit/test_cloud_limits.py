@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from xp2p.cloud.limits import MAX_BUCKETS, RateLimiter
@@ -67,3 +69,51 @@ def test_a_flood_of_fresh_keys_cannot_grow_the_table() -> None:
     for n in range(99):
         limiter.take((f"192.0.2.{n}",), 0.0)
     assert limiter.take(busy, 0.0) > 0  # still empty: not forgotten and refilled
+
+
+def test_limit_and_permission_settings_are_validated_by_field() -> None:
+    from xp2p.cloud.config import AppConfig, CloudConfig, ConfigError
+
+    app = {"key": "a", "secret": "a-secret-0123456789"}
+    doc = {
+        "apps": [{**app, "permissions": ["live", "playback"]}],
+        "request_rate": 5,
+        "request_burst": 10,
+        "nonce_quota": 1000,
+        "clock_skew": 10,
+        "auth_failure_limit": 3,
+        "auth_failure_window": 30,
+        "stun_rate": 1.5,
+        "stun_burst": 3,
+        "header_timeout": 2,
+        "keepalive_timeout": 4.5,
+        "max_connections_per_source": 8,
+    }
+    config = CloudConfig.from_dict(doc)
+    assert config.apps[0].permissions == ("live", "playback")
+    assert (config.request_rate, config.keepalive_timeout, config.stun_burst) == (5.0, 4.5, 3)
+    assert CloudConfig.from_dict({"apps": [app]}).apps[0].permissions == (
+        "command",
+        "download",
+        "live",
+        "playback",
+        "voice",
+    )
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"apps": [{**app, "permissions": ["live", "root"]}]}, "apps[0].permissions[1]"),
+        ({"apps": [{**app, "permissions": []}]}, "apps[0].permissions"),
+        ({"apps": [{**app, "permissions": "live"}]}, "apps[0].permissions"),
+        ({"request_rate": 0}, "request_rate"),
+        ({"request_burst": True}, "request_burst"),
+        ({"clock_skew": 301}, "clock_skew"),
+        ({"nonce_quota": 0}, "nonce_quota"),
+        ({"auth_failure_limit": 0}, "auth_failure_limit"),
+        ({"header_timeout": "10"}, "header_timeout"),
+        ({"max_connections_per_source": 0}, "max_connections_per_source"),
+        ({"stun_rate": -1}, "stun_rate"),
+    ]
+    for extra, field in bad:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(field)}:"):
+            CloudConfig.from_dict({"apps": [app], **extra})
+    with pytest.raises(ConfigError, match=r"^apps\[0\]\.permissions\[0\]:"):
+        CloudConfig(apps=(AppConfig("a", "a-secret-0123456789", permissions=("all",)),))
