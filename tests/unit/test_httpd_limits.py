@@ -95,3 +95,32 @@ def test_limits_are_validated_by_field() -> None:
         ConnectionLimits(header_timeout=0)
     with pytest.raises(ValueError, match="max_per_source"):
         ConnectionLimits(max_per_source=0)
+
+
+async def test_accept_errors_are_logged_once_per_interval_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import errno
+
+    from aiohttp import web
+
+    from xp2p.httpd import start_site
+
+    runner, _ = await start_site(web.Application(), "127.0.0.1", 0, access_log=False)
+    try:
+        loop = asyncio.get_running_loop()
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(500):  # what asyncio reports for each failed accept under EMFILE
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(errno.EMFILE, "Too many open files"),
+                    }
+                )
+        accept_lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+        assert len(accept_lines) <= 1
+        assert all(r.exc_info is None for r in caplog.records)
+        assert not [r for r in caplog.records if r.name == "asyncio"]
+    finally:
+        await runner.cleanup()
