@@ -33,6 +33,7 @@ from tests.support.waiting import wait_until
 from xp2p.auth import sign_request
 from xp2p.cloud import AppConfig, CloudConfig, CloudServer
 from xp2p.cloud.edge import EdgeConfig, EdgeServer
+from xp2p.cloud.edge.policy import SourcePolicy
 from xp2p.device.http_origin import OriginServer
 from xp2p.flv import FlvHeader, FlvTag
 from xp2p.media import TestPatternConfig, TestPatternSource
@@ -172,6 +173,33 @@ async def test_internal_sources_are_refused_and_errors_map_nothing(
     assert "refused" in text and "redirect 1 refused" in text
     assert " object at 0x" not in text and "ClientConnectorError(" not in text
     print(f"\nSSRF: {len(urls) + len(redirects)} joins sent, all 403; canary hits {canary.hits}")
+
+
+async def test_dns_rebinding_reaches_nothing_at_the_connect(
+    cloud: CloudServer, canary: Canary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check saw a public answer; the connect resolves the name again and gets
+    127.0.0.1 (``localhost`` stands for the rebinding name): the edge's resolver drops it."""
+
+    async def saw_public(self: SourcePolicy, url: str) -> None:
+        return None
+
+    monkeypatch.setattr(SourcePolicy, "check", saw_public)
+    url = f"http://localhost:{canary.port}/x.flv"
+    async with aiohttp.ClientSession() as http:
+        client = EdgeClient(http, cloud.url)
+        status, doc = await client.request("POST", routes.JOIN_PATH, {"url": url, **BODY})
+        assert (status, doc["code"], doc["message"]) == (
+            502,
+            "source_unreachable",
+            "source unavailable",
+        )
+        assert canary.hits == 0
+        # Control: listed, the same name reaches the canary (so the resolver did resolve it).
+        assert cloud.edge is not None
+        cloud.edge.allow_source(url)
+        status, doc = await client.request("POST", routes.JOIN_PATH, {"url": url, **BODY})
+    assert status == 502 and canary.hits == 1  # reached; it answers JSON, not FLV
 
 
 async def test_a_failing_listed_source_says_only_unavailable(

@@ -449,3 +449,11 @@ def test_edge_config_checks_the_new_fields() -> None:
 async def test_a_host_that_does_not_resolve_is_unavailable_not_refused() -> None:
     with pytest.raises(SourceUnresolved):
         await SourcePolicy().check("http://no-such-host.invalid/x.flv")
+
+
+def test_bad_frames_are_forgiven_slowly() -> None:
+    session = PeerSession.__new__(PeerSession)
+    session.errors, session._errors_at = 0.0, None
+    assert [session.penalise(0.0) for _ in range(3)] == [1.0, 2.0, 3.0]
+    assert session.penalise(120.0) == pytest.approx(2.0)  # two forgiven in two minutes
+    assert session.penalise(10_000.0) == 1.0

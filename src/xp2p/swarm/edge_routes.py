@@ -47,7 +47,7 @@ the app API's ``{"error": {"code", "message"}}`` (what CloudClient turns into
   T`` (not app-signed: the peer token authenticates it, and stays out of the URL and so out
   of access logs; a ``token`` query parameter is refused; closing it = leaving the room).
   JSON text frames of at most `MAX_WS_FRAME` bytes; a bigger or malformed frame gets
-  ``{"type":"error"}`` and, past `MAX_WS_ERRORS` of them, a close.
+  ``{"type":"error"}`` and, past `MAX_WS_ERRORS` of them (one forgiven a minute), a close.
   Edge → peer (`parse_edge_message`):
   ``neighbours`` {neighbours} (whenever the list changes, and at once on connect),
   ``seed`` {seed}, ``offer`` {from, request_id, offer}, ``answer`` {from, request_id,

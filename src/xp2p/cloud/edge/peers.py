@@ -27,6 +27,8 @@ from xp2p.tasks import TaskSet
 logger = logging.getLogger("xp2p.edge")
 
 MAX_QUEUE = 64
+#: Bad frames forgiven per second (one a minute).
+ERROR_DECAY = 1 / 60
 #: WebSocket close codes (RFC 6455 §7.4): policy violation, and "try again later".
 CLOSE_POLICY = int(WSCloseCode.POLICY_VIOLATION)
 CLOSE_GOING_AWAY = int(WSCloseCode.GOING_AWAY)
@@ -42,10 +44,22 @@ class PeerSession:
         # from code that does not wait for it.
         self._tasks = TaskSet(f"edge-ws-{peer_id}")
         self._sender = self._tasks.spawn(self._drain(), "send")
-        self.errors = 0  #: malformed or refused frames from this peer
+        #: malformed or refused frames from this peer, less `ERROR_DECAY` a second: a
+        #: burst closes the channel, the odd race (a signal to a neighbour that just left)
+        #: over a long session does not
+        self.errors = 0.0
+        self._errors_at: float | None = None
         self.closed = False
         self._tokens = float(SIGNAL_BURST)
         self._tokens_at: float | None = None
+
+    def penalise(self, now: float) -> float:
+        """Count one bad frame at ``now``; the decayed count."""
+        if self._errors_at is not None:
+            self.errors = max(self.errors - max(now - self._errors_at, 0.0) * ERROR_DECAY, 0.0)
+        self._errors_at = now
+        self.errors += 1.0
+        return self.errors
 
     def may_signal(self, now: float) -> bool:
         """Take a token for one signal this peer sends; False when it has none left."""

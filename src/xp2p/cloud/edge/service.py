@@ -416,9 +416,9 @@ class EdgeService:
             room.apply(room.tracker.need_neighbours(session.peer_id, message.exclude))
 
     def _refuse(self, session: PeerSession, code: str, message: str) -> None:
-        session.errors += 1
+        errors = session.penalise(time.monotonic())
         session.send(messages.ErrorMessage(code, message).to_json())
-        if session.errors > routes.MAX_WS_ERRORS:
+        if errors > routes.MAX_WS_ERRORS:
             session.close(CLOSE_POLICY, "too many bad frames")
 
 
