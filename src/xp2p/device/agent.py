@@ -8,13 +8,15 @@ your own ``MediaSource`` factories and run ``async with DeviceAgent(config): ...
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
 from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncGenerator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from xp2p import SDK_VERSION
 from xp2p.auth import MAX_GRANT_LENGTH, AccessGrant, GrantError, GrantVerifier
@@ -241,11 +243,13 @@ class DeviceAgent:
             await respond_text(req, 405, "use POST /grant")
             return
         body = b""
-        async for chunk in req.body():
-            body += chunk
-            if len(body) > MAX_GRANT_LENGTH:
-                await respond_text(req, 400, "access grant too long")
-                return
+        body_chunks = cast(AsyncGenerator[bytes, None], req.body())
+        async with contextlib.aclosing(body_chunks) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_GRANT_LENGTH:
+                    await respond_text(req, 400, "access grant too long")
+                    return
         try:
             token = body.decode("ascii")
             grant = self._check_grant(token)
