@@ -25,7 +25,7 @@ from xp2p.device.cloud_session import (
     OfferRequest,
     SignInInfo,
 )
-from xp2p.trust import verify_welcome_mac
+from xp2p.trust import CloudTrust, certificate_sha256, self_signed_certificate, verify_welcome_mac
 from xp2p.viewer.cloud_client import CloudClient, CloudError
 
 SECRET = "cam1-device-secret"
@@ -344,3 +344,57 @@ async def test_device_leaving_mid_offer(server: CloudServer, config: CloudConfig
         with pytest.raises(CloudError) as info:
             await task
         assert (info.value.status, info.value.code) == (404, "device_offline")
+
+
+async def test_auth_without_a_device_nonce_is_a_bad_message(server: CloudServer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(_ws_url(server)) as ws:
+        challenge = await _json(ws)
+        proof = device_proof(SECRET, bytes.fromhex(challenge["nonce"]), "DEMO", "cam1")
+        await ws.send_json(
+            {"type": "auth", "product_id": "DEMO", "device_name": "cam1", "proof": proof}
+        )
+        reply = await _json(ws)
+        assert (reply["code"], reply["message"]) == (
+            "bad_message",
+            "nonce must be 32 hex digits (the device's, for the welcome MAC)",
+        )
+
+
+async def test_a_device_pins_the_tls_cloud_by_fingerprint(
+    config: CloudConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = self_signed_certificate(tmp_path, name="cloud")
+    cloud = CloudServer(replace(config, tls_cert_file=cert, tls_key_file=key))
+    await cloud.start()
+    assert cloud.url.startswith("https://127.0.0.1:")
+    good = certificate_sha256(cert.read_bytes())
+    wrong = "00" * 32
+    sessions = [
+        DeviceCloudSession(
+            cloud.url,
+            "DEMO",
+            name,
+            secret,
+            grant_public_key=cloud.grant_public_key,
+            trust=CloudTrust(fingerprint=fingerprint),
+            on_offer=_never,
+            xp2p_info_factory=lambda i: "XP2P%1",
+            backoff_initial=0.05,
+        )
+        for name, secret, fingerprint in (("cam1", SECRET, good), ("cam2", SECRET * 2, wrong))
+    ]
+    try:
+        for session in sessions:
+            await session.start()
+        await sessions[0].wait_signed_in(5.0)
+        await wait_until(
+            lambda: "the TLS certificate of 127.0.0.1 is not trusted" in caplog.text,
+            what="the wrong pin was refused, by name",
+        )
+        assert not sessions[1].signed_in
+        presence = await cloud.registry.get("DEMO", "cam2")
+        assert presence is None  # it never got as far as a sign-in
+    finally:
+        for session in sessions:
+            await session.close()
+        await cloud.stop()
