@@ -110,6 +110,21 @@ def test_max_links_below_one_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert "--max-links" in str(exit_.value.code)
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--app-link-share", "0"), ("--app-link-share", "1.5"), ("--link-idle-timeout", "0")],
+)
+def test_device_link_limits_are_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str, value: str
+) -> None:
+    monkeypatch.setenv("XP2P_DEVICE_SECRET", "x" * 16)
+    key = tmp_path / "grant.pub"
+    key.write_text(grant_public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    with pytest.raises(SystemExit) as exit_:
+        main(["device", "DEMO/cam1", flag, value, "--grant-key", str(key)])
+    assert flag in str(exit_.value.code)
+
+
 def test_a_device_without_a_pinned_grant_key_does_not_start(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

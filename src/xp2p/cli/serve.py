@@ -315,6 +315,19 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="open links, pulling or not (32); more viewers get 503 busy",
     )
+    group.add_argument(
+        "--app-link-share",
+        type=float,
+        default=0.5,
+        help="the part of the links (and of those being set up) one app may hold (0.5; "
+        "1 = no per-app limit)",
+    )
+    group.add_argument(
+        "--link-idle-timeout",
+        type=float,
+        default=120.0,
+        help="close a link that served no request for this many seconds (120)",
+    )
 
 
 def with_device_options(config: DeviceConfig, args: argparse.Namespace) -> DeviceConfig:
@@ -322,12 +335,18 @@ def with_device_options(config: DeviceConfig, args: argparse.Namespace) -> Devic
         raise SystemExit(
             "xp2p: --max-viewers, --max-links and --segment-seconds must be at least 1"
         )
+    if not 0 < args.app_link_share <= 1:
+        raise SystemExit("xp2p: --app-link-share must be more than 0 and at most 1")
+    if not args.link_idle_timeout > 0:
+        raise SystemExit("xp2p: --link-idle-timeout must be more than 0")
     return dataclasses.replace(
         config,
         recordings_dir=args.recordings_dir,
         segment_seconds=args.segment_seconds,
         max_viewers=args.max_viewers,
         max_links=args.max_links,
+        app_link_share=args.app_link_share,
+        link_idle_timeout=args.link_idle_timeout,
     )
 
 
