@@ -147,6 +147,35 @@ async def test_stun_protocol_and_transaction_internals() -> None:
     assert isinstance(transaction._Transaction__timeout_delay, float)  # type: ignore[attr-defined]
 
 
+async def test_every_check_transmission_goes_through_send_stun() -> None:
+    """``link.ice`` counts the checks of an offer whose peer has not proved itself in
+    ``_CheckProtocol.send_stun``: a transaction must send and resend through its protocol's
+    ``send_stun``, and the protocol keep the receiver (the connection) it was made with."""
+    sent: list[tuple[str, int]] = []
+
+    class Counting(StunProtocol):  # type: ignore[misc]
+        def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+            sent.append(addr)
+
+    receiver = object()
+    protocol = Counting(receiver=receiver)
+    assert protocol.receiver is receiver
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    transaction = stun.Transaction(request, ("192.0.2.1", 3478), protocol, retransmissions=2)
+    transaction._Transaction__timeout_delay = 0.001  # type: ignore[attr-defined]
+    with pytest.raises(stun.TransactionTimeout):
+        await transaction.run()
+    assert sent == [("192.0.2.1", 3478)] * 3
+
+
+def test_check_incoming_follows_the_integrity_check() -> None:
+    """``link.ice`` takes a call of ``check_incoming`` as the peer's proof that it read our
+    answer: aioice must call it only after checking MESSAGE-INTEGRITY with our password."""
+    source = inspect.getsource(aioice.Connection.request_received)
+    assert "check_message_integrity(self.local_password" in source
+    assert source.index("check_message_integrity") < source.index("self.check_incoming(")
+
+
 async def test_candidate_pair_fields() -> None:
     for state in ("IN_PROGRESS", "SUCCEEDED", "FAILED"):
         assert hasattr(CandidatePair.State, state)
