@@ -267,7 +267,12 @@ class EdgeService:
             return room
         if self._http is None:
             # The resolver refuses what the policy refuses at the connect itself (rebinding).
-            connector = aiohttp.TCPConnector(resolver=PolicyResolver(self._policy))
+            # One streaming connection per room (and a redirect's): aiohttp's default cap
+            # of 100 would make the 101st room wait for a slot until its connect timeout.
+            limit = self.config.max_rooms + self.config.max_pending_rooms + 8
+            connector = aiohttp.TCPConnector(
+                resolver=PolicyResolver(self._policy), limit=limit, limit_per_host=0
+            )
             self._http = aiohttp.ClientSession(connector=connector)
         room = Room(
             url,
