@@ -284,6 +284,22 @@ async def test_malformed_stun_is_dropped_and_answers_are_rate_limited() -> None:
             transport.close()
 
 
+async def test_a_trickled_request_body_is_cut_off() -> None:
+    async with _cloud(header_timeout=1.0) as (cloud, _http):
+        host, port = cloud.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                f"POST {SESSION} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n"
+                "Content-Type: application/json\r\n\r\n{".encode()
+            )
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 408"), head
+        finally:
+            writer.close()
+
+
 # --- item 9: idle and slowloris connections at a low descriptor limit --------------------
 
 FD_LIMIT = 256

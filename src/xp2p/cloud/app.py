@@ -14,6 +14,7 @@ status; no handler failure takes the server down.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -309,7 +310,13 @@ class CloudServer:
     ) -> tuple[AppConfig, bytes]:
         """Verify the request's signature, then ``authorise(app, body)`` (which raises
         ApiError to refuse): only a request that passes both takes room in the replay cache."""
-        body = await request.read()  # raises 413 past client_max_size
+        try:
+            # A body trickled in byte by byte would hold the connection inside its handler,
+            # where no connection limit reaches: it gets as long as the headers did.
+            async with asyncio.timeout(self.config.header_timeout):
+                body = await request.read()  # raises 413 past client_max_size
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", "request body not received in time") from None
 
         def check(app_key: str) -> None:
             if authorise is not None:
