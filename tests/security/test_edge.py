@@ -32,6 +32,7 @@ from tests.support.procs import Proc, free_port
 from tests.support.waiting import wait_until
 from xp2p.auth import sign_request
 from xp2p.cloud import AppConfig, CloudConfig, CloudServer
+from xp2p.cloud.config import ConfigError
 from xp2p.cloud.edge import EdgeConfig, EdgeServer
 from xp2p.cloud.edge.policy import SourcePolicy
 from xp2p.device.http_origin import OriginServer
@@ -431,3 +432,19 @@ async def test_an_offer_flood_closes_the_sender_not_the_victim(
     assert status == 200 and room["p2p_bytes"] == 1000
     print(f"\nsignals: 2 x 100 offers of 1 KB; victim got {got} (burst {routes.SIGNAL_BURST}), "
           "both flooders closed 1008, victims open; a 2^62 B report refused")  # fmt: skip
+
+
+async def test_the_standalone_edge_keeps_the_clouds_rules() -> None:
+    """``xp2p edge`` answers apps under the cloud config's rules, as the cloud itself does:
+    guessed signatures are throttled with 429 before any check (the source, like the key, is
+    counted: the same address stays refused for the window), and plain HTTP is refused off
+    loopback."""
+    cloud = CloudConfig(port=0, apps=_apps(), auth_failure_limit=3, auth_failure_window=60.0)
+    with pytest.raises(ConfigError, match="needs TLS"):
+        EdgeServer(cloud, EdgeConfig(port=0), host="0.0.0.0")
+    async with EdgeServer(cloud, EdgeConfig(port=0)) as server, aiohttp.ClientSession() as http:
+        guesser = AppClient(http, server.url, OTHER_KEY, "a-wrong-secret-of-16+")
+        answers = [await guesser.request("POST", routes.JOIN_PATH, BODY) for _ in range(8)]
+        codes = [(status, doc["error"]["code"]) for status, doc in answers]
+        assert codes[:3] == [(401, "bad_signature")] * 3
+        assert set(codes[3:]) == {(429, "too_many_failures")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -64,11 +65,14 @@ def apps_allow(apps: Iterable[AppConfig]) -> AppAllows:
 
 
 class EdgeError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 def edge_error_response(status: int, code: str, message: str) -> web.Response:
@@ -81,7 +85,10 @@ def _json_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except EdgeError as exc:
-            return edge_error_response(exc.status, exc.code, exc.message)
+            response = edge_error_response(exc.status, exc.code, exc.message)
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -158,10 +165,17 @@ class EdgeService:
         body = await request.read()
         try:
             app_key = self._verifier.verify(
-                request.method, request.raw_path, request.headers, body, self._clock()
+                request.method,
+                request.raw_path,
+                request.headers,
+                body,
+                self._clock(),
+                source=request.remote,
             )
         except AuthError as exc:
-            raise EdgeError(401, exc.code, exc.message) from None
+            # 401 for a bad signature, 429 (with Retry-After) for the rate and failure limits.
+            retry = exc.retry_after
+            raise EdgeError(exc.status, exc.code, exc.message, retry_after=retry) from None
         return app_key, body
 
     def _room(self, request: web.Request, app_key: str | None = None) -> Room:
