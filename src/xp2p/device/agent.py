@@ -14,9 +14,9 @@ import logging
 import secrets
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from xp2p import SDK_VERSION
 from xp2p.auth import MAX_GRANT_LENGTH, AccessGrant, GrantError, GrantVerifier
@@ -37,9 +37,13 @@ from xp2p.link import (
     accept_link,
     parse_offer,
 )
-from xp2p.link.config import IceServer, StunInfo
+from xp2p.link.config import IceServer, LinkConfig, StunInfo
 from xp2p.link.nat import discover_nat_behaviour
+from xp2p.link.webrtc_sdp import parse_webrtc_offer
 from xp2p.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from xp2p.link.webrtc import WebRtcLink
 
 logger = logging.getLogger("xp2p.device")
 
@@ -55,10 +59,17 @@ class DeviceAgent:
             )
         self.config = config
         self.identity = LinkIdentity.generate(common_name=config.label)
+        from xp2p.link.webrtc import WebRtcIdentity  # aiortc loads with the device only
+
+        #: The DTLS certificate of every WebRTC link this run (its fingerprint in xp2pInfo).
+        self.webrtc_identity = WebRtcIdentity()
         self._channels = self._build_channels(config)
         self.routes = DeviceRoutes(config, self._channels)
         self.links: set[Link] = set()
+        #: Browsers' links; they count with QUIC links against every limit (admission).
+        self.webrtc_links: set[WebRtcLink] = set()
         self._pending: set[asyncio.Future[Link]] = set()
+        self._pending_webrtc: set[asyncio.Future[WebRtcLink]] = set()
         #: Link and pending-link slots by app and grant; validates the limits' fields.
         self.admission = LinkAdmission(
             AdmissionLimits(
@@ -144,7 +155,13 @@ class DeviceAgent:
                 self.links.add(future.result())
             else:
                 future.cancel()  # _finish_accept closes a link nobody waits for
+        for rtc_future in self._pending_webrtc:
+            if rtc_future.done() and not rtc_future.cancelled() and not rtc_future.exception():
+                self.webrtc_links.add(rtc_future.result())
+            else:
+                rtc_future.cancel()
         await asyncio.gather(*(link.close("device shutting down") for link in list(self.links)))
+        await asyncio.gather(*(w.close("device shutting down") for w in list(self.webrtc_links)))
         await self._session.close()
         await self.routes.close()
         await self._tasks.cancel_all()
@@ -174,12 +191,21 @@ class DeviceAgent:
             fingerprint=self.identity.fingerprint,
             session=secrets.token_hex(4),
             sdk_version=SDK_VERSION,
+            dtls_fingerprint=self.webrtc_identity.fingerprint,
         ).encode()
         return self.xp2p_info
 
     async def _on_offer(self, request: OfferRequest) -> dict[str, Any]:
+        # ``transport`` names the link kind; absent means QUIC (docs/protocol.md §6).
+        offer = request.offer
+        transport = offer.get("transport", "quic") if isinstance(offer, dict) else "quic"
         try:
-            remote, token = parse_offer(request.offer)
+            if transport == "webrtc":
+                offer_sdp, token = parse_webrtc_offer(offer)
+            elif transport == "quic":
+                remote, token = parse_offer(offer)
+            else:
+                raise LinkError("bad_signal", "offer names an unknown transport")
         except LinkError as exc:
             raise OfferRejected(400, exc.args[0]) from exc
         grant = self._check_grant(token)
@@ -220,6 +246,10 @@ class DeviceAgent:
                 woken.set()
 
         woken = asyncio.Event()
+        if transport == "webrtc":
+            return await self._accept_webrtc(
+                offer_sdp, link_config, handler, label, slot, watch, woken
+            )
         try:
             pending = await accept_link(
                 link_config, self.identity, remote, handler=handler, peer_label=label
@@ -233,6 +263,67 @@ class DeviceAgent:
         self._pending.add(pending.link)
         self._tasks.spawn(self._adopt(pending.link, label, slot, watch, woken), "adopt-link")
         return pending.answer
+
+    async def _accept_webrtc(
+        self,
+        offer_sdp: str,
+        link_config: LinkConfig,
+        handler: Callable[[IncomingRequest], Awaitable[None]],
+        label: str,
+        slot: Slot,
+        watch: LinkWatch,
+        woken: asyncio.Event,
+    ) -> dict[str, Any]:
+        """A browser's offer: the same slot, grant watch and handler as a QUIC link."""
+        from xp2p.link.webrtc import accept_webrtc
+
+        try:
+            pending = await accept_webrtc(
+                self.webrtc_identity,
+                link_config.ice_servers,
+                offer_sdp,
+                handler=handler,
+                peer_label=label,
+                connect_timeout=link_config.connect_timeout,
+                nat_type=link_config.nat_type,
+            )
+        except LinkError as exc:
+            self.admission.release(slot)
+            code = 400 if exc.reason == "bad_signal" else 500
+            raise OfferRejected(code, f"cannot open a WebRTC link: {exc}") from exc
+        except BaseException:
+            self.admission.release(slot)
+            raise
+        self._pending_webrtc.add(pending.link)
+        self._tasks.spawn(
+            self._adopt_webrtc(pending.link, label, slot, watch, woken), "adopt-webrtc"
+        )
+        return pending.answer
+
+    async def _adopt_webrtc(
+        self,
+        future: asyncio.Future[WebRtcLink],
+        label: str,
+        slot: Slot,
+        watch: LinkWatch,
+        woken: asyncio.Event,
+    ) -> None:
+        try:
+            try:
+                link = await future  # bounded by connect_timeout
+            except LinkError as exc:
+                logger.warning("webrtc link from %s failed: %s", label, exc)
+                return
+            finally:
+                self._pending_webrtc.discard(future)
+            self.admission.opened(slot)
+            self.webrtc_links.add(link)
+            try:
+                await self._supervise(link, watch, woken)
+            finally:
+                self.webrtc_links.discard(link)
+        finally:
+            self.admission.release(slot)
 
     async def _renew(
         self, req: IncomingRequest, granted: list[AccessGrant], watch: LinkWatch
@@ -302,7 +393,9 @@ class DeviceAgent:
         finally:
             self.admission.release(slot)
 
-    async def _supervise(self, link: Link, watch: LinkWatch, woken: asyncio.Event) -> None:
+    async def _supervise(
+        self, link: Link | WebRtcLink, watch: LinkWatch, woken: asyncio.Event
+    ) -> None:
         """Close the link once it is idle or its grant expired (``device.admission``)."""
         loop = asyncio.get_running_loop()
         closed = asyncio.ensure_future(link.wait_closed())

@@ -29,18 +29,21 @@ class Xp2pInfo:
     fingerprint: str  #: SHA-256 of the device's link certificate (see link.identity)
     session: str  #: random per device sign-in
     sdk_version: str
+    #: SHA-256 of the device's DTLS certificate for WebRTC links (base64url, like
+    #: ``fingerprint``); empty for a device without WebRTC. Optional on the wire (``w``).
+    dtls_fingerprint: str = ""
 
     def encode(self) -> str:
-        payload = json.dumps(
-            {
-                "v": 1,
-                "p": self.product_id,
-                "d": self.device_name,
-                "f": self.fingerprint,
-                "s": self.session,
-            },
-            separators=(",", ":"),
-        ).encode()
+        doc = {
+            "v": 1,
+            "p": self.product_id,
+            "d": self.device_name,
+            "f": self.fingerprint,
+            "s": self.session,
+        }
+        if self.dtls_fingerprint:
+            doc["w"] = self.dtls_fingerprint
+        payload = json.dumps(doc, separators=(",", ":")).encode()
         body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
         return f"{PREFIX}{body}%{self.sdk_version}"
 
@@ -68,8 +71,16 @@ class Xp2pInfo:
             raise _bad("payload lacks product, device, fingerprint or session")
         if not _FINGERPRINT_RE.fullmatch(fields["f"] or ""):
             raise _bad("fingerprint is malformed")
+        dtls = payload.get("w", "")
+        if not isinstance(dtls, str) or (dtls and not _FINGERPRINT_RE.fullmatch(dtls)):
+            raise _bad("DTLS fingerprint is malformed")
         info = cls(
-            fields["p"] or "", fields["d"] or "", fields["f"] or "", fields["s"] or "", version
+            fields["p"] or "",
+            fields["d"] or "",
+            fields["f"] or "",
+            fields["s"] or "",
+            version,
+            dtls_fingerprint=dtls,
         )
         major_minor = (*(int(x) for x in version.split(".")[:2]), 0)[:2]  # "2" means 2.0
         if major_minor < MIN_DEVICE_VERSION:

@@ -1,0 +1,92 @@
+"""Pure checks on the SDP of a WebRTC link (docs/protocol.md §6): bounded offers on the
+device, and the viewer's pin of the device's DTLS certificate.
+
+``check_answer_fingerprint`` is the rule the JavaScript SDK mirrors: every ``a=fingerprint``
+line of the device's answer is SHA-256 and equals the fingerprint published in xp2pInfo, and
+there is at least one. DTLS then proves the peer holds that certificate's key, so a cloud or
+relay that rewrites the answer can drop the link but cannot impersonate the camera.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from xp2p.link.errors import LinkError
+from xp2p.link.ice import MAX_CANDIDATES
+
+#: An offer with a few candidates is 1-3 KB; the cloud refuses offers over 16 KiB anyway.
+MAX_SDP_BYTES = 12 * 1024
+_FINGERPRINT_LINE = re.compile(r"^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$")
+
+
+def _lines(sdp: str) -> list[str]:
+    return [line.rstrip("\r") for line in sdp.split("\n")]
+
+
+def count_candidates(sdp: str) -> int:
+    return sum(1 for line in _lines(sdp) if line.startswith("a=candidate:"))
+
+
+def parse_webrtc_offer(offer: Any) -> tuple[str, str]:
+    """Device side: (offer SDP, grant token) of ``{"v": 1, "transport": "webrtc", ...}``.
+
+    Bounded like a QUIC offer: at most ``MAX_CANDIDATES`` candidates (each costs the device
+    connectivity checks), an SDP of at most ``MAX_SDP_BYTES`` that offers a data channel."""
+    if not isinstance(offer, dict) or offer.get("v") != 1 or offer.get("transport") != "webrtc":
+        raise LinkError("bad_signal", "offer is malformed")
+    grant, sdp = offer.get("grant"), offer.get("sdp")
+    if not isinstance(grant, str) or not grant:
+        raise LinkError("bad_signal", "offer carries no access grant")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise LinkError("bad_signal", "offer carries no SDP")
+    if len(sdp.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
+        raise LinkError("bad_signal", f"offer SDP is over {MAX_SDP_BYTES} bytes")
+    if not any(line.startswith("m=application ") for line in _lines(sdp)):
+        raise LinkError("bad_signal", "offer SDP has no data channel (m=application)")
+    if count_candidates(sdp) > MAX_CANDIDATES:
+        raise LinkError("bad_signal", f"offer has more than {MAX_CANDIDATES} ICE candidates")
+    return sdp, grant
+
+
+def sdp_fingerprint(fingerprint: str) -> str:
+    """xp2pInfo's base64url SHA-256 as SDP writes it: ``AB:CD:...`` (upper-case hex)."""
+    try:
+        digest = base64.urlsafe_b64decode(fingerprint + "=" * (-len(fingerprint) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise LinkError("bad_identity", "xp2pInfo's DTLS fingerprint is malformed") from exc
+    if len(digest) != 32:
+        raise LinkError("bad_identity", "xp2pInfo's DTLS fingerprint is not SHA-256")
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def check_answer_fingerprint(answer_sdp: str, fingerprint: str) -> None:
+    """Viewer side: refuse an answer whose DTLS certificate is not the one xp2pInfo names."""
+    if not fingerprint:
+        raise LinkError("bad_identity", "xp2pInfo names no DTLS certificate (device too old?)")
+    expected = sdp_fingerprint(fingerprint)
+    found = [
+        m.groups() for line in _lines(answer_sdp) if (m := _FINGERPRINT_LINE.match(line.strip()))
+    ]
+    seen_lines = sum(1 for line in _lines(answer_sdp) if line.startswith("a=fingerprint:"))
+    if not found or seen_lines != len(found):
+        raise LinkError("bad_identity", "the device's answer has no well-formed DTLS fingerprint")
+    for algorithm, value in found:
+        if algorithm.lower() != "sha-256" or value.upper() != expected:
+            raise LinkError(
+                "bad_identity",
+                "the device's DTLS certificate does not match xp2pInfo (stale xp2pInfo?)",
+            )
+
+
+def keep_sha256_fingerprints(sdp: str) -> str:
+    """Device side: the answer names its certificate by SHA-256 only (the digest xp2pInfo
+    carries), so a viewer can check every fingerprint line it is given."""
+    kept = [
+        line
+        for line in sdp.split("\r\n")
+        if not line.startswith("a=fingerprint:") or line.startswith("a=fingerprint:sha-256 ")
+    ]
+    return "\r\n".join(kept)

@@ -1,0 +1,241 @@
+"""The device answers WebRTC peers (issue 11 item 1): a real aiortc peer standing in for a
+browser, through the real cloud's signalling to a real device, on loopback. Requests travel
+over data channels and are served by the same routes, grants and status codes as on QUIC."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.support.ffprobe import decodes_h264
+from tests.support.stack import PATTERN, Stack
+from xp2p.auth import PERMISSIONS, AccessGrant
+from xp2p.cloud.app import CloudServer
+from xp2p.cloud.config import CloudConfig
+from xp2p.device import ChannelConfig, DeviceAgent
+from xp2p.flv import FlvReader, FlvTag
+from xp2p.link import Link, LinkError, ResponseStream, Xp2pInfo
+from xp2p.link.webrtc import WebRtcLink, open_webrtc
+from xp2p.media import TestPatternSource
+from xp2p.viewer import P2PModule, StreamInfo
+from xp2p.viewer.cloud_client import CloudClient, CloudError
+
+pytestmark = pytest.mark.timeout(60)
+
+DEVICE = StreamInfo(product_id="DEMO", device_name="cam1")
+LIVE = "/ipc.flv?action=live&channel=0&quality=high"
+
+
+@dataclass
+class Rtc:
+    stack: Stack
+    client: CloudClient
+    folder: Path
+
+    async def info(self) -> Xp2pInfo:
+        return Xp2pInfo.parse((await self.client.get_p2p_info("DEMO", "cam1")).xp2p_info or "")
+
+    async def link(self, grant: str | None = None, tamper: bool = False) -> WebRtcLink:
+        """What the browser SDK does: fetch xp2pInfo and a grant, offer, check, connect."""
+        info = await self.info()
+        if grant is None:
+            grant, _ = await self.client.get_grant("DEMO", "cam1")
+
+        async def signal(offer: dict[str, Any]) -> dict[str, Any]:
+            answer = await self.client.connect("DEMO", "cam1", offer)
+            if tamper:  # a cloud in the middle swaps in its own certificate's fingerprint
+                answer["sdp"] = _swap_fingerprint(answer["sdp"])
+            return answer
+
+        return await open_webrtc(
+            (), signal, fingerprint=info.dtls_fingerprint, grant=grant, peer_label="browser"
+        )
+
+
+def _swap_fingerprint(sdp: str) -> str:
+    lines = sdp.split("\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith("a=fingerprint:sha-256 "):
+            first = line[len("a=fingerprint:sha-256 ") :][:2]
+            lines[i] = line.replace(first, "00" if first != "00" else "11", 1)
+    return "\r\n".join(lines)
+
+
+@pytest.fixture
+async def rtc(cloud: tuple[CloudServer, CloudConfig], tmp_path: Path) -> AsyncIterator[Rtc]:
+    server, config = cloud
+    stack = Stack(server, config, device=None)  # type: ignore[arg-type]
+    recordings = tmp_path / "recordings"
+    (recordings / "ch0").mkdir(parents=True)
+    device = DeviceAgent(
+        stack.device_config(
+            recordings_dir=recordings,
+            channels={0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
+        )
+    )
+    await device.start()
+    await device.wait_signed_in(timeout=10)
+    stack.device = device
+    app = config.apps[0]
+    async with CloudClient(server.url, app.key, app.secret, timeout=10) as client:
+        yield Rtc(stack, client, recordings / "ch0")
+    await device.close()
+
+
+async def read_tags(response: ResponseStream, videos: int) -> list[FlvTag]:
+    reader, tags = FlvReader(), []
+    async for chunk in response:
+        tags += [item for item in reader.feed(chunk) if isinstance(item, FlvTag)]
+        if sum(tag.is_video and not tag.is_sequence_header for tag in tags) >= videos:
+            break
+    return tags
+
+
+async def test_xp2p_info_publishes_the_dtls_fingerprint(rtc: Rtc) -> None:
+    info = await rtc.info()
+    assert info.dtls_fingerprint == rtc.stack.device.webrtc_identity.fingerprint
+    assert info.dtls_fingerprint != info.fingerprint  # QUIC's pin is another certificate
+
+
+async def test_a_command_gets_its_reply_and_the_link_counts(rtc: Rtc) -> None:
+    link = await rtc.link()
+    try:
+        query = "action=inner_define&channel=0&cmd=get_device_st&type=live"
+        response = await link.request("GET", f"/command?{query}")
+        assert response.status == 200
+        assert json.loads(await response.read()) == [{"status": "0", "appConnectNum": "0"}]
+        assert rtc.stack.device.webrtc_links == {next(iter(rtc.stack.device.webrtc_links))}
+        assert (rtc.stack.device.admission.total, rtc.stack.device.admission.pending) == (1, 0)
+        ptz = quote(
+            json.dumps({"topic": "ptz", "data": {"cmd": "ptz_left_press"}, "message_id": 7})
+        )
+        response = await link.request("GET", f"/command?action=user_define&channel=0&cmd={ptz}")
+        assert response.status == 200
+        assert json.loads(await response.read()) == {"apex": "no"}
+    finally:
+        await link.close()
+
+
+async def test_live_pull_yields_flv_that_ffprobe_decodes(rtc: Rtc, tmp_path: Path) -> None:
+    link = await rtc.link()
+    try:
+        response = await link.request("GET", LIVE)
+        assert response.status == 200
+        data = bytearray()
+        reader, videos = FlvReader(), 0
+        async for chunk in response:
+            data += chunk
+            items = reader.feed(chunk)
+            videos += sum(isinstance(t, FlvTag) and t.is_video for t in items)
+            if videos >= 30:
+                break
+        response.cancel()
+        (tmp_path / "live.flv").write_bytes(data)
+        assert decodes_h264(tmp_path / "live.flv")
+        # The link serves the next request after a cancelled one.
+        again = await link.request("GET", LIVE)
+        tags = await read_tags(again, 3)
+        first = next(t for t in tags if t.is_video and not t.is_sequence_header)
+        assert first.is_keyframe
+    finally:
+        await link.close()
+
+
+async def test_a_download_is_byte_exact(rtc: Rtc) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (rtc.folder / "clip.flv").write_bytes(data)
+    link = await rtc.link()
+    try:
+        response = await link.request(
+            "GET", "/ipc.flv?action=download&channel=0&file_name=clip.flv"
+        )
+        assert response.status == 200
+        body = await response.read(limit=8 * 1024 * 1024)
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
+        response = await link.request("GET", "/ipc.flv?action=download&channel=0&file_name=nope")
+        assert (response.status, await response.read()) == (404, b"no such file: nope")
+    finally:
+        await link.close()
+
+
+async def test_malformed_framing_is_a_400_with_a_code(rtc: Rtc) -> None:
+    link = await rtc.link()
+    try:
+        channel = link._pc.createDataChannel("req")
+        replies: asyncio.Queue[str | bytes] = asyncio.Queue()
+        channel.on("message", replies.put_nowait)
+        opened = asyncio.Event()
+        channel.on("open", opened.set)
+        await asyncio.wait_for(opened.wait(), 5)
+        channel.send('{"method": "GET", "target": "no slash"}')
+        head = json.loads(await asyncio.wait_for(replies.get(), 5))
+        assert head["status"] == 400
+        body = json.loads(await asyncio.wait_for(replies.get(), 5))
+        assert body["error"]["code"] == "bad_target"
+        # The link lives on.
+        response = await link.request("GET", "/command?action=inner_define&channel=0&cmd=x")
+        assert response.status == 406
+    finally:
+        await link.close()
+
+
+async def test_no_grant_or_another_devices_grant_is_refused(rtc: Rtc) -> None:
+    with pytest.raises(CloudError) as caught:
+        await rtc.link(grant="")
+    assert (caught.value.status, caught.value.code) == (502, "device_refused")
+    assert caught.value.details["device_code"] == 400
+    assert "no access grant" in caught.value.details["device_reason"]
+    now = int(time.time())
+    other = AccessGrant(rtc.client.app_key, "DEMO", "cam2", PERMISSIONS, now, now + 60)
+    with pytest.raises(CloudError) as caught:
+        await rtc.link(grant=rtc.stack.cloud._signer.sign(other))
+    assert caught.value.details["device_code"] == 401
+    assert "access grant refused" in caught.value.details["device_reason"]
+    assert (rtc.stack.device.admission.total, rtc.stack.device.admission.pending) == (0, 0)
+    # A grant without "live" gets the same 403 as on QUIC.
+    token, _ = await rtc.client.get_grant("DEMO", "cam1", permissions=["command"])
+    link = await rtc.link(grant=token)
+    try:
+        response = await link.request("GET", LIVE)
+        assert response.status == 403
+    finally:
+        await link.close()
+
+
+async def test_a_tampered_answer_fingerprint_is_refused(rtc: Rtc) -> None:
+    with pytest.raises(LinkError) as caught:
+        await rtc.link(tamper=True)
+    assert caught.value.reason == "bad_identity"
+    assert "does not match xp2pInfo" in str(caught.value)
+
+
+async def test_a_quic_viewer_and_a_webrtc_peer_pull_at_once(rtc: Rtc) -> None:
+    module = P2PModule()
+    await module.init(rtc.stack.app_params)
+    link = await rtc.link()
+    try:
+        await module.start_p2p_service("cam", DEVICE)
+        quic = module._services["cam"].link  # type: ignore[union-attr]
+        assert isinstance(quic, Link)
+        quic_response = await quic.request("GET", LIVE)
+        rtc_response = await link.request("GET", LIVE)
+        quic_tags, rtc_tags = await asyncio.gather(
+            read_tags(quic_response, 10), read_tags(rtc_response, 10)
+        )
+        for tags in (quic_tags, rtc_tags):
+            assert next(t for t in tags if t.is_video and not t.is_sequence_header).is_keyframe
+        assert len(rtc.stack.device.links) == 1 and len(rtc.stack.device.webrtc_links) == 1
+        assert (rtc.stack.device.admission.total, rtc.stack.device.admission.pending) == (2, 0)
+    finally:
+        await link.close()
+        await module.destroy()
