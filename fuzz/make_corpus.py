@@ -4,6 +4,7 @@ root after changing a format: ``python fuzz/make_corpus.py``; it replaces the se
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -281,6 +282,37 @@ def app_auth() -> list[bytes]:
     return out
 
 
+def datachannel_framing() -> list[bytes]:
+    from aiortc import RTCPeerConnection
+
+    from xp2p.link.datachannel_framing import END, RequestHead, ResponseHead
+
+    fingerprint = ":".join(["AB", "CD", "EF", "12", "34", "56", "78", "9A"] * 4)
+    answer = (
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+        f"a=fingerprint:sha-256 {fingerprint}\r\na=setup:active\r\n"
+    )
+
+    async def offer() -> str:
+        pc = RTCPeerConnection()
+        pc.createDataChannel("xp2p")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return [
+        b"q" + RequestHead("GET", "/ipc.flv?action=live&channel=0", {"x-a": "b"}).encode().encode(),
+        b"Q" + RequestHead("POST", "/voice?channel=0").encode().encode(),
+        b"r" + ResponseHead(200, {"content-type": "video/x-flv"}).encode().encode(),
+        b"e" + END.encode(),
+        b"b" + bytes(range(64)),
+        b"o" + asyncio.run(offer()).encode(),
+        b"a" + answer.encode(),
+    ]
+
+
 TARGETS = {
     "flv": flv,
     "xp2pinfo": xp2pinfo,
@@ -295,6 +327,7 @@ TARGETS = {
     "device_session": device_session,
     "player_access": player_access,
     "app_auth": app_auth,
+    "datachannel_framing": datachannel_framing,
 }
 
 

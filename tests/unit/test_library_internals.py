@@ -217,3 +217,33 @@ async def test_candidate_pair_fields() -> None:
 )
 def test_candidate_gatherers_take_our_keywords(function: object, names: list[str]) -> None:
     assert set(names) <= set(parameters(function))
+
+
+async def test_aiortc_peer_connection_takes_the_devices_certificate() -> None:
+    """``aiortc_internals.use_certificate``: the offer's fingerprint and the DTLS transport
+    are the given certificate's, not the fresh one aiortc makes per connection."""
+    from aiortc import RTCPeerConnection
+
+    from xp2p.link import aiortc_internals
+    from xp2p.link.webrtc import WebRtcIdentity
+    from xp2p.link.webrtc_sdp import check_answer_fingerprint
+
+    identity = WebRtcIdentity()
+    pc = RTCPeerConnection()
+    try:
+        aiortc_internals.use_certificate(pc, identity.certificate)
+        pc.createDataChannel("xp2p")
+        await pc.setLocalDescription(await pc.createOffer())
+        sha256 = [
+            line
+            for line in pc.localDescription.sdp.splitlines()
+            if line.startswith("a=fingerprint:sha-256")
+        ]
+        check_answer_fingerprint("\r\n".join(sha256), identity.fingerprint)
+        transceiver_dtls = pc.sctp.transport if pc.sctp is not None else None
+        assert transceiver_dtls is not None
+        assert transceiver_dtls.getLocalParameters().fingerprints[0].value == (
+            identity.certificate.getFingerprints()[0].value
+        )
+    finally:
+        await pc.close()

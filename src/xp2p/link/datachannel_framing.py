@@ -72,6 +72,16 @@ def _control(message: str | bytes, what: str) -> dict[str, object]:
     return doc
 
 
+def _encodable(text: str) -> bool:
+    """JSON's ``\\ud800`` escapes make lone surrogates, which a QUIC link (bytes on the
+    wire) can never deliver and which the routes' ``str.encode`` would trip over."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _headers(raw: object) -> dict[str, str]:
     if raw is None:
         return {}
@@ -83,7 +93,7 @@ def _headers(raw: object) -> dict[str, str]:
             raise FramingError("bad_headers", "header names and values must be strings")
         if not name.isascii() or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in name):
             raise FramingError("bad_headers", "header names are printable ASCII")
-        if any(c in "\r\n\0" for c in value):
+        if any(c in "\r\n\0" for c in value) or not _encodable(value):
             raise FramingError("bad_headers", "header values carry no line breaks")
         out[name.lower()] = value
     return out
@@ -95,8 +105,8 @@ def parse_request_head(message: str | bytes) -> RequestHead:
     method, target = doc.get("method"), doc.get("target")
     if not isinstance(method, str) or method not in METHODS:
         raise FramingError("bad_method", f"method must be one of {', '.join(sorted(METHODS))}")
-    if not isinstance(target, str):
-        raise FramingError("bad_target", "target must be a string")
+    if not isinstance(target, str) or not _encodable(target):
+        raise FramingError("bad_target", "target must be a UTF-8 string")
     try:
         check_target(target)
     except ValueError as exc:

@@ -1,0 +1,74 @@
+"""WebRTC link input as the device and the viewer read it (docs/protocol.md §7b).
+
+``q`` a request head (the first message on a ``req`` data channel; ``Q``: the same bytes as
+a binary message), ``r`` a response head, ``e`` a control message after the head, ``b`` a
+body message; ``o`` an offer SDP as the device reads it (``parse_webrtc_offer``), ``a`` an
+answer SDP as the viewer checks it against a fixed xp2pInfo fingerprint.
+
+Refusals: ``FramingError`` (framing), ``LinkError`` (SDP); what parses encodes back to
+itself, and an answer that passes names only the expected fingerprint.
+"""
+
+from __future__ import annotations
+
+import atheris
+import harness
+
+with atheris.instrument_imports(include=["xp2p.link.datachannel_framing", "xp2p.link.webrtc_sdp"]):
+    from xp2p.link import datachannel_framing as framing
+    from xp2p.link.errors import LinkError
+    from xp2p.link.webrtc_sdp import (
+        check_answer_fingerprint,
+        count_candidates,
+        parse_webrtc_offer,
+        sdp_fingerprint,
+    )
+
+#: The fingerprint the answer target expects (xp2pInfo's ``w``).
+FINGERPRINT = "q83vEjRWeJqrze8SNFZ4mqvN7xI0Vniaq83vEjRWeJo"
+
+
+def _framing(kind: bytes, data: bytes) -> None:
+    message: str | bytes = data if kind == b"Q" else harness.text(data)
+    try:
+        if kind in (b"q", b"Q"):
+            head = framing.parse_request_head(message)
+            assert framing.parse_request_head(head.encode()) == head
+        elif kind == b"r":
+            response = framing.parse_response_head(message)
+            assert framing.parse_response_head(response.encode()) == response
+        elif kind == b"e":
+            assert framing.is_end(message)
+        else:
+            assert framing.check_body(data) == data
+            assert b"".join(framing.split_body(data)) == data
+    except framing.FramingError as exc:
+        assert exc.code and str(exc), exc
+
+
+def _sdp(kind: bytes, data: bytes) -> None:
+    sdp = harness.text(data)
+    try:
+        if kind == b"o":
+            offer = {"v": 1, "transport": "webrtc", "grant": "g", "sdp": sdp}
+            parsed, grant = parse_webrtc_offer(offer)
+            assert (parsed, grant) == (sdp, "g") and count_candidates(sdp) <= 32
+        else:
+            check_answer_fingerprint(sdp, FINGERPRINT)
+            expected = sdp_fingerprint(FINGERPRINT)
+            lines = [x.strip() for x in sdp.split("\n") if x.startswith("a=fingerprint:")]
+            assert lines and all(x.split(" ", 1)[1].upper() == expected for x in lines)
+    except LinkError as exc:
+        assert exc.reason in ("bad_signal", "bad_identity"), exc
+
+
+def TestOneInput(data: bytes) -> None:
+    kind, rest = data[:1], data[1:]
+    if kind in (b"o", b"a"):
+        _sdp(kind, rest)
+    else:
+        _framing(kind, rest)
+
+
+if __name__ == "__main__":
+    harness.main(TestOneInput, dictionary="json.dict")
