@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 
 from tests.support.ffprobe import decodes_h264
 from tests.support.stack import PATTERN, Stack
+from tests.support.voice import RATE, dominant_hz, read_wav, wait_free, wav_files
 from xp2p.auth import PERMISSIONS, AccessGrant
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
 from xp2p.device import ChannelConfig, DeviceAgent
+from xp2p.device.voice_sink import VoiceFiles
 from xp2p.flv import FlvReader, FlvTag
 from xp2p.link import Link, LinkError, ResponseStream, Xp2pInfo
 from xp2p.link.webrtc import WebRtcLink, open_webrtc
@@ -41,6 +44,7 @@ class Rtc:
     stack: Stack
     client: CloudClient
     folder: Path
+    voice: Path
 
     async def info(self) -> Xp2pInfo:
         return Xp2pInfo.parse((await self.client.get_p2p_info("DEMO", "cam1")).xp2p_info or "")
@@ -80,6 +84,8 @@ async def rtc(cloud: tuple[CloudServer, CloudConfig], tmp_path: Path) -> AsyncIt
     device = DeviceAgent(
         stack.device_config(
             recordings_dir=recordings,
+            voice_sink=VoiceFiles(tmp_path / "voice"),
+            voice_max_speed=1e6,  # the test uploads faster than real time
             channels={0: ChannelConfig(default=lambda: TestPatternSource(PATTERN))},
         )
     )
@@ -88,7 +94,7 @@ async def rtc(cloud: tuple[CloudServer, CloudConfig], tmp_path: Path) -> AsyncIt
     stack.device = device
     app = config.apps[0]
     async with CloudClient(server.url, app.key, app.secret, timeout=10) as client:
-        yield Rtc(stack, client, recordings / "ch0")
+        yield Rtc(stack, client, recordings / "ch0", tmp_path / "voice")
     await device.close()
 
 
@@ -239,3 +245,47 @@ async def test_a_quic_viewer_and_a_webrtc_peer_pull_at_once(rtc: Rtc) -> None:
     finally:
         await link.close()
         await module.destroy()
+
+
+async def test_talk_back_tone_arrives_at_the_device_sink(rtc: Rtc) -> None:
+    t = np.arange(RATE * 2) / RATE
+    tone = (np.sin(2 * np.pi * 1000 * t) * 8000).astype("<i2").tobytes()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for offset in range(0, len(tone), 1600):
+            yield tone[offset : offset + 1600]
+            await asyncio.sleep(0)
+
+    link = await rtc.link()
+    try:
+        headers = [("content-type", f"audio/pcm;rate={RATE};channels=1")]
+        response = await link.request("POST", "/voice?channel=0", headers, body=chunks())
+        assert response.status == 200
+        await response.read()
+        await wait_free(rtc.stack.device, 5)
+    finally:
+        await link.close()
+    (path,) = wav_files(rtc.voice)
+    _fmt, pcm = read_wav(path)
+    assert hashlib.sha256(pcm).digest() == hashlib.sha256(tone).digest()
+    assert abs(dominant_hz(pcm) - 1000) <= 20
+
+
+async def test_post_grant_renews_a_webrtc_link(rtc: Rtc) -> None:
+    link = await rtc.link()
+    try:
+        fresh, expires_at = await rtc.client.get_grant("DEMO", "cam1")
+        response = await link.request("POST", "/grant", body=fresh.encode())
+        assert response.status == 200
+        assert json.loads(await response.read()) == {"expires_at": expires_at}
+        now = int(time.time())
+        other = AccessGrant("another-app", "DEMO", "cam1", PERMISSIONS, now, now + 60)
+        response = await link.request(
+            "POST", "/grant", body=rtc.stack.cloud._signer.sign(other).encode()
+        )
+        assert (response.status, await response.read()) == (
+            403,
+            b"access grant refused: it was issued to another app",
+        )
+    finally:
+        await link.close()

@@ -4,8 +4,10 @@ xp2pInfo field that carries that fingerprint."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
@@ -157,3 +159,63 @@ def test_xp2p_info_carries_the_dtls_fingerprint_and_stays_compatible() -> None:
     bad = Xp2pInfo("DEMO", "cam1", QUIC_PIN, "s1", "2.4.1", dtls_fingerprint="short")
     with pytest.raises(XP2PError, match="DTLS fingerprint is malformed"):
         Xp2pInfo.parse(bad.encode())
+
+
+class SlowChannel:
+    """An open data channel whose queue the test drains by hand (aiortc's ``bufferedAmount``
+    and ``bufferedamountlow`` contract, as ``RTCDataChannel`` keeps it)."""
+
+    def __init__(self) -> None:
+        self.readyState = "open"
+        self.bufferedAmount = 0
+        self.bufferedAmountLowThreshold = 0
+        self.sent: list[str | bytes] = []
+        self.handlers: dict[str, Callable[..., object]] = {}
+
+    def on(self, event: str, handler: Callable[..., object]) -> None:
+        self.handlers[event] = handler
+
+    def send(self, data: str | bytes) -> None:
+        self.sent.append(data)
+        self.bufferedAmount += len(data)
+
+    def drain(self) -> None:
+        self.bufferedAmount = 0
+        self.handlers["bufferedamountlow"]()
+
+    def close(self) -> None:
+        self.readyState = "closed"
+        self.handlers["close"]()
+
+
+async def test_a_writer_waits_while_its_channel_is_above_the_high_water_mark() -> None:
+    """Back-pressure on a WebRTC link is the channel's queue: the live route's writer blocks
+    there (and so falls behind and skips to a keyframe) as it does on a slow QUIC stream."""
+    from aiortc import RTCPeerConnection
+
+    from xp2p.link import webrtc
+    from xp2p.link.transport import StreamState
+
+    async def never(request: object) -> None:
+        raise AssertionError("no request expected")
+
+    pc = RTCPeerConnection()
+    link = webrtc.WebRtcLink(pc, peer_label="test", handler=never)
+    channel = SlowChannel()
+    state = StreamState(0)
+    link._track(channel, state)  # type: ignore[arg-type]
+    data = bytes(2 * webrtc.HIGH_WATER)
+    writer = asyncio.ensure_future(link.write(0, data, end=True))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not writer.done()
+    queued = sum(len(m) for m in channel.sent)
+    assert webrtc.HIGH_WATER < queued <= webrtc.HIGH_WATER + framing.BODY_MESSAGE_BYTES
+    assert link.backlog(0) == queued
+    while not writer.done():
+        channel.drain()
+        await asyncio.sleep(0)
+    await writer
+    assert b"".join(m for m in channel.sent if isinstance(m, bytes)) == data
+    assert channel.sent[-1] == framing.END and channel.readyState == "closed"
+    await link.close()
