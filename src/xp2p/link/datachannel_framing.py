@@ -1,4 +1,4 @@
-"""Requests over WebRTC data channels: the pure framing (docs/protocol.md §7b).
+"""Requests over WebRTC data channels: the pure framing (docs/protocol.md §8b).
 
 One data channel carries one request. Text messages are control, binary messages are body:
 

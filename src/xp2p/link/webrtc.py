@@ -1,4 +1,4 @@
-"""WebRTC as a second link transport: the asyncio shell around aiortc (docs/protocol.md §7b).
+"""WebRTC as a second link transport: the asyncio shell around aiortc (docs/protocol.md §8b).
 
 A browser reaches the device through an ``RTCPeerConnection``; each request travels on its own
 data channel labelled ``req`` (framing in ``xp2p.link.datachannel_framing``). ``WebRtcLink``

@@ -1,4 +1,4 @@
-"""Pure checks on the SDP of a WebRTC link (docs/protocol.md §6): bounded offers on the
+"""Pure checks on the SDP of a WebRTC link (docs/protocol.md §7, WebRTC offers): bounded offers on the
 device, and the viewer's pin of the device's DTLS certificate.
 
 ``check_answer_fingerprint`` is the rule the JavaScript SDK mirrors: every ``a=fingerprint``
