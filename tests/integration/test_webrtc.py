@@ -10,7 +10,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +21,8 @@ import pytest
 from tests.support.ffprobe import decodes_h264
 from tests.support.stack import PATTERN, Stack
 from tests.support.voice import RATE, dominant_hz, read_wav, wait_free, wav_files
+from tests.support.waiting import wait_until
+from xp2p import XP2PError
 from xp2p.auth import PERMISSIONS, AccessGrant
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
@@ -289,3 +291,34 @@ async def test_post_grant_renews_a_webrtc_link(rtc: Rtc) -> None:
         )
     finally:
         await link.close()
+
+
+async def test_a_webrtc_link_counts_against_max_links_and_closes_when_idle(
+    rtc: Rtc, tmp_path: Path
+) -> None:
+    old = rtc.stack.device
+    await old.close()
+    device = DeviceAgent(replace(old.config, max_links=1, link_idle_timeout=1.0))
+    rtc.stack.device = device
+    await device.start()
+    await device.wait_signed_in(10)
+    try:
+        link = await rtc.link()
+        with pytest.raises(CloudError) as caught:
+            await rtc.link()
+        assert caught.value.details["device_code"] == 503
+        assert caught.value.details["device_reason"] == "busy: 1 links already open"
+        module = P2PModule()  # nor may a QUIC viewer take a second link
+        await module.init(rtc.stack.app_params)
+        try:
+            with pytest.raises(XP2PError):
+                await module.start_p2p_service("cam", DEVICE)
+        finally:
+            await module.destroy()
+        # Idle for link_idle_timeout: the device closes it, and the slot is free again.
+        await asyncio.wait_for(link.wait_closed(), 10)
+        await wait_until(lambda: device.admission.total == 0, timeout=5, what="slot freed")
+        again = await rtc.link()
+        await again.close()
+    finally:
+        await device.close()
