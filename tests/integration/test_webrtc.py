@@ -8,8 +8,9 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
+from tests.support.coturn import TURNSERVER, Coturn, start_coturn
 from tests.support.ffprobe import decodes_h264
 from tests.support.stack import PATTERN, Stack
 from tests.support.voice import RATE, dominant_hz, read_wav, wait_free, wav_files
@@ -25,7 +27,7 @@ from tests.support.waiting import wait_until
 from xp2p import XP2PError
 from xp2p.auth import PERMISSIONS, AccessGrant
 from xp2p.cloud.app import CloudServer
-from xp2p.cloud.config import CloudConfig
+from xp2p.cloud.config import CloudConfig, TurnServerConfig
 from xp2p.device import ChannelConfig, DeviceAgent
 from xp2p.device.voice_sink import VoiceFiles
 from xp2p.flv import FlvReader, FlvTag
@@ -322,3 +324,66 @@ async def test_a_webrtc_link_counts_against_max_links_and_closes_when_idle(
         await again.close()
     finally:
         await device.close()
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
+    if TURNSERVER is None:
+        pytest.skip("coturn missing: scripts/setup.sh installs it")
+    while True:  # coturn listens on UDP and TCP: a port free in both
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            break
+    server = start_coturn(tmp_path_factory.mktemp("coturn"), port=port, loopback_peers=True)
+    yield server
+    server.stop()
+
+
+async def test_a_relay_only_peer_reaches_the_device_through_the_clouds_turn(
+    coturn: Coturn,
+) -> None:
+    """The device gathers with the cloud's TURN (REST credentials), as a browser behind a
+    UDP-hostile network needs: the peer offers relayed candidates only."""
+    turn = TurnServerConfig(coturn.urls("udp"), coturn.secret, ttl=3600)
+    config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=5.0, turn=(turn,))
+    cloud = CloudServer(config)
+    await cloud.start()
+    stack = Stack(cloud, config, device=None)  # type: ignore[arg-type]
+    device = DeviceAgent(stack.device_config())
+    await device.start()
+    app = config.apps[0]
+    try:
+        await device.wait_signed_in(10)
+        async with CloudClient(cloud.url, app.key, app.secret, timeout=10) as client:
+            session = await client.create_session()
+            assert any(u.startswith("turn:") for s in session.ice_servers for u in s.urls)
+            info = Xp2pInfo.parse((await client.get_p2p_info("DEMO", "cam1")).xp2p_info or "")
+            grant, _ = await client.get_grant("DEMO", "cam1")
+            before = coturn.allocations()
+
+            async def signal(offer: dict[str, Any]) -> dict[str, Any]:
+                assert "typ relay" in offer["sdp"] and "typ host" not in offer["sdp"]
+                return await client.connect("DEMO", "cam1", offer)
+
+            link = await open_webrtc(
+                session.ice_servers,
+                signal,
+                fingerprint=info.dtls_fingerprint,
+                grant=grant,
+                peer_label="relayed browser",
+                relay_only=True,
+            )
+            try:
+                tags = await read_tags(await link.request("GET", LIVE), 5)
+                assert next(t for t in tags if t.is_video and not t.is_sequence_header).is_keyframe
+            finally:
+                await link.close()
+            assert coturn.allocations() >= before + 2  # the peer's and the device's
+    finally:
+        await device.close()
+        await cloud.stop()

@@ -27,6 +27,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -422,10 +423,15 @@ async def open_webrtc(
     grant: str,
     peer_label: str,
     connect_timeout: float = 10.0,
+    relay_only: bool = False,
 ) -> WebRtcLink:
     """Viewer side (what the browser SDK does): offer, check the answer's DTLS fingerprint
-    against xp2pInfo's, connect. Raises ``LinkError("bad_identity")`` on a mismatch."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(ice_servers)))
+    against xp2pInfo's, connect. Raises ``LinkError("bad_identity")`` on a mismatch.
+    ``relay_only`` offers relayed candidates only (a browser's ``iceTransportPolicy:
+    "relay"``)."""
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+    configuration = RTCConfiguration(rtc_ice_servers(ice_servers), iceTransportPolicy=policy)
+    pc = RTCPeerConnection(configuration)
     link = WebRtcLink(pc, peer_label=peer_label)
     try:
         pc.createDataChannel(CONTROL_LABEL)
