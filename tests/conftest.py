@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.procs import Proc
 from tests.support.stack import Stack
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
@@ -42,6 +43,15 @@ async def module(stack: Stack) -> AsyncIterator[P2PModule]:
     await p2p.init(stack.app_params)
     yield p2p
     await p2p.destroy()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """The processes a test starts (append each); stopped, last first, when the test ends."""
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -407,20 +407,33 @@ class RequestVerifier:
         cache = self._nonces.get(app_key)
         return 0 if cache is None else len(cache)
 
+    def spend(self, app_key: str, now: float) -> None:
+        """Take one request from ``app_key``'s bucket for a request authenticated some other
+        way (a viewer token): signed and token requests share the app's rate. Raises
+        :class:`AuthError` ``rate_limited`` (429) when the bucket is empty."""
+        wait = self._requests.take(app_key, now)
+        if wait > 0:
+            raise AuthError(
+                AuthFailure.RATE_LIMITED,
+                f"too many requests from this app; retry in {wait:.1f} s",
+                retry_after=wait,
+            )
+
 
 # --- device sign-in proof -----------------------------------------------------------------
 
 _PROOF_DOMAIN = b"xp2p-device-proof-v1"
 
 
-def _length_prefixed(*parts: bytes) -> bytes:
+def length_prefixed(*parts: bytes) -> bytes:
+    """The parts, each after its 4-byte big-endian length: what every MAC here signs."""
     # Length prefixes make the message unambiguous: ("ab", "c") and ("a", "bc") differ.
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
 def device_proof(device_secret: str, challenge: bytes, product_id: str, device_name: str) -> str:
     """Hex HMAC-SHA256 proving possession of ``device_secret`` for this challenge and device."""
-    message = _length_prefixed(_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge)
+    message = length_prefixed(_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge)
     return hmac.new(device_secret.encode(), message, hashlib.sha256).hexdigest()
 
 

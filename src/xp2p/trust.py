@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
+from xp2p.auth import length_prefixed
+
 # --- the welcome MAC ----------------------------------------------------------------------
 
 WELCOME_DOMAIN = b"xp2p-welcome-v1"
@@ -56,11 +58,6 @@ def canonical_json(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _prefixed(*parts: bytes) -> bytes:
-    # 4-byte big-endian length before each part: ("ab", "c") and ("a", "bc") differ.
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-
-
 def welcome_mac(
     device_secret: str,
     challenge: bytes,
@@ -72,7 +69,7 @@ def welcome_mac(
     """Hex HMAC-SHA256(device_secret, len-prefixed(domain, product, device, challenge,
     device nonce, canonical JSON of the welcome without its ``mac`` field))."""
     body = {k: v for k, v in welcome.items() if k != WELCOME_MAC_FIELD}
-    message = _prefixed(
+    message = length_prefixed(
         WELCOME_DOMAIN,
         product_id.encode(),
         device_name.encode(),

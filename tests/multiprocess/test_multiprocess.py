@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ FFPROBE = shutil.which("ffprobe")
 
 def _xp2p(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
     return Proc.start(name, [sys.executable, "-m", "xp2p", *args], log, env)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 @pytest.mark.skipif(FFPROBE is None, reason="ffprobe missing: scripts/setup.sh installs ffmpeg")

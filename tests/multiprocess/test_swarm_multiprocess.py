@@ -10,7 +10,6 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.multiprocess
 VIEWER = Path(__file__).resolve().parent.parent / "support" / "swarm_viewer.py"
 APP_KEY = "swarm-test-app"
 SECONDS = 20.0
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def _tags(data: bytes) -> list[FlvTag]:

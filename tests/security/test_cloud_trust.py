@@ -24,7 +24,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,6 @@ PROBE_ARGS = ("-select_streams", "v", "-of", "json")
 
 def _xp2p(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
     return Proc.start(name, [sys.executable, "-m", "xp2p", *args], log, env)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def _cloud_toml(path: Path, port: int) -> Path:

@@ -17,7 +17,6 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -36,14 +35,6 @@ pytestmark = pytest.mark.multiprocess
 
 def _xp2p(name: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     return Proc.start(name, [sys.executable, "-m", "xp2p", *args], log, env)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def _offers(proc: Proc) -> int:
