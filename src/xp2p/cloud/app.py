@@ -6,7 +6,12 @@ App endpoints (every request signed, see :mod:`xp2p.auth`)::
     GET  /api/v1/devices/{product_id}/{device_name}/p2p-info    xp2pInfo and presence
     POST /api/v1/devices/{product_id}/{device_name}/grant       a signed access grant
     POST /api/v1/devices/{product_id}/{device_name}/connect     offer → device → answer
+    POST /api/v1/app/viewer-token                               mint a viewer token (signed only)
     /api/v1/swarm/...                                           the 1vN edge (xp2p.cloud.edge)
+
+The first four are the browser routes: they also take ``Authorization: Bearer <viewer
+token>`` instead of the signature (:mod:`xp2p.cloud.viewer_token`), within the token's scope,
+and answer CORS for the origins of the token's app (``[[apps]] cors_origins``).
 
 Errors are ``{"error": {"code": "<snake_case>", "message": "..."}}`` with a matching HTTP
 status; no handler failure takes the server down.
@@ -25,10 +30,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xp2p import __version__
 from xp2p.auth import (
+    HEADER_APP,
     AccessGrant,
     AuthError,
     GrantSigner,
@@ -45,6 +52,14 @@ from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.limits import RateLimiter
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.stun import StunServer, start_stun_server
+from xp2p.cloud.viewer_token import (
+    MAX_SCOPE_ENTRIES,
+    TOKEN_PREFIX,
+    TokenError,
+    ViewerToken,
+    ViewerTokenCodec,
+    derive_token_key,
+)
 from xp2p.httpd import ConnectionLimits, ThrottledLog, host_in_url, start_site
 from xp2p.link.config import StunInfo
 from xp2p.trust import server_ssl_context
@@ -62,6 +77,39 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
+
+
+#: Query parameters that look like a place for a token: refused (400), never logged.
+_TOKEN_QUERY_NAMES = frozenset({"token", "access_token", "viewer_token", "authorization"})
+#: The routes a browser calls (canonical path → methods): Bearer viewer tokens and CORS.
+_DEVICE = "/api/v1/devices/{product_id}/{device_name}"
+BROWSER_ROUTES: dict[str, str] = {
+    "/api/v1/app/session": "POST",
+    f"{_DEVICE}/p2p-info": "GET",
+    f"{_DEVICE}/grant": "POST",
+    f"{_DEVICE}/connect": "POST",
+}
+_CORS_HEADERS = frozenset({"authorization", "content-type"})
+CORS_MAX_AGE = 600
+#: Where a request's verified viewer token (or the app of an expired one) is kept.
+_TOKEN_KEY = web.RequestKey("xp2p_viewer_token", ViewerToken)
+_TOKEN_APP_KEY = web.RequestKey("xp2p_viewer_token_app", str)
+
+
+class RedactedAccessLog(AbstractAccessLogger):
+    """The cloud's access log: method, path without its query, status, size, time. A query
+    string could hold a token someone put where it does not belong: it is never logged."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %s %.3fs",
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 class ApiError(Exception):
@@ -101,6 +149,24 @@ async def _json_errors(
         return error_response(500, "internal_error", "internal server error")
 
 
+@web.middleware
+async def _no_token_in_query(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A token in a URL ends up in access logs, proxies and browser history: refused, and
+    the access log (`RedactedAccessLog`) never writes the query. The edge's routes keep
+    their own rule (``/api/v1/swarm``)."""
+    if not request.path.startswith("/api/v1/swarm/"):
+        for name, value in request.query.items():
+            if name.lower() in _TOKEN_QUERY_NAMES or value.startswith(TOKEN_PREFIX + "."):
+                return error_response(
+                    400,
+                    "token_in_query",
+                    "send the viewer token in the Authorization header, never in the URL",
+                )
+    return await handler(request)
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
@@ -133,6 +199,8 @@ class CloudServer:
         self._throttled_log = ThrottledLog(logger)
         grant_key = config.load_grant_key()
         self._signer = GrantSigner(grant_key)
+        #: viewer tokens: MAC key derived from the grant key (why: xp2p.cloud.viewer_token)
+        self._tokens = ViewerTokenCodec(derive_token_key(grant_key))
         #: replay cache, rate and failure throttle per app (config limits), shared with the edge
         self._verifier: RequestVerifier = config.request_verifier()
         edge = edge or EdgeConfig()
@@ -186,6 +254,7 @@ class CloudServer:
                     keepalive_timeout=cfg.keepalive_timeout,
                     max_per_source=cfg.max_connections_per_source,
                 ),
+                access_log_class=RedactedAccessLog,
             )
         except BaseException:
             self._stun.close()
@@ -254,14 +323,21 @@ class CloudServer:
         return self._signer.public_key
 
     def create_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_SIZE, middlewares=[_json_errors])
+        # CORS outside the JSON errors: error answers carry the CORS headers too.
+        app = web.Application(
+            client_max_size=MAX_BODY_SIZE,
+            middlewares=[self._cors, _no_token_in_query, _json_errors],
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/version", self._version)
         app.router.add_post("/api/v1/app/session", self._create_session)
-        device = "/api/v1/devices/{product_id}/{device_name}"
+        app.router.add_post("/api/v1/app/viewer-token", self._mint_viewer_token)
+        device = _DEVICE
         app.router.add_get(f"{device}/p2p-info", self._p2p_info)
         app.router.add_post(f"{device}/grant", self._grant)
         app.router.add_post(f"{device}/connect", self._connect)
+        for path in BROWSER_ROUTES:
+            app.router.add_route("OPTIONS", path, self._preflight)
         app.router.add_get("/api/v1/device/ws", self._gateway.handle)
         if self.edge is not None:
             self.edge.add_routes(app)
@@ -272,21 +348,90 @@ class CloudServer:
         app.on_shutdown.append(close_device_sockets)
         return app
 
+    # --- CORS (browser routes only) ------------------------------------------------------
+
+    def _origin_allowed(self, origin: str, app_key: str | None) -> bool:
+        """``origin`` is one of ``app_key``'s, or with no app known, of any app's."""
+        apps = (
+            self.config.apps
+            if app_key is None
+            else [a for a in self.config.apps if a.key == app_key]
+        )
+        return any(origin in a.cors_origins for a in apps)
+
+    @web.middleware
+    async def _cors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Answers to browser routes carry Access-Control-Allow-Origin for the configured
+        origins of the token's app only (an error before any app is known: of any app, so
+        the page can read the code; the body holds nothing else). Never ``*``, never
+        credentials (the token is a header, not a cookie); always ``Vary: Origin``."""
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        if resource is None or resource.canonical not in BROWSER_ROUTES:
+            return response
+        response.headers.add("Vary", "Origin")
+        origin = request.headers.get("Origin")
+        if origin is None or request.method == "OPTIONS":
+            return response  # the preflight handler set its own
+        app_key = request.get(_TOKEN_APP_KEY)
+        if app_key is None and response.status < 400:
+            return response  # an app-signed answer is for the app's backend, not a page
+        if self._origin_allowed(origin, app_key):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return response
+
+    async def _preflight(self, request: web.Request) -> web.Response:
+        """CORS preflight: it carries no token, so the Origin must be configured for some
+        app; the real request's answer is then readable only for the token's own app."""
+        origin = request.headers.get("Origin")
+        resource = request.match_info.route.resource
+        assert resource is not None
+        method = BROWSER_ROUTES[resource.canonical]
+        asked = request.headers.get("Access-Control-Request-Headers", "")
+        headers = {h.strip().lower() for h in asked.split(",") if h.strip()}
+        if origin is None or not self._origin_allowed(origin, None):
+            self._throttled_log.warning(
+                "cors", "CORS preflight refused for an origin no app allows"
+            )
+            raise ApiError(403, "origin_not_allowed", "this origin may not call the cloud's API")
+        if request.headers.get("Access-Control-Request-Method") != method or not (
+            headers <= _CORS_HEADERS
+        ):
+            raise ApiError(
+                403,
+                "origin_not_allowed",
+                f"this route allows {method} with the headers Authorization and Content-Type",
+            )
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": method,
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": str(CORS_MAX_AGE),
+            },
+        )
+
     # --- what clients are handed ----------------------------------------------------------
 
-    def _ice_servers(self, user: str) -> list[dict[str, Any]]:
-        """STUN first, then each TURN server with REST credentials for ``user``."""
+    def _ice_servers(self, user: str, until: int | None = None) -> list[dict[str, Any]]:
+        """STUN first, then each TURN server with REST credentials for ``user``, lasting
+        no longer than ``until`` (a viewer token's expiry) when given."""
         stun = self.stun_info
         servers: list[dict[str, Any]] = [{"urls": [f"stun:{host_in_url(stun.host)}:{stun.port}"]}]
         now = int(self._clock())
         for turn in self.config.turn:
-            username, password = turn_credentials(turn.shared_secret, user, turn.ttl, now=now)
+            ttl = turn.ttl if until is None else max(1, min(turn.ttl, until - now))
+            username, password = turn_credentials(turn.shared_secret, user, ttl, now=now)
             servers.append({"urls": list(turn.urls), "username": username, "credential": password})
         return servers
 
-    def _session_fields(self, session_id: str) -> dict[str, Any]:
+    def _session_fields(self, session_id: str, until: int | None = None) -> dict[str, Any]:
         return {
-            "ice_servers": self._ice_servers(session_id),
+            "ice_servers": self._ice_servers(session_id, until),
             "stun": self.stun_info.to_json(),
             "server_time": int(self._clock()),
         }
@@ -317,6 +462,21 @@ class CloudServer:
                 body = await request.read()  # raises 413 past client_max_size
         except TimeoutError:
             raise ApiError(408, "request_timeout", "request body not received in time") from None
+        authorization = request.headers.get("Authorization")
+        if authorization is not None or (
+            HEADER_APP not in request.headers and "Origin" in request.headers
+        ):
+            # A browser: no app signature, a viewer token instead (or nothing, token_missing).
+            if request.match_info.route.resource is None or (
+                request.match_info.route.resource.canonical not in BROWSER_ROUTES
+            ):
+                raise ApiError(401, "missing_auth", "this route needs an app-signed request")
+            if HEADER_APP in request.headers:
+                raise ApiError(400, "bad_request", "send a viewer token or a signature, not both")
+            app = self._token_caller(request, authorization or "")
+            if authorise is not None:
+                authorise(app, body)
+            return app, body
 
         def check(app_key: str) -> None:
             if authorise is not None:
@@ -341,6 +501,33 @@ class CloudServer:
             raise ApiError(exc.status, exc.code, exc.message, **extra) from None
         return self._app(app_key), body
 
+    def _token_caller(self, request: web.Request, authorization: str) -> AppConfig:
+        """The app of a valid viewer token in ``Authorization: Bearer``; ApiError otherwise.
+        The app's request rate applies, as to its signed requests."""
+        scheme, _, text = authorization.partition(" ")
+        text = text.strip()
+        if scheme.lower() != "bearer" or not text:
+            raise ApiError(401, "token_missing", "send 'Authorization: Bearer <viewer token>'")
+        now = self._clock()
+        try:
+            token = self._tokens.verify(text, now)
+        except TokenError as exc:
+            if exc.app_key is not None:
+                request[_TOKEN_APP_KEY] = exc.app_key
+            raise ApiError(401, exc.code, exc.message) from None
+        app = self.config.app(token.app_key)
+        if app is None:  # the app was removed from the config since
+            raise ApiError(401, "token_invalid", "viewer token of an unknown app")
+        request[_TOKEN_APP_KEY] = app.key
+        try:
+            self._verifier.spend(app.key, now)
+        except AuthError as exc:
+            raise ApiError(
+                exc.status, exc.code, exc.message, retry_after=round(exc.retry_after or 0, 3)
+            ) from None
+        request[_TOKEN_KEY] = token
+        return app
+
     def _app(self, app_key: str) -> AppConfig:
         app = self.config.app(app_key)
         assert app is not None  # the verifier only knows configured apps
@@ -353,6 +540,10 @@ class CloudServer:
         pid, dev = request.match_info["product_id"], request.match_info["device_name"]
 
         def check(app: AppConfig, body: bytes) -> None:
+            token = request.get(_TOKEN_KEY)
+            if token is not None and not token.covers(pid, dev):
+                # Before the device lookup: a token does not learn which other devices exist.
+                raise ApiError(403, "token_scope", "this viewer token does not cover that device")
             if not app.allows(pid):
                 raise ApiError(403, "forbidden", "this app may not access that product")
             if not (NAME_RE.fullmatch(pid) and NAME_RE.fullmatch(dev)) or (
@@ -369,8 +560,101 @@ class CloudServer:
         app, body = await self._authenticate(request)
         json_object(body)
         session_id = secrets.token_hex(16)
-        logger.info("app %s opened session %s", app.key, session_id)
-        return web.json_response({"session_id": session_id, **self._session_fields(session_id)})
+        token = request.get(_TOKEN_KEY)
+        # A token's session: TURN credentials that do not outlive the token.
+        until = None if token is None else token.expires_at
+        via = "" if token is None else f" (viewer token {token.token_id})"
+        logger.info("app %s opened session %s%s", app.key, session_id, via)
+        return web.json_response(
+            {"session_id": session_id, **self._session_fields(session_id, until)}
+        )
+
+    async def _mint_viewer_token(self, request: web.Request) -> web.Response:
+        """App-signed only: a viewer token for the app's browser (body: devices, products,
+        permissions, ttl; docs/protocol.md §4a)."""
+        minted: list[ViewerToken] = []
+
+        def check(app: AppConfig, body: bytes) -> None:
+            minted.append(self._token_claims(app, json_object(body)))
+
+        if request.headers.get("Authorization") is not None:
+            raise ApiError(401, "missing_auth", "viewer tokens are minted by app-signed requests")
+        app, _ = await self._authenticate(request, check)
+        token = minted[0]
+        text = self._tokens.sign(token)
+        logger.info(
+            "viewer token %s for app %s: %d devices, %d products, %s, until %d",
+            token.token_id,
+            app.key,
+            len(token.devices),
+            len(token.products),
+            ",".join(sorted(token.permissions)),
+            token.expires_at,
+        )
+        return web.json_response(
+            {
+                "token": text,
+                "token_id": token.token_id,
+                "expires_at": token.expires_at,
+                "permissions": sorted(token.permissions),
+            }
+        )
+
+    def _token_claims(self, app: AppConfig, doc: dict[str, Any]) -> ViewerToken:
+        unknown = sorted(set(doc) - {"devices", "products", "permissions", "ttl"})
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}")
+        devices_doc, products_doc = doc.get("devices", []), doc.get("products", [])
+        if not isinstance(devices_doc, list) or not isinstance(products_doc, list):
+            raise ApiError(400, "bad_request", "devices and products must be lists")
+        if not (devices_doc or products_doc):
+            raise ApiError(400, "bad_request", "a viewer token needs devices or products")
+        if len(devices_doc) + len(products_doc) > MAX_SCOPE_ENTRIES:
+            raise ApiError(400, "bad_request", f"at most {MAX_SCOPE_ENTRIES} devices and products")
+        devices: set[tuple[str, str]] = set()
+        for entry in devices_doc:
+            pid = entry.get("product_id") if isinstance(entry, dict) else None
+            dev = entry.get("device_name") if isinstance(entry, dict) else None
+            if not (isinstance(pid, str) and isinstance(dev, str)):
+                raise ApiError(
+                    400, "bad_request", "each device is {product_id, device_name} strings"
+                )
+            if not app.allows(pid):
+                raise ApiError(403, "forbidden", "this app may not access that product")
+            if self.config.device(pid, dev) is None:
+                raise ApiError(404, "unknown_device", "no such device")
+            devices.add((pid, dev))
+        products: set[str] = set()
+        for pid in products_doc:
+            if not (isinstance(pid, str) and NAME_RE.fullmatch(pid)):
+                raise ApiError(400, "bad_request", "each product is a product id")
+            if not app.allows(pid):
+                raise ApiError(403, "forbidden", "this app may not access that product")
+            products.add(pid)
+        perms = doc.get("permissions")
+        if perms is not None and not (
+            isinstance(perms, list) and all(isinstance(p, str) for p in perms)
+        ):
+            raise ApiError(400, "bad_request", "permissions must be a list of strings")
+        allowed = frozenset(app.permissions)
+        try:
+            wanted = allowed if perms is None else normalise_permissions(perms)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        if not wanted <= allowed:
+            raise ApiError(
+                403,
+                "permission_not_allowed",
+                "this app may not be granted: " + ", ".join(sorted(wanted - allowed)),
+            )
+        cfg = self.config
+        ttl = doc.get("ttl", cfg.viewer_token_ttl)
+        if type(ttl) is not int or not 1 <= ttl <= cfg.viewer_token_max_ttl:
+            raise ApiError(
+                400, "bad_request", f"ttl must be an integer in [1, {cfg.viewer_token_max_ttl}]"
+            )
+        now = int(self._clock())
+        return ViewerToken(app.key, frozenset(devices), frozenset(products), wanted, now, now + ttl)
 
     async def _p2p_info(self, request: web.Request) -> web.Response:
         _, _, pid, dev = await self._device_target(request)
@@ -396,9 +680,13 @@ class CloudServer:
             ):
                 raise ApiError(400, "bad_request", "permissions must be a list of strings")
             allowed = frozenset(app.permissions)
+            token = request.get(_TOKEN_KEY)
             try:
-                # No list: everything this app may have, which is all of them by default.
-                wanted = allowed if perms is None else normalise_permissions(perms)
+                # No list: everything this app (and its viewer token) may have.
+                if perms is None:
+                    wanted = allowed if token is None else allowed & token.permissions
+                else:
+                    wanted = normalise_permissions(perms)
             except ValueError as exc:
                 raise ApiError(400, "bad_request", str(exc)) from None
             if not wanted <= allowed:
@@ -407,12 +695,25 @@ class CloudServer:
                     "permission_not_allowed",
                     "this app may not be granted: " + ", ".join(sorted(wanted - allowed)),
                 )
+            if token is not None and not wanted <= token.permissions:
+                raise ApiError(
+                    403,
+                    "token_scope",
+                    "this viewer token does not allow: "
+                    + ", ".join(sorted(wanted - token.permissions)),
+                )
+            if not wanted:
+                raise ApiError(403, "permission_not_allowed", "no permission left to grant")
             asked.append(wanted)
 
         app, _, pid, dev = await self._device_target(request, check_permissions)
         permissions = asked[0]
         now = int(self._clock())
-        grant = AccessGrant(app.key, pid, dev, permissions, now, now + self.config.grant_ttl)
+        expires = now + self.config.grant_ttl
+        token = request.get(_TOKEN_KEY)
+        if token is not None:  # a grant never outlives the viewer token it came from
+            expires = min(expires, token.expires_at)
+        grant = AccessGrant(app.key, pid, dev, permissions, now, expires)
         token = self._signer.sign(grant)
         logger.info(
             "grant %s for app %s on %s/%s: %s",

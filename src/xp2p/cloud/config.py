@@ -12,6 +12,8 @@ can configure several parts::
                                     # listens on both IPs x both ports (RFC 5780), and
                                     # host (or public_host) must be an IP of this machine
     grant_ttl = 300
+    viewer_token_ttl = 600          # seconds a viewer token lives when the backend asks no ttl
+    viewer_token_max_ttl = 3600     # the longest viewer token the cloud mints (400 beyond)
     connect_timeout = 5.0
     offer_rate = 2.0                # offers per second one app may send one device...
     offer_burst = 20                # ...after this many at once (429 rate_limited)
@@ -39,6 +41,10 @@ can configure several parts::
     permissions = ["live", "playback", "download", "voice", "command"]
                                     # what its grants may allow (default: all of these); a
                                     # grant request asking for more is refused 403
+    cors_origins = ["https://app.example"]
+                                    # web pages that may call the browser routes with this
+                                    # app's viewer tokens (default: none); exact origins,
+                                    # lowercase, no path, no wildcard
 
     [[devices]]
     product_id = "DEMO"
@@ -85,6 +91,8 @@ MIN_SECRET_LENGTH = 16
 #: coturn's static-auth-secret never leaves the operator's machines; kept at the old floor.
 MIN_TURN_SECRET_LENGTH = 8
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+#: A browser's Origin header as it sends it: scheme, lowercase host (or [IPv6]), maybe a port.
+ORIGIN_RE = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 ALL_PERMISSIONS: tuple[str, ...] = tuple(sorted(PERMISSIONS))
 
 
@@ -99,6 +107,8 @@ class AppConfig:
     products: tuple[str, ...] = ("*",)
     #: What this app's grants may allow: the operator's ceiling on every grant request.
     permissions: tuple[str, ...] = ALL_PERMISSIONS
+    #: Origins (``scheme://host[:port]``) whose pages may use this app's viewer tokens: CORS.
+    cors_origins: tuple[str, ...] = ()
 
     def allows(self, product_id: str) -> bool:
         return "*" in self.products or product_id in self.products
@@ -129,6 +139,9 @@ class CloudConfig:
     apps: tuple[AppConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     grant_ttl: int = 300
+    #: Viewer tokens (`xp2p.cloud.viewer_token`): the default and the longest lifetime.
+    viewer_token_ttl: int = 600
+    viewer_token_max_ttl: int = 3600
     connect_timeout: float = 5.0
     turn: tuple[TurnServerConfig, ...] = ()
     grant_key_file: Path | None = None
@@ -196,6 +209,13 @@ class CloudConfig:
                 "must differ from the primary STUN address",
             )
         _check_int(self.grant_ttl, "grant_ttl", 1, 86400)
+        _check_int(self.viewer_token_max_ttl, "viewer_token_max_ttl", 1, 86400)
+        _check_int(self.viewer_token_ttl, "viewer_token_ttl", 1, 86400)
+        _check(
+            self.viewer_token_ttl <= self.viewer_token_max_ttl,
+            "viewer_token_ttl",
+            "must not exceed viewer_token_max_ttl",
+        )
         _check(
             _is_number(self.connect_timeout) and 0 < self.connect_timeout <= 120,
             "connect_timeout",
@@ -240,6 +260,13 @@ class CloudConfig:
                     perm in PERMISSIONS,
                     f"{where}.permissions[{j}]",
                     f"must be one of {', '.join(ALL_PERMISSIONS)}",
+                )
+            for j, origin in enumerate(app.cors_origins):
+                _check(
+                    isinstance(origin, str) and ORIGIN_RE.fullmatch(origin) is not None,
+                    f"{where}.cors_origins[{j}]",
+                    "must be an exact origin like https://app.example[:port]: lowercase, "
+                    "no path, no wildcard",
                 )
         seen: set[tuple[str, str]] = set()
         for i, dev in enumerate(self.devices):
@@ -378,7 +405,8 @@ class CloudConfig:
         known = {
             "host", "port", "public_host", "stun_port", "stun_alt_port", "stun_alt_host",
             "apps", "devices",
-            "grant_ttl", "connect_timeout", "turn", "grant_key_file", "offer_rate", "offer_burst",
+            "grant_ttl", "viewer_token_ttl", "viewer_token_max_ttl", "connect_timeout", "turn",
+            "grant_key_file", "offer_rate", "offer_burst",
             "request_rate", "request_burst", "nonce_quota", "clock_skew", "auth_failure_limit",
             "auth_failure_window", "stun_rate", "stun_burst", "header_timeout",
             "keepalive_timeout", "max_connections_per_source", "tls_cert_file", "tls_key_file",
@@ -392,7 +420,8 @@ class CloudConfig:
             if name in doc:
                 kw[name] = _typed(doc[name], str, name)
         for name in (
-            "port", "stun_port", "stun_alt_port", "grant_ttl", "offer_burst", "request_burst",
+            "port", "stun_port", "stun_alt_port", "grant_ttl", "viewer_token_ttl",
+            "viewer_token_max_ttl", "offer_burst", "request_burst",
             "nonce_quota", "clock_skew", "auth_failure_limit", "stun_burst",
             "max_connections_per_source",
         ):  # fmt: skip
@@ -420,8 +449,11 @@ class CloudConfig:
                 permissions=tuple(
                     _str_list(t.get("permissions", list(ALL_PERMISSIONS)), f"{w}.permissions")
                 ),
+                cors_origins=tuple(_str_list(t.get("cors_origins", []), f"{w}.cors_origins")),
             )
-            for w, t in _tables(doc, "apps", {"key", "secret", "products", "permissions"})
+            for w, t in _tables(
+                doc, "apps", {"key", "secret", "products", "permissions", "cors_origins"}
+            )
         )
         kw["devices"] = tuple(
             DeviceConfig(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -105,6 +105,9 @@ class SignedClient:
             await self._session.close()
             self._session = None
 
+    def _auth_headers(self, method: str, path: str, data: bytes) -> dict[str, str]:
+        return sign_request(self.app_key, self._app_secret, method, path, data)
+
     async def _fetch(
         self,
         method: str,
@@ -116,7 +119,7 @@ class SignedClient:
     ) -> tuple[int, bytes]:
         """Send a signed request; the status and the body, whatever the status."""
         data = body or b""
-        headers = sign_request(self.app_key, self._app_secret, method, path, data)
+        headers = self._auth_headers(method, path, data)
         if body is not None:
             headers["Content-Type"] = "application/json"
         timeout = self.timeout if timeout is None else timeout
@@ -206,6 +209,38 @@ class CloudClient(SignedClient):
             raise CloudError(200, "bad_response", "answer is not a JSON object")
         return answer
 
+    async def mint_viewer_token(
+        self,
+        *,
+        devices: list[tuple[str, str]] | None = None,
+        products: list[str] | None = None,
+        permissions: list[str] | None = None,
+        ttl: int | None = None,
+    ) -> ViewerTokenGrant:
+        """The app backend's call: a viewer token for a browser (docs/protocol.md §4a)."""
+        body: dict[str, Any] = {}
+        if devices:
+            body["devices"] = [{"product_id": p, "device_name": d} for p, d in devices]
+        if products:
+            body["products"] = list(products)
+        if permissions is not None:
+            body["permissions"] = list(permissions)
+        if ttl is not None:
+            body["ttl"] = ttl
+        doc = await self._request("POST", "/api/v1/app/viewer-token", body)
+        try:
+            perms = doc.get("permissions")
+            if not (isinstance(perms, list) and all(isinstance(p, str) for p in perms)):
+                raise ValueError("permissions missing or not a list of strings")
+            return ViewerTokenGrant(
+                _typed(doc, "token", str),
+                _typed(doc, "token_id", str),
+                _typed(doc, "expires_at", int),
+                tuple(perms),
+            )
+        except ValueError as exc:
+            raise CloudError(200, "bad_response", f"malformed viewer token: {exc}") from None
+
     # --- transport ----------------------------------------------------------------------------
 
     async def _request(
@@ -232,6 +267,51 @@ class CloudClient(SignedClient):
                 **details,
             )
         return doc
+
+
+@dataclass(frozen=True)
+class ViewerTokenGrant:
+    """A minted viewer token; ``token`` is a bearer secret (kept out of the repr)."""
+
+    token: str = field(repr=False)
+    token_id: str
+    expires_at: int
+    permissions: tuple[str, ...]
+
+
+class ViewerTokenClient(CloudClient):
+    """What a browser does, in Python: the cloud's browser routes (session, p2p-info, grant,
+    connect) with ``Authorization: Bearer <viewer token>`` and no app secret at all.
+    ``origin`` is sent as the Origin header, as a browser would."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        origin: str | None = None,
+        timeout: float = 10.0,
+        trust: CloudTrust | None = None,
+    ) -> None:
+        super().__init__(base_url, "", "", timeout=timeout, trust=trust)
+        self._token = token
+        self.origin = origin
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def set_token(self, token: str) -> None:
+        """A fresh token from the app backend, before the current one expires."""
+        self._token = token
+
+    def _auth_headers(self, method: str, path: str, data: bytes) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if self.origin is not None:
+            headers["Origin"] = self.origin
+        return headers
+
+    async def mint_viewer_token(self, **_: Any) -> ViewerTokenGrant:
+        raise CloudError(0, "unsupported", "viewer tokens are minted by the app's backend")
 
 
 def _device_path(product_id: str, device_name: str, action: str) -> str:
