@@ -31,7 +31,7 @@ from xp2p.cloud.config import CloudConfig, TurnServerConfig
 from xp2p.device import ChannelConfig, DeviceAgent
 from xp2p.device.voice_sink import VoiceFiles
 from xp2p.flv import FlvReader, FlvTag
-from xp2p.link import Link, LinkError, ResponseStream, Xp2pInfo
+from xp2p.link import Link, LinkError, ResponseStream, Xp2pInfo, webrtc
 from xp2p.link.webrtc import WebRtcLink, open_webrtc
 from xp2p.media import TestPatternSource
 from xp2p.viewer import P2PModule, StreamInfo
@@ -227,6 +227,9 @@ async def test_a_tampered_answer_fingerprint_is_refused(rtc: Rtc) -> None:
         await rtc.link(tamper=True)
     assert caught.value.reason == "bad_identity"
     assert "does not match xp2pInfo" in str(caught.value)
+    # The device's half-open link gives its pending slot back within its connect timeout.
+    timeout = rtc.stack.device.config.link.connect_timeout + 2
+    await wait_until(lambda: rtc.stack.device.admission.total == 0, timeout=timeout, what="freed")
 
 
 async def test_a_quic_viewer_and_a_webrtc_peer_pull_at_once(rtc: Rtc) -> None:
@@ -387,3 +390,22 @@ async def test_a_relay_only_peer_reaches_the_device_through_the_clouds_turn(
     finally:
         await device.close()
         await cloud.stop()
+
+
+async def test_requests_at_once_are_bounded_per_link(
+    rtc: Rtc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webrtc, "MAX_REQUESTS", 1)
+    link = await rtc.link()
+    try:
+        live = await link.request("GET", LIVE)  # holds the link's one request
+        with pytest.raises(LinkError) as caught:
+            await link.request("GET", "/command?action=inner_define&channel=0&cmd=get_device_st")
+        assert caught.value.reason == "closed"
+        live.cancel()
+        (served,) = rtc.stack.device.webrtc_links
+        await wait_until(lambda: not served._channels, timeout=5, what="live pull ended")
+        response = await link.request("GET", "/command?action=inner_define&channel=0&cmd=x")
+        assert response.status == 406
+    finally:
+        await link.close()

@@ -56,6 +56,9 @@ LOW_WATER = 64 * 1024
 #: Data channels have no receive window: a peer that sends this much more than the
 #: application has taken ignores back-pressure, and its request is reset.
 MAX_UNREAD = 4 * 1024 * 1024
+#: Requests open at once on one link (aioquic's default stream limit on a QUIC link); SCTP
+#: would allow 65535 channels, each a task on the device.
+MAX_REQUESTS = 128
 
 
 class WebRtcIdentity:
@@ -153,8 +156,20 @@ class WebRtcLink:
         return record
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if self._handler is None or channel.label != REQUEST_LABEL or self._closed:
-            return  # the offerer's control channel, or a peer we do not serve
+        if self._handler is None or self._closed:
+            return  # we serve no requests
+        if channel.label != REQUEST_LABEL:
+            channel.close()  # the offerer's control channel has done its job
+            return
+        if len(self._channels) >= MAX_REQUESTS:
+            logger.warning(
+                "link %d to %s: over %d requests at once, one refused",
+                self.id,
+                self.peer_label,
+                MAX_REQUESTS,
+            )
+            channel.close()
+            return
         self._track(channel, StreamState(next(self._stream_ids)))
 
     def _on_message(self, record: _Channel, message: str | bytes) -> None:
