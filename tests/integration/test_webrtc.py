@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.coturn import TURNSERVER, Coturn, start_coturn
 from tests.support.ffprobe import decodes_h264
+from tests.support.recordings import record
 from tests.support.stack import PATTERN, Stack
 from tests.support.voice import RATE, dominant_hz, read_wav, wait_free, wav_files
 from tests.support.waiting import wait_until
@@ -31,6 +32,7 @@ from xp2p.cloud.config import CloudConfig, TurnServerConfig
 from xp2p.device import ChannelConfig, DeviceAgent
 from xp2p.device.voice_sink import VoiceFiles
 from xp2p.flv import FlvReader, FlvTag
+from xp2p.flv.gop import starts_gop
 from xp2p.link import Link, LinkError, ResponseStream, Xp2pInfo, webrtc
 from xp2p.link.webrtc import WebRtcLink, open_webrtc
 from xp2p.media import TestPatternSource
@@ -409,3 +411,35 @@ async def test_requests_at_once_are_bounded_per_link(
         assert response.status == 406
     finally:
         await link.close()
+
+
+async def test_playback_streams_recordings_and_answers_its_commands(rtc: Rtc) -> None:
+    t0 = int(time.time()) - 7200
+    record(rtc.folder, t0 * 1000 + 500, seconds=6.0)
+    old = rtc.stack.device
+    await old.close()  # a camera that finds these recordings on its disk at start
+    device = DeviceAgent(replace(old.config, segment_seconds=2))
+    rtc.stack.device = device
+    await device.start()
+    await device.wait_signed_in(10)
+    link = await rtc.link()
+    try:
+        query = f"action=playback&channel=0&start_time={t0 + 1}&end_time={t0 + 6}"
+        response = await link.request("GET", f"/ipc.flv?{query}")
+        assert response.status == 200
+        tags = await read_tags(response, 10)
+        assert starts_gop(next(t for t in tags if t.is_video and not t.is_sequence_header))
+        base = "/command?action=inner_define&channel=0&cmd="
+        reply = await link.request("GET", base + "playback_progress")
+        assert reply.status == 200
+        assert int(json.loads(await reply.read())["progress"]) >= 0
+        reply = await link.request("GET", base + "playback_pause")
+        assert json.loads(await reply.read()) == {"status": "0"}
+        reply = await link.request("GET", base + f"playback_seek&time={t0 + 4}")
+        assert json.loads(await reply.read()) == {"status": "0"}
+        reply = await link.request("GET", base + "playback_progress")
+        assert int(json.loads(await reply.read())["progress"]) == 3000
+        response.cancel()
+    finally:
+        await link.close()
+        await device.close()
