@@ -313,6 +313,23 @@ def datachannel_framing() -> list[bytes]:
     ]
 
 
+def viewer_token() -> list[bytes]:
+    from xp2p.cloud.viewer_token import ViewerToken, ViewerTokenCodec
+
+    codec = ViewerTokenCodec(b"fuzz viewer-token key, 32 bytes!")
+    now = 1_764_720_000
+    tokens = [
+        ViewerToken("demo-app", frozenset({("DEMO", "cam1")}), frozenset(), frozenset({"live"}),
+                    now - 10, now + 600, "0123456789abcdef"),
+        ViewerToken("demo-app", frozenset(), frozenset({"DEMO", "OTHER"}),
+                    frozenset({"live", "command", "voice"}), now - 700, now - 100,
+                    "fedcba9876543210"),
+    ]  # fmt: skip
+    out = [b"t" + codec.sign(t).encode() for t in tokens]
+    out += [b"s" + t.payload() for t in tokens] + [b"p" + tokens[0].payload()]
+    return out
+
+
 TARGETS = {
     "flv": flv,
     "xp2pinfo": xp2pinfo,
@@ -327,6 +344,7 @@ TARGETS = {
     "device_session": device_session,
     "player_access": player_access,
     "app_auth": app_auth,
+    "viewer_token": viewer_token,
     "datachannel_framing": datachannel_framing,
 }
 
