@@ -2,8 +2,9 @@
 
 ``q`` a request head (the first message on a ``req`` data channel; ``Q``: the same bytes as
 a binary message), ``r`` a response head, ``e`` a control message after the head, ``b`` a
-body message; ``o`` an offer SDP as the device reads it (``parse_webrtc_offer``), ``a`` an
-answer SDP as the viewer checks it against a fixed xp2pInfo fingerprint.
+body message; ``o`` an offer SDP as the device reads it (``parse_webrtc_offer``: bounds,
+then only the candidates it may probe), ``a`` an answer SDP as the viewer checks it against
+a fixed xp2pInfo fingerprint.
 
 Refusals: ``FramingError`` (framing), ``LinkError`` (SDP); what parses encodes back to
 itself, and an answer that passes names only the expected fingerprint.
@@ -22,6 +23,7 @@ with atheris.instrument_imports(include=["xp2p.link.datachannel_framing", "xp2p.
         count_candidates,
         parse_webrtc_offer,
         sdp_fingerprint,
+        usable_candidates,
     )
 
 #: The fingerprint the answer target expects (xp2pInfo's ``w``).
@@ -52,7 +54,8 @@ def _sdp(kind: bytes, data: bytes) -> None:
         if kind == b"o":
             offer = {"v": 1, "transport": "webrtc", "grant": "g", "sdp": sdp}
             parsed, grant = parse_webrtc_offer(offer)
-            assert (parsed, grant) == (sdp, "g") and count_candidates(sdp) <= 32
+            assert grant == "g" and 0 < count_candidates(parsed) <= count_candidates(sdp) <= 32
+            assert usable_candidates(parsed) == parsed  # the filter is idempotent
         else:
             check_answer_fingerprint(sdp, FINGERPRINT)
             expected = sdp_fingerprint(FINGERPRINT)

@@ -219,3 +219,26 @@ async def test_a_writer_waits_while_its_channel_is_above_the_high_water_mark() -
     assert b"".join(m for m in channel.sent if isinstance(m, bytes)) == data
     assert channel.sent[-1] == framing.END and channel.readyState == "closed"
     await link.close()
+
+
+def test_an_offer_keeps_only_candidates_the_device_may_probe() -> None:
+    lines = [
+        "a=candidate:1 1 udp 1 192.0.2.7 5000 typ host",
+        "a=candidate:2 1 udp 1 224.0.0.1 5000 typ host",  # multicast
+        "a=candidate:3 1 udp 1 0.0.0.0 5000 typ host",  # unspecified
+        "a=candidate:4 1 udp 1 victim.example.com 5000 typ host",  # a name to resolve
+        "a=candidate:5 1 udp 1 192.0.2.8 0 typ host",  # bad port
+        "a=candidate:6 1 udp 1 192.0.2.8 5000",  # no type
+        "a=candidate:6 1 udp 1 192.0.2.8 6030\u00b23 typ host",  # a non-ASCII digit
+        "a=candidate:6 1 udp 1 192.0.2.8 0000000000000005000 typ host",
+        *(f"a=candidate:{7 + i} 1 udp 1 198.51.100.1 {6000 + i} typ host" for i in range(6)),
+        *(f"a=candidate:{20 + i} 1 udp 1 {i}-ab.local 5000 typ host" for i in range(4)),
+    ]
+    offer = {"v": 1, "transport": "webrtc", "grant": "g", "sdp": sdp(*lines, candidates=0)}
+    kept, _ = parse_webrtc_offer(offer)
+    hosts = [line.split()[4] for line in kept.split("\r\n") if line.startswith("a=candidate:")]
+    assert hosts == ["192.0.2.7"] + ["198.51.100.1"] * 4 + ["0-ab.local", "1-ab.local"]
+    assert "m=application" in kept and "a=fingerprint" not in kept
+    only_bad = {**offer, "sdp": sdp(lines[1], lines[3], candidates=0)}
+    with pytest.raises(LinkError, match="no usable ICE candidates"):
+        parse_webrtc_offer(only_bad)

@@ -1,5 +1,5 @@
-"""Pure checks on the SDP of a WebRTC link (docs/protocol.md §7, WebRTC offers): bounded offers on the
-device, and the viewer's pin of the device's DTLS certificate.
+"""Pure checks on the SDP of a WebRTC link (docs/protocol.md §7, WebRTC offers): bounded
+offers on the device, and the viewer's pin of the device's DTLS certificate.
 
 ``check_answer_fingerprint`` is the rule the JavaScript SDK mirrors: every ``a=fingerprint``
 line of the device's answer is SHA-256 and equals the fingerprint published in xp2pInfo, and
@@ -14,11 +14,17 @@ import binascii
 import re
 from typing import Any
 
+from aioice.mdns import is_mdns_hostname
+
 from xp2p.link.errors import LinkError
-from xp2p.link.ice import MAX_CANDIDATES
+from xp2p.link.ice import MAX_CANDIDATES, MAX_CANDIDATES_PER_HOST, unprobeable
 
 #: An offer with a few candidates is 1-3 KB; the cloud refuses offers over 16 KiB anyway.
 MAX_SDP_BYTES = 12 * 1024
+#: Chromium offers its host addresses as mDNS names (one per interface); resolving one costs
+#: aiortc up to a second of multicast queries inside ``setRemoteDescription``, so a hostile
+#: offer full of them would stall the device's answer: a few names per offer.
+MAX_MDNS_NAMES = 2
 _FINGERPRINT_LINE = re.compile(r"^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$")
 
 
@@ -48,7 +54,44 @@ def parse_webrtc_offer(offer: Any) -> tuple[str, str]:
         raise LinkError("bad_signal", "offer SDP has no data channel (m=application)")
     if count_candidates(sdp) > MAX_CANDIDATES:
         raise LinkError("bad_signal", f"offer has more than {MAX_CANDIDATES} ICE candidates")
+    sdp = usable_candidates(sdp)
+    if not count_candidates(sdp):
+        raise LinkError("bad_signal", "offer has no usable ICE candidates")
     return sdp, grant
+
+
+def _candidate_host(line: str) -> str | None:
+    """The address of a well-formed ``a=candidate`` line, or None."""
+    fields = line[len("a=candidate:") :].split()
+    port = fields[5] if len(fields) >= 8 else ""
+    # ASCII digits: str.isdigit() also takes "²", which int() refuses (a fuzz finding).
+    if fields[6:7] != ["typ"] or not (port.isascii() and port.isdigit() and len(port) <= 5):
+        return None
+    return fields[4] if 0 < int(port) < 65536 else None
+
+
+def usable_candidates(sdp: str) -> str:
+    """The offer with only the candidates the device may probe (the QUIC rules of
+    ``link.ice.set_remote_parameters``): well-formed, a literal address that reaches one
+    host or an mDNS name (at most ``MAX_MDNS_NAMES`` of them), at most
+    ``MAX_CANDIDATES_PER_HOST`` per address. The rest are dropped, not refused."""
+    per_host: dict[str, int] = {}
+    names: set[str] = set()
+    kept = []
+    for line in _lines(sdp):  # CRLF out whatever the offer used: no line escapes the filter
+        if line.startswith("a=candidate:"):
+            host = _candidate_host(line)
+            if host is None or per_host.get(host, 0) >= MAX_CANDIDATES_PER_HOST:
+                continue
+            if is_mdns_hostname(host):
+                if host not in names and len(names) >= MAX_MDNS_NAMES:
+                    continue
+                names.add(host)
+            elif unprobeable(host) is not None:
+                continue
+            per_host[host] = per_host.get(host, 0) + 1
+        kept.append(line)
+    return "\r\n".join(kept)
 
 
 def sdp_fingerprint(fingerprint: str) -> str:
