@@ -72,6 +72,7 @@ def xp2pinfo() -> list[bytes]:
         info.encode().encode(),
         Xp2pInfo("P", "d", FINGERPRINT, "s", "2").encode().encode(),
         b"j" + json.dumps(payload).encode() + b"\x002.0.0.1",
+        Xp2pInfo("DEMO", "cam1", FINGERPRINT, "s", "2.4.1", FINGERPRINT[::-1]).encode().encode(),
     ]
 
 
