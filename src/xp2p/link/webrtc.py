@@ -265,11 +265,12 @@ class WebRtcLink:
         self._track(channel, state)
         try:
             if channel.readyState != "open":
-                opened = asyncio.Event()
-                channel.on("open", opened.set)
+                settled = asyncio.Event()  # opened, or closed by the device first
+                channel.on("open", settled.set)
+                channel.on("close", settled.set)
                 async with asyncio.timeout(timeout):
-                    await opened.wait()
-            channel.send(head.encode())
+                    await settled.wait()
+            self._open(state.stream_id).channel.send(head.encode())
             if body is None:
                 await self.write(state.stream_id, b"", end=True)
             elif isinstance(body, bytes):
@@ -280,6 +281,9 @@ class WebRtcLink:
         except TimeoutError as exc:
             self.cancel(state.stream_id)
             raise LinkError("request_timeout", f"no response within {timeout:.1f} s") from exc
+        except StreamClosed as exc:  # the device closed the channel (too many requests...)
+            self.cancel(state.stream_id)
+            raise LinkError("closed", f"request refused: {exc}") from exc
         return ResponseStream(self, state, answer)
 
     async def _upload(self, stream_id: int, body: AsyncIterable[bytes]) -> None:
