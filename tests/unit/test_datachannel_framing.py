@@ -134,6 +134,10 @@ def test_the_answer_must_name_the_published_certificate() -> None:
         sdp(f"a=fingerprint:sha-256 {HEX}", "a=fingerprint:sha-512 AB:CD"),
         sdp(),  # none at all
         sdp("a=fingerprint:sha-256"),  # malformed
+        # A fuzz finding: a malformed line and a CR-prefixed good one balanced the count.
+        sdp(f"a=fingerprint:sha-256 {tampered} x", f"\ra=fingerprint:sha-256 {HEX}"),
+        sdp(f"a=fingerprint:sha-256 {HEX}\x85a=fingerprint:sha-256 {tampered}"),
+        sdp(f" a=fingerprint:sha-256 {tampered}", f"a=fingerprint:sha-256 {HEX}"),
     ]
     for answer in cases:
         with pytest.raises(LinkError) as caught:

@@ -25,11 +25,13 @@ MAX_SDP_BYTES = 12 * 1024
 #: aiortc up to a second of multicast queries inside ``setRemoteDescription``, so a hostile
 #: offer full of them would stall the device's answer: a few names per offer.
 MAX_MDNS_NAMES = 2
-_FINGERPRINT_LINE = re.compile(r"^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$")
+_FINGERPRINT_LINE = re.compile(r"a=fingerprint:([A-Za-z0-9-]+) ([0-9A-Fa-f:]+)")
 
 
 def _lines(sdp: str) -> list[str]:
-    return [line.rstrip("\r") for line in sdp.split("\n")]
+    """Lines as aiortc splits them (``str.splitlines``: CR, LF and the rarer separators
+    too), a superset of any browser's splits: no line can hide inside another."""
+    return sdp.splitlines()
 
 
 def count_candidates(sdp: str) -> int:
@@ -91,7 +93,7 @@ def usable_candidates(sdp: str) -> str:
                 continue
             per_host[host] = per_host.get(host, 0) + 1
         kept.append(line)
-    return "\r\n".join(kept)
+    return "\r\n".join(kept) + "\r\n"
 
 
 def sdp_fingerprint(fingerprint: str) -> str:
@@ -110,11 +112,11 @@ def check_answer_fingerprint(answer_sdp: str, fingerprint: str) -> None:
     if not fingerprint:
         raise LinkError("bad_identity", "xp2pInfo names no DTLS certificate (device too old?)")
     expected = sdp_fingerprint(fingerprint)
-    found = [
-        m.groups() for line in _lines(answer_sdp) if (m := _FINGERPRINT_LINE.match(line.strip()))
-    ]
-    seen_lines = sum(1 for line in _lines(answer_sdp) if line.startswith("a=fingerprint:"))
-    if not found or seen_lines != len(found):
+    # Every line that looks like a fingerprint must be one, exactly: a malformed line that
+    # some parser still reads could otherwise carry another certificate past this check.
+    lines = [x.strip() for x in _lines(answer_sdp) if x.strip().lower().startswith("a=fingerprint")]
+    found = [m.groups() for line in lines if (m := _FINGERPRINT_LINE.fullmatch(line))]
+    if not found or len(found) != len(lines):
         raise LinkError("bad_identity", "the device's answer has no well-formed DTLS fingerprint")
     for algorithm, value in found:
         if algorithm.lower() != "sha-256" or value.upper() != expected:
@@ -129,7 +131,7 @@ def keep_sha256_fingerprints(sdp: str) -> str:
     carries), so a viewer can check every fingerprint line it is given."""
     kept = [
         line
-        for line in sdp.split("\r\n")
+        for line in _lines(sdp)
         if not line.startswith("a=fingerprint:") or line.startswith("a=fingerprint:sha-256 ")
     ]
-    return "\r\n".join(kept)
+    return "\r\n".join(kept) + "\r\n"
