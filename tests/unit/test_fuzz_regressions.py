@@ -136,3 +136,27 @@ def test_turn_username_with_a_non_ascii_expiry_has_no_expiry(username: str) -> N
     # sends (the viewer reads the expiry to refresh its sign-in before the TURN credentials)
     assert IceServer(("turn:203.0.113.10:3478",), username, "c").expires_at is None
     assert IceServer(("turn:h",), "1700000300:DEMO/cam1", "c").expires_at == 1700000300
+
+
+# --- fuzz_datachannel_framing ----------------------------------------------------------------
+
+
+def test_a_candidate_port_with_a_non_ascii_digit_is_dropped() -> None:
+    # found: ValueError from int() on "6030²3" while filtering a WebRTC offer's candidates
+    from xp2p.link.webrtc_sdp import usable_candidates
+
+    line = "a=candidate:1 1 udp 1 192.0.2.8 6030\u00b23 typ host"
+    assert "a=candidate" not in usable_candidates(f"v=0\r\n{line}\r\n")
+
+
+def test_a_malformed_fingerprint_line_cannot_balance_a_hidden_one() -> None:
+    # found: a malformed a=fingerprint line (counted, not matched) beside a CR-prefixed good
+    # one (matched, not counted) passed the viewer's check
+    from xp2p.link.errors import LinkError
+    from xp2p.link.webrtc_sdp import check_answer_fingerprint
+
+    good = ":".join(["AB", "CD", "EF", "12", "34", "56", "78", "9A"] * 4)
+    answer = f"v=0\r\na=fingerprint:sha-25iM:S *\r\n\ra=fingerprint:sha-256 {good}\r\n"
+    message = "the device's answer has no well-formed DTLS fingerprint"
+    with refused(LinkError, message):
+        check_answer_fingerprint(answer, "q83vEjRWeJqrze8SNFZ4mqvN7xI0Vniaq83vEjRWeJo")
