@@ -9,5 +9,7 @@ ruff check src tests bench
 ruff format --check src tests bench
 echo "== mypy"
 mypy
+echo "== tsc (web/)"
+(cd web && npx --no-install tsc --noEmit -p .)
 echo "== pytest"
 pytest "$@"

@@ -20,6 +20,7 @@ import dataclasses
 import html
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +40,15 @@ QUALITIES = ("standard", "high", "super")
 MAX_CLIENT_BACKLOG = 8 * 1024 * 1024
 #: Keep the link this long after the last player left, so reopening is instant.
 LINGER = 30.0
+#: The JavaScript SDK's folder (web/ of a source checkout, ``npm ci`` run in it). The page
+#: embeds a player from it; without it (an installed wheel) the page has the links only.
+WEB_DIR = Path(__file__).resolve().parents[3] / "web"
+#: The scripts the page loads, served from fixed routes of the player itself (same origin:
+#: no CORS, and the Host/Origin/token checks apply to them as to every URL).
+SDK_FILES = {
+    "player.js": Path("src/player.js"),
+    "mpegts.js": Path("node_modules/mpegts.js/dist/mpegts.js"),
+}
 
 
 class _Client:
@@ -180,8 +190,10 @@ class PlayerServer:
         allow_origins: Iterable[str] = (),
         public: bool = False,
         max_playbacks: int = DEFAULT_MAX_PLAYBACKS,
+        web_dir: Path | None = WEB_DIR,
     ) -> None:
         self.module = module
+        self.web_dir = web_dir
         self.host = host
         self.port = port
         self.devices = list(devices)
@@ -216,6 +228,15 @@ class PlayerServer:
     def live_url(self, device: str, quality: str = "high") -> str:
         return f"{self.url}/live/{device}.flv?quality={quality}&token={self.token}"
 
+    def sdk_url(self, name: str) -> str:
+        """Same-origin path of one of ``SDK_FILES`` (the page's own scripts)."""
+        return f"/sdk/{name}?token={self.token}"
+
+    def sdk_available(self) -> bool:
+        return self.web_dir is not None and all(
+            (self.web_dir / rel).is_file() for rel in SDK_FILES.values()
+        )
+
     def playback_url(self, device: str, start_time: int, end_time: int, channel: int = 0) -> str:
         query = f"start_time={start_time}&end_time={end_time}&channel={channel}"
         return f"{self.url}/playback/{device}.flv?{query}&token={self.token}"
@@ -224,6 +245,7 @@ class PlayerServer:
         app = web.Application(middlewares=[self._guard])
         app.on_response_prepare.append(self._cors)
         app.router.add_get("/", self._index)
+        app.router.add_get("/sdk/{name}", self._sdk)
         app.router.add_get("/live/{product}/{device}.flv", self._live)
         app.router.add_get("/playback/{product}/{device}.flv", self._playback)
         self._runner, self.port = await start_site(app, self.host, self.port, access_log=False)
@@ -271,26 +293,63 @@ class PlayerServer:
             response.headers["Vary"] = "Origin"
 
     async def _index(self, request: web.Request) -> web.Response:
+        embed = self.sdk_available()
         rows = []
         for device in self.devices:
             links = " ".join(
                 f'<a href="{html.escape(self.live_url(device, q))}">{q}</a>' for q in QUALITIES
             )
+            # The stream URL goes in a data attribute (escaped), read by the page's script:
+            # never spliced into script text.
+            video = (
+                f"<video class=xp2p-live width=640 controls muted playsinline "
+                f'data-device="{html.escape(device)}" '
+                f'data-src="{html.escape(self.live_url(device))}"></video><br>'
+                if embed
+                else ""
+            )
             rows.append(
-                f"<li><b>{html.escape(device)}</b> — live: {links}<br>"
+                f"<li><b>{html.escape(device)}</b><br>{video}live: {links}<br>"
                 f"<code>ffplay -fflags nobuffer {html.escape(self.live_url(device))}"
                 "</code></li>"
             )
+        script = ""
+        if embed:
+            script = (
+                f'<script src="{html.escape(self.sdk_url("mpegts.js"))}"></script>'
+                f'<script type=module data-player="{html.escape(self.sdk_url("player.js"))}">'
+                "const { createLivePlayer } = await import("
+                "document.querySelector('script[data-player]').dataset.player);"
+                "window.xp2pPlayers = {};"
+                "for (const video of document.querySelectorAll('video.xp2p-live')) {"
+                "  const url = new URL(video.dataset.src, location.href).href;"
+                "  window.xp2pPlayers[video.dataset.device] = createLivePlayer(video, { url });"
+                "}"
+                "</script>"
+            )
+        else:
+            script = "<p>(no embedded player: run <code>npm ci</code> in web/ to get one)</p>"
         body = (
             "<!doctype html><meta charset=utf-8><title>xp2p player</title>"
-            "<h1>xp2p local player</h1><p>Open a stream in ffplay, VLC or mpv:</p>"
-            f"<ul>{''.join(rows) or '<li>no devices configured</li>'}</ul>"
+            "<h1>xp2p local player</h1><p>Watch here, or open a stream in ffplay, VLC or mpv:</p>"
+            f"<ul>{''.join(rows) or '<li>no devices configured</li>'}</ul>{script}"
         )
         # The page holds the token: it must never travel on in a Referer.
         return web.Response(
             text=body,
             content_type="text/html",
             headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+        )
+
+    async def _sdk(self, request: web.Request) -> web.StreamResponse:
+        """One of ``SDK_FILES``, by its fixed name only (no path from the request)."""
+        rel = SDK_FILES.get(request.match_info["name"])
+        if rel is None or self.web_dir is None or not (self.web_dir / rel).is_file():
+            raise web.HTTPNotFound(text="no such script\n")
+        return web.Response(
+            body=(self.web_dir / rel).read_bytes(),
+            content_type="text/javascript",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
         )
 
     async def _live(self, request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,76 @@
+// A JSON-lines driver of headless Chromium for the Python tests (tests/browser/): one Chromium
+// per driver process, commands on stdin, one answer line per command on stdout. Kept tiny so
+// the tests' logic stays in Python, next to the real stack they run.
+//
+//   {"id": 1, "op": "open", "url": "http://..."}            -> {"id": 1, "value": {"page": 1, "status": 200}}
+//   {"id": 2, "op": "eval", "page": 1, "fn": "(arg) => ...", "arg": ...} -> {"id": 2, "value": ...}
+//   {"id": 3, "op": "close", "page": 1}                     -> {"id": 3, "value": null}
+// A failed command answers {"id": n, "error": "message"}.
+import { createInterface } from 'node:readline';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const executablePath = process.env.XP2P_CHROMIUM || '/usr/bin/chromium';
+const profile = mkdtempSync(join(tmpdir(), 'xp2p-chromium-'));
+// The flags that work as root on a closed network: without the background-networking ones
+// Chromium keeps dialling Google's hosts and gets refused.
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+/** @type {Map<number, import('playwright-core').Page>} */
+const pages = new Map();
+let nextPage = 1;
+
+/** @param {any} msg */
+async function run(msg) {
+  switch (msg.op) {
+    case 'open': {
+      const page = await context.newPage();
+      const id = nextPage++;
+      pages.set(id, page);
+      const response = await page.goto(msg.url, { waitUntil: 'domcontentloaded' });
+      return { page: id, status: response ? response.status() : 0 };
+    }
+    case 'eval': {
+      const page = pages.get(msg.page);
+      if (!page) throw new Error(`no page ${msg.page}`);
+      // The function travels as source: it runs in the page, never in this process.
+      return await page.evaluate(
+        ([fn, arg]) => (0, eval)(fn)(arg),
+        [msg.fn, msg.arg ?? null],
+      );
+    }
+    case 'close': {
+      const page = pages.get(msg.page);
+      pages.delete(msg.page);
+      if (page) await page.close();
+      return null;
+    }
+    default:
+      throw new Error(`unknown op ${msg.op}`);
+  }
+}
+
+const lines = createInterface({ input: process.stdin });
+process.stdout.write(JSON.stringify({ ready: context.browser()?.version() ?? 'chromium' }) + '\n');
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const msg = JSON.parse(line);
+  let answer;
+  try {
+    answer = { id: msg.id, value: await run(msg) };
+  } catch (err) {
+    answer = { id: msg.id, error: String(err instanceof Error ? err.message : err) };
+  }
+  process.stdout.write(JSON.stringify(answer) + '\n');
+}
+await context.close();
+rmSync(profile, { recursive: true, force: true });
