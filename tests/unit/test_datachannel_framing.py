@@ -138,6 +138,7 @@ def test_the_answer_must_name_the_published_certificate() -> None:
         sdp(f"a=fingerprint:sha-256 {tampered} x", f"\ra=fingerprint:sha-256 {HEX}"),
         sdp(f"a=fingerprint:sha-256 {HEX}\x85a=fingerprint:sha-256 {tampered}"),
         sdp(f" a=fingerprint:sha-256 {tampered}", f"a=fingerprint:sha-256 {HEX}"),
+        sdp(f"\ta=fingerprint:sha-256 {HEX}"),  # no parser reads this one: no pin at all
     ]
     for answer in cases:
         with pytest.raises(LinkError) as caught:

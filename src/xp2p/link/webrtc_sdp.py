@@ -114,7 +114,7 @@ def check_answer_fingerprint(answer_sdp: str, fingerprint: str) -> None:
     expected = sdp_fingerprint(fingerprint)
     # Every line that looks like a fingerprint must be one, exactly: a malformed line that
     # some parser still reads could otherwise carry another certificate past this check.
-    lines = [x.strip() for x in _lines(answer_sdp) if x.strip().lower().startswith("a=fingerprint")]
+    lines = [x for x in _lines(answer_sdp) if x.strip().lower().startswith("a=fingerprint")]
     found = [m.groups() for line in lines if (m := _FINGERPRINT_LINE.fullmatch(line))]
     if not found or len(found) != len(lines):
         raise LinkError("bad_identity", "the device's answer has no well-formed DTLS fingerprint")
