@@ -4,6 +4,8 @@ mpegts.js, both served by the player itself) plays the test-pattern camera live.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +25,8 @@ WAIT_FRAMES = """async (arg) => {
   for (;;) {
     const player = window.xp2pPlayers?.[arg.device];
     const stats = player ? player.stats() : null;
-    if (stats && stats.decodedFrames > arg.frames && stats.width > 0) return stats;
+    if (stats && stats.decodedFrames > arg.frames && stats.width > 0
+        && stats.firstFrameAt !== null) return stats;
     if (performance.now() > deadline) return { timedOut: true, stats };
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -51,7 +54,7 @@ async def player(stack: Stack, module: P2PModule) -> AsyncIterator[PlayerServer]
     await server.stop()
 
 
-async def wait_frames(chromium: Chromium, page: int, frames: int) -> dict[str, object]:
+async def wait_frames(chromium: Chromium, page: int, frames: int) -> dict[str, Any]:
     stats = await chromium.eval(
         page, WAIT_FRAMES, {"device": DEVICE, "frames": frames, "timeout": 15_000}
     )
@@ -67,10 +70,10 @@ async def test_the_page_plays_live_video(chromium: Chromium, player: PlayerServe
         assert status == 200
         first = await wait_frames(chromium, page, 0)
         assert (first["width"], first["height"]) == (PATTERN.width, PATTERN.height)
-        print(f"\nfirst frame {float(first['firstFrameAt']):.0f} ms after page load")  # type: ignore[arg-type]
+        print(f"\nfirst frame {first['firstFrameAt']:.0f} ms after page load")
         before = await chromium.eval(page, PICTURE_HASH)
         # Frames keep coming: more than a second of the pattern's 25 fps after the first.
-        later = await wait_frames(chromium, page, int(first["decodedFrames"]) + PATTERN.fps)  # type: ignore[call-overload]
+        later = await wait_frames(chromium, page, first["decodedFrames"] + PATTERN.fps)
         after = await chromium.eval(page, PICTURE_HASH)
         assert before != after, "the picture did not change: frozen video"
         assert later["latency"] < 1.5 + 0.5, later  # the player keeps to the live edge
@@ -90,8 +93,8 @@ async def test_bytes_pushed_into_the_player_play(chromium: Chromium, player: Pla
             """async (url) => {
               const { createLivePlayer } = await import(
                 document.querySelector('script[data-player]').dataset.player);
-              // Only the pushed player on this page: the embedded one would share the pull.
-              for (const p of Object.values(window.xp2pPlayers ?? {})) p.destroy();
+              // The page's own player goes on: this fetch joins its pull (as a second
+              // player, from the GOP cache's keyframe).
               const video = document.createElement('video');
               document.body.append(video);
               const player = createLivePlayer(video, { push: true });
@@ -119,6 +122,57 @@ async def test_bytes_pushed_into_the_player_play(chromium: Chromium, player: Pla
         await chromium.close_page(page)
 
 
+async def test_after_a_stall_the_player_jumps_back_to_the_live_edge(
+    chromium: Chromium, player: PlayerServer
+) -> None:
+    """A link that stalls, then delivers seconds of media at once (what a lossy link does):
+    the buffer runs seconds ahead of the playing time, and the player must jump back to the
+    live edge instead of playing on seconds late."""
+    page, status = await chromium.open(player.page_url)
+    try:
+        assert status == 200
+        stats = await chromium.eval(
+            page,
+            """async (url) => {
+              const { createLivePlayer } = await import(
+                document.querySelector('script[data-player]').dataset.player);
+              const video = document.createElement('video');
+              document.body.append(video);
+              const player = createLivePlayer(video, { push: true }, { maxLatency: 1.5 });
+              const reader = (await fetch(url)).body.getReader();
+              let deadline = performance.now() + 15000;
+              while (player.stats().decodedFrames < 10 && performance.now() < deadline) {
+                player.push((await reader.read()).value);
+              }
+              // The stall: 3 s of media held back, then handed over at once.
+              const held = [];
+              const until = performance.now() + 3000;
+              while (performance.now() < until) held.push((await reader.read()).value);
+              for (const chunk of held) player.push(chunk);
+              let behind = 0;
+              deadline = performance.now() + 8000;
+              let stats = player.stats();
+              while (performance.now() < deadline) {
+                player.push((await reader.read()).value);  // live bytes go on arriving
+                stats = player.stats();
+                behind = Math.max(behind, stats.latency);
+                if (stats.jumps > 0 && stats.latency < 1.0) break;
+              }
+              await reader.cancel();
+              player.destroy();
+              return { behind, ...stats };
+            }""",
+            player.live_url(DEVICE),
+        )
+        print(f"\nbehind {stats['behind']:.2f} s after the stall; then {stats['latency']:.2f} s")
+        assert stats["behind"] > 1.5, stats  # the stall did put the buffer far ahead
+        assert stats["jumps"] >= 1, stats
+        assert stats["latency"] < 1.0, stats
+        assert stats["error"] is None, stats
+    finally:
+        await chromium.close_page(page)
+
+
 async def test_without_the_token_the_browser_gets_403(
     chromium: Chromium, player: PlayerServer
 ) -> None:
@@ -138,3 +192,32 @@ async def test_without_the_token_the_browser_gets_403(
     finally:
         await chromium.close_page(page)
     assert player.refused.get("token", 0) >= 4
+
+
+async def test_without_the_sdk_the_page_keeps_the_links(
+    chromium: Chromium, stack: Stack, module: P2PModule, tmp_path: Path
+) -> None:
+    """An installed wheel has no web/: the page says how to get the player and keeps the
+    links for ffplay/VLC; the script routes answer 404 (with the token), never a file."""
+    server = PlayerServer(module, devices=[DEVICE], web_dir=tmp_path)
+    await server.start()
+    try:
+        page, status = await chromium.open(server.page_url)
+        assert status == 200
+        found = await chromium.eval(
+            page,
+            """async (paths) => ({
+              videos: document.querySelectorAll('video').length,
+              links: [...document.querySelectorAll('a')].map((a) => a.textContent),
+              text: document.body.innerText,
+              codes: await Promise.all(paths.map(async (p) => (await fetch(p)).status)),
+            })""",
+            [server.sdk_url("player.js"), server.sdk_url("../pyproject.toml")],
+        )
+        await chromium.close_page(page)
+    finally:
+        await server.stop()
+    assert found["videos"] == 0
+    assert found["links"] == ["standard", "high", "super"]
+    assert "npm ci" in found["text"]
+    assert found["codes"] == [404, 404]

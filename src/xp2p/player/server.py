@@ -118,16 +118,24 @@ class DevicePull:
         logger.info("pull of %s (quality=%s) started", self.label, quality)
 
     def _on_data(self, data: bytes) -> None:
+        # Players get whole tags only, never the link's raw chunks: a player that joins
+        # between two chunks starts from the GOP cache's snapshot (whole tags), so the next
+        # bytes it gets must start at a tag boundary, or its FLV is broken at the seam.
+        whole = bytearray()
         try:
             for item in self._reader.feed(data):
                 if isinstance(item, FlvHeader):
                     self._header = item
                 elif isinstance(item, FlvTag):
                     self._gop.add(item)
+                whole += item.encode()
         except FlvError as exc:
             logger.error("%s sent malformed FLV (%s); disconnecting players", self.label, exc)
             self._end_all()
             return
+        if not whole:
+            return  # the chunk ended inside a tag: it goes out with the rest of that tag
+        data = bytes(whole)
         for client in list(self.clients):
             if client.backlog > MAX_CLIENT_BACKLOG:
                 logger.warning("a player of %s is too slow; disconnecting it", self.label)
@@ -330,7 +338,9 @@ class PlayerServer:
         else:
             script = "<p>(no embedded player: run <code>npm ci</code> in web/ to get one)</p>"
         body = (
-            "<!doctype html><meta charset=utf-8><title>xp2p player</title>"
+            # An empty icon: else the browser asks for /favicon.ico, without the token.
+            "<!doctype html><meta charset=utf-8><link rel=icon href='data:,'>"
+            "<title>xp2p player</title>"
             "<h1>xp2p local player</h1><p>Watch here, or open a stream in ffplay, VLC or mpv:</p>"
             f"<ul>{''.join(rows) or '<li>no devices configured</li>'}</ul>{script}"
         )
