@@ -65,10 +65,15 @@ async def wait_frames(chromium: Chromium, page: int, frames: int) -> dict[str, A
 
 async def test_the_page_plays_live_video(chromium: Chromium, player: PlayerServer) -> None:
     assert player.sdk_available(), "web/ has no mpegts.js: run npm ci in web/"
-    page, status = await chromium.open(player.page_url)
+    # Opened as localhost: the page's own stream fetch stays same-origin.
+    page, status = await chromium.open(player.page_url.replace("127.0.0.1", "localhost"))
     try:
         assert status == 200
         first = await wait_frames(chromium, page, 0)
+        links = await chromium.eval(
+            page, "() => [...document.querySelectorAll('a')].map((a) => a.textContent)"
+        )
+        assert links == ["standard", "high", "super"]  # kept for ffplay/VLC users
         assert (first["width"], first["height"]) == (PATTERN.width, PATTERN.height)
         print(f"\nfirst frame {first['firstFrameAt']:.0f} ms after page load")
         before = await chromium.eval(page, PICTURE_HASH)

@@ -308,11 +308,13 @@ class PlayerServer:
                 f'<a href="{html.escape(self.live_url(device, q))}">{q}</a>' for q in QUALITIES
             )
             # The stream URL goes in a data attribute (escaped), read by the page's script:
-            # never spliced into script text.
+            # never spliced into script text. A path: the page fetches from its own origin
+            # whichever of 127.0.0.1/localhost/[::1] it was opened as.
             video = (
                 f"<video class=xp2p-live width=640 controls muted playsinline "
                 f'data-device="{html.escape(device)}" '
-                f'data-src="{html.escape(self.live_url(device))}"></video><br>'
+                f'data-src="{html.escape(self.live_url(device).removeprefix(self.url))}">'
+                "</video><br>"
                 if embed
                 else ""
             )
