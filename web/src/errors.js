@@ -46,5 +46,18 @@ export class XP2PError extends Error {
     this.code = code;
     /** the message without the code, as Python's XP2PError.message */
     this.detail = message;
+    /** Why, in one word, when a lower layer said so: the cloud's error code
+     * (`token_expired`, `device_offline`...) or the link's (`bad_identity`, `signal_timeout`).
+     * @type {string | undefined} */
+    this.reason = undefined;
+  }
+
+  /** The seed rejects its promises with `{errcode, errmsg}`: the same fields, by those names. */
+  get errcode() {
+    return this.code;
+  }
+
+  get errmsg() {
+    return this.detail;
   }
 }
