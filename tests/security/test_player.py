@@ -56,7 +56,8 @@ async def test_a_web_page_cannot_drive_the_player_and_the_printed_url_still_play
         tmp_path / "demo.log",
     )
     procs.append(demo)
-    url = demo.wait_line(r"Open (http://\S+)").group(1)
+    # The player's line ("Open" is the web app's address: tests/multiprocess/test_demo*.py).
+    url = demo.wait_line(r"  player \(ffplay, VLC, mpv\): (http://\S+)").group(1)
     parts = urlsplit(url)
     token = dict(q.split("=", 1) for q in parts.query.split("&"))["token"]
     assert len(token) >= 22  # >= 128 bits in URL-safe base64
@@ -121,9 +122,11 @@ async def test_a_web_page_cannot_drive_the_player_and_the_printed_url_still_play
     assert "Traceback" not in text
     # 39 refusals, one log line per kind (Host, Origin, Sec-Fetch-Site, token, device).
     assert len(re.findall(r"refused a request", text)) <= 5, text
-    # The token is printed for the user (the Open/ffplay lines), never logged.
+    # The token is printed for the user (the player/ffplay lines), never logged.
     leaking = [line for line in text.splitlines() if token in line]
-    assert leaking and all(re.match(r"(Open |  e\.g\. ffplay )", line) for line in leaking)
+    assert leaking and all(
+        re.match(r"(  player \(ffplay, VLC, mpv\): |  e\.g\. ffplay )", line) for line in leaking
+    )
     print(f"burst: 30 cross-site /playback/ requests, refused {refused}, links opened 0")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,9 +31,14 @@ from xp2p.errors import XP2PError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import CloudConfig
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import P2PModule
+
+#: ``xp2p demo``'s cloud port (the web app's address) unless ``--cloud-port``; if it is taken,
+#: any free port: the printed address names it, and a newcomer has nothing to choose.
+DEMO_CLOUD_PORT = 8080
 
 # ---- commands ---------------------------------------------------------------------------
 
@@ -40,11 +46,14 @@ if TYPE_CHECKING:
 async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import ConfigError
+    from xp2p.cloud.demo_login import DemoLogin
 
     try:
         config = _cloud_config(args)
         edge = edge_config(args)
-        server = CloudServer(config, edge=edge)
+        # Demo accounts: the web app signs in as the demo app with a code in its address.
+        login = None if args.config else DemoLogin(config.apps[0].key)
+        server = CloudServer(config, edge=edge, demo_login=login)
     except ConfigError as exc:  # the operator gets the setting and the problem, no traceback
         raise SystemExit(f"xp2p cloud: {exc}") from None
     try:
@@ -56,6 +65,9 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
         f"xp2p cloud {__version__} listening on {server.url} (STUN udp {host}:{port})", flush=True
     )
     _print_trust(config, server.grant_public_key, args.export_grant_key)
+    if server.demo_login is not None:
+        print(f"  web app: open {server.app_url}", flush=True)
+        _print_webapp_notes(server)
     if edge.enabled:
         print(f"  1vN edge: {server.url}/api/v1/swarm (linger {edge.linger:g} s)", flush=True)
     for entry in config.turn:
@@ -202,17 +214,56 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     await module.destroy()
 
 
-async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
+async def _start_demo_cloud(port: int | None) -> CloudServer:
+    """The demo's cloud with its demo sign-in, on ``port``; with none given,
+    ``DEMO_CLOUD_PORT`` or, if that is taken, any free port."""
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import CloudConfig
+    from xp2p.cloud.demo_login import DemoLogin
+
+    config = CloudConfig.demo(port=DEMO_CLOUD_PORT if port is None else port, stun_port=0)
+    login = DemoLogin(config.apps[0].key)
+    cloud = CloudServer(config, demo_login=login)
+    try:
+        await cloud.start()
+    except OSError as exc:
+        if port is not None or exc.errno != errno.EADDRINUSE:
+            reason = exc.strerror or exc
+            raise SystemExit(
+                f"xp2p demo: cannot listen on 127.0.0.1:{config.port} ({reason}); "
+                "choose another --cloud-port (0 = any free)"
+            ) from None
+        print(f"port {DEMO_CLOUD_PORT} is taken: the cloud listens on a free port", flush=True)
+        cloud = CloudServer(dataclasses.replace(config, port=0), demo_login=login)
+        await cloud.start()
+    return cloud
+
+
+def _print_webapp_notes(cloud: CloudServer) -> None:
+    """What is missing for the web app to play, when something is."""
+    web = cloud.webapp
+    if web is None:
+        return
+    if not web.available():
+        print(f"  (no web app here: {web.web_dir}/app/ is part of a source checkout)", flush=True)
+    elif not web.sdk_complete():
+        print(
+            "  (web/node_modules is missing: run `npm ci` in web/, or scripts/setup.sh; "
+            "the page cannot play video without mpegts.js)",
+            flush=True,
+        )
+
+
+async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.device import ChannelConfig, DeviceAgent
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import AppParams, P2PModule
 
     _check_player_args(args)
-    config = CloudConfig.demo(port=0, stun_port=0)
-    cloud = CloudServer(config)
-    await cloud.start()
+    if args.cloud_port is not None and not 0 <= args.cloud_port <= 65535:
+        raise SystemExit("xp2p demo: --cloud-port must be 0 to 65535")
+    cloud = await _start_demo_cloud(args.cloud_port)
+    config = cloud.config
     device_account = config.devices[0]
     demo_device = DeviceConfig(
         cloud_url=cloud.url,
@@ -233,7 +284,19 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     player = _player(PlayerServer, module, args, label)
     await player.start()
     print(f"xp2p demo: cloud {cloud.url}, camera {label} online, NAT {module.nat_type}", flush=True)
-    print(f"Open {player.live_url(label)}  (page: {player.page_url})", flush=True)
+    # The one address to open. Its fragment is the sign-in code: printed here for the
+    # person at this terminal, never logged, and never sent to a server by the browser.
+    print(f"Open {cloud.app_url}", flush=True)
+    print(
+        "  in a browser: the web app plays the camera; the part after # signs the page in "
+        "for this run (keep it to yourself)",
+        flush=True,
+    )
+    _print_webapp_notes(cloud)
+    print(
+        f"  player (ffplay, VLC, mpv): {player.live_url(label)}  (page: {player.page_url})",
+        flush=True,
+    )
     print(f"  e.g. ffplay -fflags nobuffer '{player.live_url(label)}'", flush=True)
     print("Ctrl-C stops.", flush=True)
     try:
@@ -353,10 +416,23 @@ def with_device_options(config: DeviceConfig, args: argparse.Namespace) -> Devic
 def register(commands: Subparsers) -> None:
     demo = commands.add_parser(
         "demo",
-        help="cloud + test-pattern camera DEMO/cam1 + viewer and player, in one process",
+        help="cloud + web app + test-pattern camera DEMO/cam1 + local player, in one process; "
+        "prints the address to open in a browser",
         description="Run everything in one process with in-memory state and no config file: "
-        "the cloud, a test-pattern camera DEMO/cam1, a viewer and its local player. "
-        "Prints the URL to open in ffplay, VLC or mpv.",
+        "the cloud serving the web app, a test-pattern camera DEMO/cam1, and a viewer with "
+        "its local player. Prints one address to open in a browser, "
+        "'Open http://127.0.0.1:8080/app/#login=CODE': the web app, signed in by the code "
+        "after '#' (new at every start; a browser never sends the part after '#' to a "
+        "server, and the page removes it from the address bar), playing the camera over "
+        "WebRTC. Below it, the local player's URL for ffplay, VLC or mpv.",
+    )
+    demo.add_argument(
+        "--cloud-port",
+        type=int,
+        metavar="PORT",
+        help=f"the cloud's HTTP port, so the web app's address ({DEMO_CLOUD_PORT}; if that is "
+        "taken, any free port, and the printed address says which; a PORT given here that "
+        "is taken is an error; 0 = any free)",
     )
     add_player_args(demo)
     add_source_args(demo)

@@ -7,11 +7,16 @@ App endpoints (every request signed, see :mod:`xp2p.auth`)::
     POST /api/v1/devices/{product_id}/{device_name}/grant       a signed access grant
     POST /api/v1/devices/{product_id}/{device_name}/connect     offer → device → answer
     POST /api/v1/app/viewer-token                               mint a viewer token (signed only)
+    GET  /api/v1/app/devices                                    the devices the caller may see
     /api/v1/swarm/...                                           the 1vN edge (xp2p.cloud.edge)
+    POST /api/v1/demo/viewer-token                              the demo's sign-in (demo_login)
+    /app/..., /sdk/...                                          the web app (xp2p.cloud.webapp)
 
-The first four are the browser routes: they also take ``Authorization: Bearer <viewer
-token>`` instead of the signature (:mod:`xp2p.cloud.viewer_token`), within the token's scope,
-and answer CORS for the origins of the token's app (``[[apps]] cors_origins``).
+The ``BROWSER_ROUTES`` also take ``Authorization: Bearer <viewer token>`` instead of the
+signature (:mod:`xp2p.cloud.viewer_token`), within the token's scope, and answer CORS for the
+origins of the token's app (``[[apps]] cors_origins``). The demo sign-in
+(:mod:`xp2p.cloud.demo_login`) exists only when the server is given a ``DemoLogin``, and
+answers pages of the cloud's own origin only.
 
 Errors are ``{"error": {"code": "<snake_case>", "message": "..."}}`` with a matching HTTP
 status; no handler failure takes the server down.
@@ -27,6 +32,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,12 +51,14 @@ from xp2p.auth import (
     turn_credentials,
 )
 from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig, ConfigError
+from xp2p.cloud.demo_login import DemoLogin, LoginBodyError, parse_login_body
 from xp2p.cloud.device_ws import DeviceGateway
 from xp2p.cloud.edge import EdgeConfig, EdgeService
 from xp2p.cloud.edge.service import apps_allow
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.limits import RateLimiter
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
+from xp2p.cloud.signin_throttle import SignInThrottle
 from xp2p.cloud.stun import StunServer, start_stun_server
 from xp2p.cloud.viewer_token import (
     MAX_SCOPE_ENTRIES,
@@ -60,14 +68,20 @@ from xp2p.cloud.viewer_token import (
     ViewerTokenCodec,
     derive_token_key,
 )
+from xp2p.cloud.webapp import WebApp
 from xp2p.httpd import ConnectionLimits, ThrottledLog, host_in_url, start_site
 from xp2p.link.config import StunInfo
 from xp2p.trust import server_ssl_context
+from xp2p.web_assets import WEB_DIR
 
 logger = logging.getLogger("xp2p.cloud")
 
 MAX_BODY_SIZE = 64 * 1024
 MAX_OFFER_SIZE = 16 * 1024
+#: Devices one ``GET /api/v1/app/devices`` lists at most (then ``truncated``).
+MAX_LISTED_DEVICES = 1000
+#: The demo sign-in's key in its failure throttle (one identity: the demo login itself).
+DEMO_LOGIN_IDENTITY = "demo-login"
 #: How long ``stop()`` lets in-flight requests finish.
 SHUTDOWN_TIMEOUT = 2.0
 
@@ -88,6 +102,7 @@ BROWSER_ROUTES: dict[str, str] = {
     f"{_DEVICE}/p2p-info": "GET",
     f"{_DEVICE}/grant": "POST",
     f"{_DEVICE}/connect": "POST",
+    "/api/v1/app/devices": "GET",
 }
 _CORS_HEADERS = frozenset({"authorization", "content-type"})
 CORS_MAX_AGE = 600
@@ -189,6 +204,8 @@ class CloudServer:
         registry: DeviceRegistry | None = None,
         clock: Callable[[], float] = time.time,
         edge: EdgeConfig | None = None,
+        web_dir: Path | None = WEB_DIR,
+        demo_login: DemoLogin | None = None,
     ) -> None:
         self.config = config
         self.registry: DeviceRegistry = registry or MemoryRegistry()
@@ -220,6 +237,12 @@ class CloudServer:
         self._gateway = DeviceGateway(
             config, self.registry, self.hub, self._device_welcome, clock=clock
         )
+        #: the web app and the SDK as static files (/app/, /sdk/); None: not served
+        self.webapp = WebApp(web_dir) if web_dir is not None else None
+        self.demo_login = demo_login
+        self._demo_products = self._demo_scope(demo_login) if demo_login is not None else ()
+        #: wrong demo codes, per source (and per the one identity), as for device proofs
+        self._demo_throttle = SignInThrottle()
         self._runner: web.AppRunner | None = None
         self._stun: StunServer | None = None
         self._port: int | None = None
@@ -305,6 +328,43 @@ class CloudServer:
             ) from None
 
     @property
+    def app_url(self) -> str:
+        """The web app's address; with a demo login, the code in the fragment (never sent
+        to a server, so never in a log): the one address ``xp2p demo`` prints."""
+        url = f"{self.url}/app/"
+        if self.demo_login is not None:
+            url += f"#login={self.demo_login.code}"
+        return url
+
+    def _own_origins(self) -> frozenset[str]:
+        """The origins of the cloud's own pages: its URL's, and on loopback each loopback
+        name's (a page opened as localhost). From the configuration, never from the request's
+        Host, which a DNS-rebinding page chooses."""
+        cfg = self.config
+        scheme = "https" if cfg.tls else "http"
+        hosts = {cfg.advertised_host} | ({cfg.host} - set(WILDCARD_HOSTS))
+        if cfg.loopback_only:
+            hosts |= {"127.0.0.1", "localhost", "::1"}
+        default = 443 if cfg.tls else 80
+        port = "" if self._port == default else f":{self._port}"
+        return frozenset(f"{scheme}://{host_in_url(h).lower()}{port}" for h in hosts)
+
+    def _demo_scope(self, login: DemoLogin) -> tuple[str, ...]:
+        """The products a demo token covers: those of the app's configured devices."""
+        app = self.config.app(login.app_key)
+        if app is None:
+            raise ConfigError(f"demo_login: no app {login.app_key!r} is configured")
+        if login.token_ttl > self.config.viewer_token_max_ttl:
+            raise ConfigError("demo_login: token_ttl exceeds viewer_token_max_ttl")
+        products = sorted({d.product_id for d in self.config.devices if app.allows(d.product_id)})
+        if not 1 <= len(products) <= MAX_SCOPE_ENTRIES:
+            raise ConfigError(
+                f"demo_login: app {app.key!r} must cover 1 to {MAX_SCOPE_ENTRIES} products "
+                f"of configured devices, not {len(products)}"
+            )
+        return tuple(products)
+
+    @property
     def stun_address(self) -> tuple[str, int]:
         """Where clients send STUN requests (the advertised host, the bound port)."""
         return self.stun_info.host, self.stun_info.port
@@ -332,6 +392,9 @@ class CloudServer:
         app.router.add_get("/version", self._version)
         app.router.add_post("/api/v1/app/session", self._create_session)
         app.router.add_post("/api/v1/app/viewer-token", self._mint_viewer_token)
+        app.router.add_get("/api/v1/app/devices", self._app_devices)
+        if self.demo_login is not None:
+            app.router.add_post("/api/v1/demo/viewer-token", self._demo_viewer_token)
         device = _DEVICE
         app.router.add_get(f"{device}/p2p-info", self._p2p_info)
         app.router.add_post(f"{device}/grant", self._grant)
@@ -341,6 +404,8 @@ class CloudServer:
         app.router.add_get("/api/v1/device/ws", self._gateway.handle)
         if self.edge is not None:
             self.edge.add_routes(app)
+        if self.webapp is not None:
+            self.webapp.add_routes(app)
 
         async def close_device_sockets(_: web.Application) -> None:
             await self._gateway.close_all()
@@ -455,13 +520,7 @@ class CloudServer:
     ) -> tuple[AppConfig, bytes]:
         """Verify the request's signature, then ``authorise(app, body)`` (which raises
         ApiError to refuse): only a request that passes both takes room in the replay cache."""
-        try:
-            # A body trickled in byte by byte would hold the connection inside its handler,
-            # where no connection limit reaches: it gets as long as the headers did.
-            async with asyncio.timeout(self.config.header_timeout):
-                body = await request.read()  # raises 413 past client_max_size
-        except TimeoutError:
-            raise ApiError(408, "request_timeout", "request body not received in time") from None
+        body = await self._read_body(request)
         authorization = request.headers.get("Authorization")
         if authorization is not None or (
             HEADER_APP not in request.headers and "Origin" in request.headers
@@ -500,6 +559,15 @@ class CloudServer:
                 )
             raise ApiError(exc.status, exc.code, exc.message, **extra) from None
         return self._app(app_key), body
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        try:
+            # A body trickled in byte by byte would hold the connection inside its handler,
+            # where no connection limit reaches: it gets as long as the headers did.
+            async with asyncio.timeout(self.config.header_timeout):
+                return await request.read()  # raises 413 past client_max_size
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", "request body not received in time") from None
 
     def _token_caller(self, request: web.Request, authorization: str) -> AppConfig:
         """The app of a valid viewer token in ``Authorization: Bearer``; ApiError otherwise.
@@ -580,12 +648,15 @@ class CloudServer:
         if request.headers.get("Authorization") is not None:
             raise ApiError(401, "missing_auth", "viewer tokens are minted by app-signed requests")
         app, _ = await self._authenticate(request, check)
-        token = minted[0]
+        return self._token_answer(minted[0], app)
+
+    def _token_answer(self, token: ViewerToken, app: AppConfig, via: str = "") -> web.Response:
         text = self._tokens.sign(token)
         logger.info(
-            "viewer token %s for app %s: %d devices, %d products, %s, until %d",
+            "viewer token %s for app %s%s: %d devices, %d products, %s, until %d",
             token.token_id,
             app.key,
+            via,
             len(token.devices),
             len(token.products),
             ",".join(sorted(token.permissions)),
@@ -655,6 +726,75 @@ class CloudServer:
             )
         now = int(self._clock())
         return ViewerToken(app.key, frozenset(devices), frozenset(products), wanted, now, now + ttl)
+
+    async def _app_devices(self, request: web.Request) -> web.Response:
+        """The configured devices the caller may see, with presence: a token's ``dev`` and
+        every device of its ``prod``; an app-signed caller's, every device of its products."""
+        app, _ = await self._authenticate(request)
+        token = request.get(_TOKEN_KEY)
+        names = sorted(
+            (d.product_id, d.device_name)
+            for d in self.config.devices
+            if app.allows(d.product_id)
+            and (token is None or token.covers(d.product_id, d.device_name))
+        )
+        devices = []
+        for pid, dev in names[:MAX_LISTED_DEVICES]:
+            presence = await self.registry.get(pid, dev)
+            online = bool(presence and presence.online)
+            devices.append({"product_id": pid, "device_name": dev, "online": online})
+        return web.json_response({"devices": devices, "truncated": len(names) > MAX_LISTED_DEVICES})
+
+    async def _demo_viewer_token(self, request: web.Request) -> web.Response:
+        """The demo's sign-in (``xp2p.cloud.demo_login``): the right code gets a viewer token
+        for every device of the demo app, as the app-signed mint would answer it."""
+        login = self.demo_login
+        assert login is not None  # the route exists only with a demo login
+        origin = request.headers.get("Origin")
+        # No Origin: not a page (a browser sends one with every POST), e.g. a script at this
+        # machine; it still needs the code. Any other page's origin: refused outright.
+        if origin is not None and origin.lower() not in self._own_origins():
+            self._throttled_log.warning(
+                "demo-origin", "demo sign-in refused for a page of another origin"
+            )
+            raise ApiError(
+                403, "origin_not_allowed", "the demo sign-in is for the cloud's own page"
+            )
+        source = request.remote or "unknown"
+        wait = self._demo_throttle.retry_after(DEMO_LOGIN_IDENTITY, source, self._clock())
+        if wait > 0:  # before the code is looked at: a throttled guess teaches nothing
+            raise ApiError(
+                429,
+                "too_many_failures",
+                f"too many wrong sign-in codes; retry in {math.ceil(wait)} s",
+                retry_after=round(wait, 3),
+            )
+        body = await self._read_body(request)
+        try:
+            code = parse_login_body(body)
+        except LoginBodyError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        if not login.matches(code):
+            self._demo_throttle.failed(DEMO_LOGIN_IDENTITY, source, self._clock())
+            # Never the code, right or wrong: the source and that it was wrong.
+            self._throttled_log.warning(
+                "demo-code", "demo sign-in with a wrong code from %s", source
+            )
+            raise ApiError(
+                401, "bad_login_code", "wrong sign-in code: open the address xp2p demo printed"
+            )
+        self._demo_throttle.succeeded(DEMO_LOGIN_IDENTITY, source)
+        app = self._app(login.app_key)
+        now = int(self._clock())
+        token = ViewerToken(
+            app.key,
+            frozenset(),
+            frozenset(self._demo_products),
+            frozenset(app.permissions),
+            now,
+            now + login.token_ttl,
+        )
+        return self._token_answer(token, app, " (demo sign-in)")
 
     async def _p2p_info(self, request: web.Request) -> web.Response:
         _, _, pid, dev = await self._device_target(request)

@@ -32,6 +32,7 @@ from xp2p.player.access import DEFAULT_MAX_PLAYBACKS, PlayerAccess, is_loopback
 from xp2p.player.playback import serve_playback
 from xp2p.tasks import TaskSet
 from xp2p.viewer import FlvParams, P2PModule, StreamInfo
+from xp2p.web_assets import MPEGTS_JS, SDK_SRC, WEB_DIR
 
 logger = logging.getLogger("xp2p.player")
 
@@ -40,14 +41,13 @@ QUALITIES = ("standard", "high", "super")
 MAX_CLIENT_BACKLOG = 8 * 1024 * 1024
 #: Keep the link this long after the last player left, so reopening is instant.
 LINGER = 30.0
-#: The JavaScript SDK's folder (web/ of a source checkout, ``npm ci`` run in it). The page
-#: embeds a player from it; without it (an installed wheel) the page has the links only.
-WEB_DIR = Path(__file__).resolve().parents[3] / "web"
+#: The page embeds a player from the JavaScript SDK's folder (``WEB_DIR``, shared with the
+#: cloud's web app); without it (an installed wheel) the page has the links only.
 #: The scripts the page loads, served from fixed routes of the player itself (same origin:
 #: no CORS, and the Host/Origin/token checks apply to them as to every URL).
 SDK_FILES = {
-    "player.js": Path("src/player.js"),
-    "mpegts.js": Path("node_modules/mpegts.js/dist/mpegts.js"),
+    "player.js": SDK_SRC / "player.js",
+    "mpegts.js": MPEGTS_JS,
 }
 
 
