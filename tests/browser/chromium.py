@@ -47,7 +47,7 @@ class BrowserError(AssertionError):
 
 
 class Chromium:
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, args: list[str] | None = None) -> None:
         require_browser_tools()
         self.timeout = timeout
         self._log = tempfile.TemporaryFile()
@@ -57,7 +57,11 @@ class Chromium:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env={**os.environ, "XP2P_CHROMIUM": CHROMIUM},
+            env={
+                **os.environ,
+                "XP2P_CHROMIUM": CHROMIUM,
+                "XP2P_CHROMIUM_ARGS": json.dumps(args or []),
+            },
         )
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._next = 0
@@ -102,6 +106,15 @@ class Chromium:
     async def eval(self, page: int, fn: str, arg: Any = None) -> Any:
         """``fn`` (JavaScript function source, may be async) applied to ``arg`` in the page."""
         return await asyncio.to_thread(self.call, "eval", page=page, fn=fn, arg=arg)
+
+    async def click(self, page: int, selector: str) -> None:
+        """A real mouse click on the element ``selector`` finds (waiting for it to be there)."""
+        await asyncio.to_thread(self.call, "click", page=page, selector=selector)
+
+    async def mouse(self, page: int, selector: str, action: str) -> None:
+        """The mouse over ``selector``'s element and its button pressed (``"down"``) or let go
+        (``"up"``): a button held, as for a PTZ pad."""
+        await asyncio.to_thread(self.call, "mouse", page=page, selector=selector, action=action)
 
     async def close_page(self, page: int) -> None:
         await asyncio.to_thread(self.call, "close", page=page)

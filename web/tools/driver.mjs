@@ -5,6 +5,9 @@
 //   {"id": 1, "op": "open", "url": "http://..."}            -> {"id": 1, "value": {"page": 1, "status": 200}}
 //   {"id": 2, "op": "eval", "page": 1, "fn": "(arg) => ...", "arg": ...} -> {"id": 2, "value": ...}
 //   {"id": 3, "op": "close", "page": 1}                     -> {"id": 3, "value": null}
+//   {"id": 4, "op": "click", "page": 1, "selector": "#b"}   -> a real mouse click on it
+//   {"id": 5, "op": "mouse", "page": 1, "selector": "#b", "action": "down" | "up"}
+//                                                  -> the mouse over it, its button pressed or let go
 // A failed command answers {"id": n, "error": "message"}.
 import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -23,11 +26,20 @@ const context = await chromium.launchPersistentContext(profile, {
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
+    // A test's own flags (a fake microphone playing a WAV file...), as a JSON list.
+    ...JSON.parse(process.env.XP2P_CHROMIUM_ARGS || '[]'),
   ],
 });
 /** @type {Map<number, import('playwright-core').Page>} */
 const pages = new Map();
 let nextPage = 1;
+
+/** @param {any} msg */
+function pageOf(msg) {
+  const page = pages.get(msg.page);
+  if (!page) throw new Error(`no page ${msg.page}`);
+  return page;
+}
 
 /** @param {any} msg */
 async function run(msg) {
@@ -40,13 +52,24 @@ async function run(msg) {
       return { page: id, status: response ? response.status() : 0 };
     }
     case 'eval': {
-      const page = pages.get(msg.page);
-      if (!page) throw new Error(`no page ${msg.page}`);
+      const page = pageOf(msg);
       // The function travels as source: it runs in the page, never in this process.
       return await page.evaluate(
         ([fn, arg]) => (0, eval)(fn)(arg),
         [msg.fn, msg.arg ?? null],
       );
+    }
+    case 'click': {
+      // Real input (trusted events, as a person makes them), not a dispatched DOM event.
+      await pageOf(msg).locator(msg.selector).click({ timeout: 10_000 });
+      return null;
+    }
+    case 'mouse': {
+      const page = pageOf(msg);
+      if (msg.action !== 'down' && msg.action !== 'up') throw new Error(`unknown mouse action ${msg.action}`);
+      await page.locator(msg.selector).hover({ timeout: 10_000 });
+      await (msg.action === 'down' ? page.mouse.down() : page.mouse.up());
+      return null;
     }
     case 'close': {
       const page = pages.get(msg.page);
