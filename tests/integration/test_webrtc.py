@@ -180,6 +180,35 @@ async def test_a_download_is_byte_exact(rtc: Rtc) -> None:
         await link.close()
 
 
+async def test_a_reader_that_falls_max_unread_behind_gets_its_request_reset(rtc: Rtc) -> None:
+    """Data channels have no receive window: the requester holds at most MAX_UNREAD bytes
+    its reader has not taken, then resets the request with a clear error (not a short body
+    that looks whole); the link serves on."""
+    data = os.urandom(webrtc.MAX_UNREAD + 2 * 1024 * 1024)
+    (rtc.folder / "big.flv").write_bytes(data)
+    target = "/ipc.flv?action=download&channel=0&file_name=big.flv"
+    link = await rtc.link()
+    try:
+        response = await link.request("GET", target)
+        assert response.status == 200
+        # Nobody reads: the device keeps sending until the requester gives up on it.
+        await wait_until(lambda: response.stream_id not in link._channels, what="reset")
+        assert response._stream.body.qsize() <= 2  # the unread bytes were let go at once
+        with pytest.raises(LinkError) as caught:
+            await response.read(limit=len(data) * 2)
+        assert caught.value.reason == "too_much_unread"
+        assert str(caught.value) == (
+            f"the reader fell over {webrtc.MAX_UNREAD} bytes behind: request reset"
+        )
+        (served,) = rtc.stack.device.webrtc_links  # the device dropped its side too
+        await wait_until(lambda: not served._channels, what="device side reset")
+        again = await link.request("GET", target)  # a reader that keeps up gets it all
+        body = await again.read(limit=len(data) * 2)
+        assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    finally:
+        await link.close()
+
+
 async def test_malformed_framing_is_a_400_with_a_code(rtc: Rtc) -> None:
     link = await rtc.link()
     try:

@@ -279,13 +279,7 @@ class DeviceAgent:
 
         try:
             pending = await accept_webrtc(
-                self.webrtc_identity,
-                link_config.ice_servers,
-                offer_sdp,
-                handler=handler,
-                peer_label=label,
-                connect_timeout=link_config.connect_timeout,
-                nat_type=link_config.nat_type,
+                self.webrtc_identity, link_config, offer_sdp, handler=handler, peer_label=label
             )
         except LinkError as exc:
             self.admission.release(slot)

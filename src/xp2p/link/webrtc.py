@@ -7,7 +7,14 @@ capacity rules serve it exactly as a QUIC link. Back-pressure is the channel's
 ``bufferedAmount``: a writer waits above a high-water mark, so the live route sees a slow
 reader the way it does on QUIC and skips to the next keyframe.
 
-The same class is the requesting end too (a Python stand-in for a browser: tests, benches).
+The device's end runs on xp2p's own ICE agent (``link.ice.IceConnection``, built from the
+link's ``LinkConfig`` as a QUIC link's is: its host addresses, every TURN URL, the bound on
+checks to unproven addresses), and takes a peer for gone as a QUIC link does: an SCTP
+HEARTBEAT every ``keepalive_interval``, closed after ``idle_timeout`` with nothing heard.
+
+The same class is the requesting end too (a Python stand-in for a browser: tests, benches);
+there a reader that falls ``MAX_UNREAD`` behind gets its request reset with
+``LinkError("too_much_unread")``, as the device resets a peer that ignores back-pressure.
 """
 
 from __future__ import annotations
@@ -33,9 +40,15 @@ from aiortc import (
 )
 
 from xp2p.link import datachannel_framing as framing
-from xp2p.link.aiortc_internals import use_certificate
-from xp2p.link.config import IceServer
+from xp2p.link.aiortc_internals import (
+    SctpPulse,
+    use_certificate,
+    use_ice_connection,
+    uses_ice_connection,
+)
+from xp2p.link.config import IceServer, LinkConfig
 from xp2p.link.errors import LinkError, StreamClosed
+from xp2p.link.ice import create_ice
 from xp2p.link.link import Link
 from xp2p.link.requests import IncomingRequest, ResponseStream
 from xp2p.link.transport import StreamState
@@ -86,6 +99,31 @@ def rtc_ice_servers(servers: Iterable[IceServer]) -> list[RTCIceServer]:
         if urls:
             out.append(RTCIceServer(urls, server.username, server.credential))
     return out
+
+
+class _ReceivedBody(asyncio.Queue[bytes | None]):
+    """A requester's received body. Data channels have no receive window, so nothing slows a
+    device whose reader fell behind: past ``MAX_UNREAD`` bytes not taken the request is
+    reset, and the reader's next read raises ``error`` rather than ending as if the body were
+    whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: LinkError | None = None
+
+    def fail(self, error: LinkError) -> None:
+        self.error = error
+        while not self.empty():  # the memory goes now, not when the reader catches up
+            self.get_nowait()
+        self.put_nowait(None)  # wakes a reader waiting in get()
+
+    async def get(self) -> bytes | None:
+        if self.error is not None:
+            raise self.error
+        item = await super().get()
+        if self.error is not None:
+            raise self.error
+        return item
 
 
 @dataclass
@@ -144,6 +182,33 @@ class WebRtcLink:
         elif state in ("failed", "closed") and not self._closed:
             self._tasks.spawn(self.close(f"peer connection {state}"), "close")
 
+    def keep_alive(self, pulse: SctpPulse, interval: float, idle_timeout: float) -> None:
+        """Close the link once the peer has sent nothing for ``idle_timeout`` s, asking it
+        for a packet every ``interval`` s: a QUIC link's PING and idle timeout, so a vanished
+        browser frees its viewer slot as soon as a vanished QUIC viewer does (within
+        ``idle_timeout + interval``) instead of after aiortc's ~30 s of consent checks."""
+        self._tasks.spawn(self._watch(pulse, interval, idle_timeout), "keepalive")
+
+    async def _watch(self, pulse: SctpPulse, interval: float, idle_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        seen, heard_at = pulse.received, loop.time()
+        next_beat = heard_at + interval
+        while not self._closed:
+            await asyncio.sleep(max(0.0, min(next_beat, heard_at + idle_timeout) - loop.time()))
+            now = loop.time()
+            # A counter read at each wake costs nothing per packet; heard_at is then late by
+            # at most one interval, which is QUIC's slack too (its idle timer restarts on
+            # the first PING sent after the peer went silent).
+            if pulse.received != seen:
+                seen, heard_at = pulse.received, now
+            elif now >= heard_at + idle_timeout:
+                await self.close(f"no packet from the peer for {idle_timeout:g} s")
+                return
+            if now >= next_beat:
+                next_beat = now + interval
+                with contextlib.suppress(ConnectionError):  # DTLS already down: closing
+                    await pulse.heartbeat()
+
     # ---- channels ---------------------------------------------------------------------
 
     def _track(self, channel: RTCDataChannel, state: StreamState) -> _Channel:
@@ -184,7 +249,12 @@ class WebRtcLink:
                 framing.check_body(message)
                 record.state.unread += len(message)
                 if record.state.unread > MAX_UNREAD:
-                    raise framing.FramingError("too_much_unread", "peer ignores back-pressure")
+                    raise framing.FramingError(
+                        "too_much_unread",
+                        "peer ignores back-pressure"
+                        if self._handler is not None
+                        else f"the reader fell over {MAX_UNREAD} bytes behind: request reset",
+                    )
                 if message:
                     record.state.body.put_nowait(message)
             elif framing.is_end(message) and not record.ended:
@@ -195,8 +265,18 @@ class WebRtcLink:
             if self._handler is not None and not record.head:
                 record.head = record.refused = True
                 self._tasks.spawn(self._refuse(record, exc), "refuse")
-            else:
-                self.cancel(record.state.stream_id)
+                return
+            if self._handler is None:  # the reader learns why, instead of a short body
+                self._fail_reader(record.state, LinkError(exc.code, str(exc)))
+            self.cancel(record.state.stream_id)
+
+    @staticmethod
+    def _fail_reader(state: StreamState, error: LinkError) -> None:
+        if state.headers is not None and not state.headers.done():
+            state.headers.set_exception(error)
+            state.headers.exception()  # retrieved: request() may have given up already
+        if isinstance(state.body, _ReceivedBody):
+            state.body.fail(error)
 
     def _on_head(self, record: _Channel, message: str | bytes) -> None:
         state = record.state
@@ -261,7 +341,7 @@ class WebRtcLink:
         answered: asyncio.Future[list[tuple[bytes, bytes]]] = (
             asyncio.get_running_loop().create_future()
         )
-        state = StreamState(next(self._stream_ids), headers=answered)
+        state = StreamState(next(self._stream_ids), body=_ReceivedBody(), headers=answered)
         self._track(channel, state)
         try:
             if channel.readyState != "open":
@@ -284,6 +364,9 @@ class WebRtcLink:
         except StreamClosed as exc:  # the device closed the channel (too many requests...)
             self.cancel(state.stream_id)
             raise LinkError("closed", f"request refused: {exc}") from exc
+        except LinkError:  # a malformed response head (``_fail_reader``)
+            self.cancel(state.stream_id)
+            raise
         return ResponseStream(self, state, answer)
 
     async def _upload(self, stream_id: int, body: AsyncIterable[bytes]) -> None:
@@ -384,28 +467,41 @@ class PendingWebRtc:
 
 async def accept_webrtc(
     identity: WebRtcIdentity,
-    ice_servers: Iterable[IceServer],
+    config: LinkConfig,
     offer_sdp: str,
     *,
     handler: RequestHandler,
     peer_label: str,
-    connect_timeout: float,
-    nat_type: str = "unknown",
 ) -> PendingWebRtc:
-    """Device side: answer the offer (gathering candidates), connect in the background."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(ice_servers)))
+    """Device side: answer the offer (gathering candidates), connect in the background.
+
+    ICE runs on the agent a QUIC link of ``config`` would get (``link.ice.create_ice``): the
+    same host addresses, STUN and TURN servers, NAT rules and check budget; once connected
+    the link keeps QUIC's ``keepalive_interval`` and ``idle_timeout``."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # ``ice`` has the servers
     use_certificate(pc, identity.certificate)
     link = WebRtcLink(pc, peer_label=peer_label, handler=handler)
     try:
+        ice = create_ice(config, controlling=False)
+        pulse = SctpPulse(use_ice_connection(pc, ice))
+    except BaseException:
+        await link.close("setup failed")
+        raise
+    try:
         await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        if not uses_ice_connection(pc, ice):  # media sections bring aiortc's own ICE agents
+            raise ValueError("it has media sections; the device serves data channels only")
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # aiortc refuses an SDP it cannot use with assorted errors
         await link.close("bad offer")
         raise LinkError("bad_signal", f"offer SDP refused: {exc}") from None
+    if not ice.local_candidates:  # relay only, and every TURN server failed
+        await link.close("no candidates")
+        raise LinkError("no_candidates", f"no ICE candidates to answer: {ice.empty_reason()}")
     sdp = keep_sha256_fingerprints(pc.localDescription.sdp)
-    answer = {"v": 1, "transport": "webrtc", "sdp": sdp, "nat": nat_type}
+    answer = {"v": 1, "transport": "webrtc", "sdp": sdp, "nat": config.nat_type}
     future: asyncio.Future[WebRtcLink] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(_finish_accept(link, connect_timeout, future))
+    task = asyncio.create_task(_finish_accept(link, config, pulse, future))
     _accepting.add(task)
     task.add_done_callback(_accepting.discard)
     return PendingWebRtc(answer, future)
@@ -415,16 +511,17 @@ _accepting: set[asyncio.Task[None]] = set()
 
 
 async def _finish_accept(
-    link: WebRtcLink, timeout: float, future: asyncio.Future[WebRtcLink]
+    link: WebRtcLink, config: LinkConfig, pulse: SctpPulse, future: asyncio.Future[WebRtcLink]
 ) -> None:
     try:
-        await link.wait_connected(timeout)
+        await link.wait_connected(config.connect_timeout)
     except LinkError as exc:
         await link.close(str(exc))
         if not future.done():
             future.set_exception(exc)
         return
     logger.info("webrtc link %d from %s up", link.id, link.peer_label)
+    link.keep_alive(pulse, config.keepalive_interval, config.idle_timeout)
     if not future.done():
         future.set_result(link)
     else:
