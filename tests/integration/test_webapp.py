@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from tests.support.stack import Stack
@@ -23,7 +25,7 @@ from tests.support.waiting import wait_until
 from xp2p.auth import sign_request
 from xp2p.cloud import AppConfig, CloudConfig, CloudServer, DeviceConfig
 from xp2p.cloud.config import ConfigError
-from xp2p.cloud.demo_login import DemoLogin
+from xp2p.cloud.demo_login import DemoLogin, LoginBodyError, parse_login_body
 from xp2p.device import DeviceAgent
 from xp2p.viewer.cloud_client import CloudClient
 from xp2p.web_assets import MPEGTS_JS, WEB_DIR
@@ -475,6 +477,39 @@ async def test_the_login_body_must_be_a_code_object(web_cloud: CloudServer, body
     status, _, doc = await _json(web_cloud, "POST", LOGIN, {}, body)
     assert (status, doc["error"]["code"]) == (400, "bad_request"), body
     assert "Traceback" not in doc["error"]["message"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        _JSON.map(lambda doc: json.dumps(doc).encode()),
+        _JSON.map(lambda code: json.dumps({"code": code}).encode()),
+    )
+)
+def test_the_login_body_parser_takes_a_code_object_or_says_why(body: bytes) -> None:
+    try:
+        code = parse_login_body(body)
+    except LoginBodyError as exc:
+        assert str(exc)
+        return
+    doc = json.loads(body)
+    assert doc == {"code": code} and isinstance(code, str) and 0 < len(code) <= 256
+    DemoLogin("web-app", CODE).matches(code)  # any string compares, none raises
+
+
+async def test_a_code_that_is_no_text_is_just_wrong(web_cloud: CloudServer) -> None:
+    # JSON may carry a lone surrogate, which no UTF-8 encoder takes: a wrong code, no 500.
+    status, _, doc = await _json(
+        web_cloud, "POST", LOGIN, {}, b'{"code": "\\ud800' + b"x" * 40 + b'"}'
+    )
+    assert (status, doc["error"]["code"]) == (401, "bad_login_code")
 
 
 async def test_wrong_codes_are_throttled_per_source(tmp_path: Path) -> None:
