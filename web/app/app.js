@@ -199,8 +199,12 @@ async function main() {
           return { token, expiresAt };
         },
       },
+      // The network check's outcome is a note, not an error: a link may work without STUN
+      // (on one host, or through TURN), and a failed connect says so itself.
       eventHandler: (/** @type {string} */ event, /** @type {any} */ detail) => {
-        if (event === 'natError') showError('probing the network', describeError(detail));
+        const note = byId('net-status');
+        if (event === 'natError') note.textContent = `Network check: ${detail?.message ?? describeError(detail)}`;
+        else if (event === 'natChanged') note.textContent = 'Network changed: new links use the new address.';
       },
     });
   } catch (err) {
@@ -210,6 +214,12 @@ async function main() {
   clearNotice();
   const app = new CameraApp(p2p, tokens);
   /** @type {any} */ (window).xp2pApp = app; // for the browser tests and the console
+  // Leaving the page ends its links now, so the camera frees the viewer's slot and talk
+  // session at once rather than when the link times out.
+  window.addEventListener('pagehide', () => p2p.destroy());
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) location.reload(); // back from the page cache: its links are gone
+  });
   app.start();
 }
 

@@ -22,6 +22,9 @@ import { byId, describeError, el, formatBytes, formatTime, sha256Hex } from './u
  * @property {boolean} verified
  */
 
+/** Rows shown at first and added per "Show more": a day of short segments is thousands. */
+const PAGE = 50;
+
 const MIME = /** @type {Record<string, string>} */ ({
   flv: 'video/x-flv', mp4: 'video/mp4', jpg: 'image/jpeg', jpeg: 'image/jpeg', png: 'image/png',
 });
@@ -77,8 +80,21 @@ export class FileList {
     /** @type {Record<string, DownloadResult>} the downloads done, by file name (for tests) */
     this.results = {};
     this.generation = 0;
+    /** @type {CameraFile[]} the day's files, of which the first `shown` are listed */
+    this.files = [];
+    this.shown = 0;
     this.list = byId('file-list');
     this.status = byId('file-status');
+    this.more = /** @type {HTMLButtonElement} */ (byId('file-more'));
+    this.more.addEventListener('click', () => this.showMore());
+  }
+
+  showMore() {
+    const next = this.files.slice(this.shown, this.shown + PAGE);
+    this.shown += next.length;
+    this.list.append(...next.map((f) => this.row(f)));
+    this.more.hidden = this.shown >= this.files.length;
+    this.more.textContent = `Show more (${this.files.length - this.shown} left)`;
   }
 
   /** @param {string | null} id */
@@ -88,7 +104,10 @@ export class FileList {
     this.id = id;
     this.busy = null;
     this.generation += 1;
+    this.files = [];
+    this.shown = 0;
     this.list.replaceChildren();
+    this.more.hidden = true;
     this.status.textContent = 'Choose a recorded day in the calendar.';
   }
 
@@ -107,9 +126,11 @@ export class FileList {
       );
       if (generation !== this.generation) return;
       if (result.type !== 'success') throw new Error(`get_file_list: ${result.type} ${result.errcode} ${result.errmsg}`);
-      const files = filesOf(result.data);
-      this.status.textContent = files.length ? '' : 'No files that day.';
-      this.list.replaceChildren(...files.map((f) => this.row(f)));
+      this.files = filesOf(result.data);
+      this.shown = 0;
+      this.status.textContent = this.files.length ? `${this.files.length} files` : 'No files that day.';
+      this.list.replaceChildren();
+      this.showMore();
     } catch (err) {
       if (generation === this.generation) this.status.textContent = `Cannot list the files: ${describeError(err)}`;
     }

@@ -71,7 +71,7 @@ export class TalkButton {
   show(state, text) {
     this.state = state;
     this.button.setAttribute('aria-pressed', String(state !== 'idle'));
-    this.button.textContent = state === 'idle' ? '🎤 Talk' : '■ Stop talking';
+    this.button.textContent = state === 'idle' ? 'Talk' : 'Stop talking';
     this.status.textContent = text;
     this.status.dataset.state = state;
   }
