@@ -25,6 +25,7 @@ with atheris.instrument_imports(include=["xp2p.link.datachannel_framing", "xp2p.
         count_candidates,
         parse_webrtc_offer,
         sdp_fingerprint,
+        split_mdns_candidates,
         usable_candidates,
     )
 
@@ -59,6 +60,9 @@ def _sdp(kind: bytes, data: bytes) -> None:
             parsed, grant = parse_webrtc_offer(offer)
             assert grant == "g" and 0 < count_candidates(parsed) <= count_candidates(sdp) <= 32
             assert usable_candidates(parsed) == parsed  # the filter is idempotent
+            rest, names = split_mdns_candidates(parsed)  # every candidate lands on one side
+            assert count_candidates(rest) + len(names) == count_candidates(parsed)
+            assert all(".local" in n for n in names)
         else:
             check_answer_fingerprint(sdp, FINGERPRINT)
             expected = sdp_fingerprint(FINGERPRINT)

@@ -247,3 +247,17 @@ def test_an_offer_keeps_only_candidates_the_device_may_probe() -> None:
     only_bad = {**offer, "sdp": sdp(lines[1], lines[3], candidates=0)}
     with pytest.raises(LinkError, match="no usable ICE candidates"):
         parse_webrtc_offer(only_bad)
+
+
+def test_mdns_candidates_are_split_off_the_offer() -> None:
+    """The device resolves a browser's mDNS names beside the checks, not inside
+    setRemoteDescription (which waits up to a second for each name that never answers)."""
+    from xp2p.link.webrtc_sdp import split_mdns_candidates
+
+    mdns = "1 1 udp 2122260223 3f2a9c1e-0b4d-4e7e-9a1b-2c3d4e5f6a7b.local 50000 typ host"
+    srflx = "2 1 udp 1686052607 198.51.100.7 40000 typ srflx raddr 0.0.0.0 rport 0"
+    sdp = f"v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=candidate:{mdns}\r\n"
+    sdp += f"a=candidate:{srflx}\r\na=end-of-candidates\r\n"
+    rest, names = split_mdns_candidates(sdp)
+    assert names == [mdns]
+    assert rest == sdp.replace(f"a=candidate:{mdns}\r\n", "")

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aioice import Candidate
 from aiortc import (
     RTCCertificate,
     RTCConfiguration,
@@ -52,7 +53,11 @@ from xp2p.link.ice import create_ice
 from xp2p.link.link import Link
 from xp2p.link.requests import IncomingRequest, ResponseStream
 from xp2p.link.transport import StreamState
-from xp2p.link.webrtc_sdp import check_answer_fingerprint, keep_sha256_fingerprints
+from xp2p.link.webrtc_sdp import (
+    check_answer_fingerprint,
+    keep_sha256_fingerprints,
+    split_mdns_candidates,
+)
 from xp2p.tasks import TaskSet
 
 logger = logging.getLogger("xp2p.link")
@@ -487,6 +492,17 @@ async def accept_webrtc(
     except BaseException:
         await link.close("setup failed")
         raise
+    offer_sdp, mdns_candidates = split_mdns_candidates(offer_sdp)
+    for text in mdns_candidates:
+        try:
+            candidate = Candidate.from_sdp(text)
+        except ValueError:
+            continue  # as aiortc would skip it
+        # Resolved beside the checks (aioice keeps a name still resolving when the end of
+        # candidates arrives): the answer does not wait for multicast DNS.
+        task = asyncio.ensure_future(ice.add_remote_candidate(candidate))
+        _accepting.add(task)
+        task.add_done_callback(_accepting.discard)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         if not uses_ice_connection(pc, ice):  # media sections bring aiortc's own ICE agents
@@ -507,7 +523,7 @@ async def accept_webrtc(
     return PendingWebRtc(answer, future)
 
 
-_accepting: set[asyncio.Task[None]] = set()
+_accepting: set[asyncio.Future[None]] = set()
 
 
 async def _finish_accept(

@@ -96,6 +96,26 @@ def usable_candidates(sdp: str) -> str:
     return "\r\n".join(kept) + "\r\n"
 
 
+def split_mdns_candidates(sdp: str) -> tuple[str, list[str]]:
+    """The offer without its mDNS (``.local``) candidates, and those candidates' attribute
+    values (``foundation 1 udp ...``, without ``a=candidate:``).
+
+    aiortc resolves each mDNS name inside ``setRemoteDescription``, waiting up to a second for
+    an answer that never comes when the browser is not on the device's network, and the
+    browser waits for the answer meanwhile. The device resolves them beside the checks instead
+    (``webrtc.accept_webrtc``): a browser that can reach the device is found as a
+    peer-reflexive candidate by its own checks, resolved or not."""
+    kept, names = [], []
+    for line in _lines(sdp):
+        if line.startswith("a=candidate:"):
+            host = _candidate_host(line)
+            if host is not None and is_mdns_hostname(host):
+                names.append(line[len("a=candidate:") :])
+                continue
+        kept.append(line)
+    return "\r\n".join(kept) + "\r\n", names
+
+
 def sdp_fingerprint(fingerprint: str) -> str:
     """xp2pInfo's base64url SHA-256 as SDP writes it: ``AB:CD:...`` (upper-case hex)."""
     try:
