@@ -1,33 +1,41 @@
 """The web app (web/app/, served by the cloud at /app/) in real Chromium against a real cloud
 and a real recording camera: signed in with the demo's address, it lists the camera online,
-plays it live over WebRTC, steers its PTZ head, shows its recordings in a calendar, plays one
-back with pause, seek and progress, and downloads a file byte-exact."""
+plays it live over WebRTC, steers its PTZ head, talks to it from the microphone, shows its
+recordings in a calendar, plays one back with pause, seek and progress, and downloads a file
+byte-exact."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+import wave
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.browser.chromium import Chromium
 from tests.support.recordings import record
 from tests.support.stack import PATTERN, Stack
+from tests.support.voice import dominant_hz, read_wav, wait_free, wait_heard, wav_files
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
 from xp2p.cloud.demo_login import DemoLogin
 from xp2p.device import DeviceAgent
 from xp2p.device.record_index import Segment
+from xp2p.device.voice_sink import VoiceFiles
+from xp2p.media.audio import PcmFormat
 
 pytestmark = pytest.mark.browser
 
 DEVICE = "DEMO/cam1"
+#: What the fake microphone plays.
+TONE_HZ = 1000
 #: Waits in the page (no polling from here) until `arg.check` (function source) returns
 #: something truthy, or `arg.timeout` ms passed; then what the page says, to explain why.
 WAIT = """async (arg) => {
@@ -73,6 +81,28 @@ PTZ_REPLY = """(cmd) => {
 }"""
 
 
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    """This module's Chromium: its microphone plays a tone (looped), for the talk button."""
+    rate = 48_000
+    t = np.arange(rate * 4) / rate
+    tone = tmp_path_factory.mktemp("mic") / "tone.wav"
+    with wave.open(str(tone), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes((0.5 * 32767 * np.sin(2 * np.pi * TONE_HZ * t)).astype("<i2").tobytes())
+    browser = Chromium(
+        args=[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={tone}",
+        ]
+    )
+    yield browser
+    browser.close()
+
+
 @dataclass
 class AppStack:
     cloud: CloudServer
@@ -81,6 +111,7 @@ class AppStack:
     t0: int
     folder: Path
     segments: list[Segment]
+    voice: Path  #: where the camera's talk-back sink writes
 
 
 @pytest.fixture
@@ -93,11 +124,16 @@ async def app_stack(tmp_path: Path) -> AsyncIterator[AppStack]:
     folder = tmp_path / "rec" / "ch0"
     segments = record(folder, t0 * 1000 + 500, seconds=12.0)
     stack = Stack(cloud, config, device=None)  # type: ignore[arg-type]
-    device = DeviceAgent(stack.device_config(recordings_dir=tmp_path / "rec", segment_seconds=2))
+    voice = tmp_path / "voice"
+    device = DeviceAgent(
+        stack.device_config(
+            recordings_dir=tmp_path / "rec", segment_seconds=2, voice_sink=VoiceFiles(voice)
+        )
+    )
     await device.start()
     await device.wait_signed_in(timeout=10)
     try:
-        yield AppStack(cloud, device, t0, folder, segments)
+        yield AppStack(cloud, device, t0, folder, segments, voice)
     finally:
         await device.close()
         await cloud.stop()
@@ -211,6 +247,27 @@ async def test_the_ptz_pad_shows_the_cameras_reply(chromium: Chromium, app_stack
         assert head.moving is None and head.position(time.monotonic())[1] > 0  # turned up
     finally:
         await chromium.close_page(page)
+
+
+async def test_the_talk_button_sends_the_microphone_to_the_camera(
+    chromium: Chromium, app_stack: AppStack
+) -> None:
+    page = await open_app(chromium, app_stack)
+    try:
+        await chromium.click(page, "#talk")
+        await says(chromium, page, "#talk-status", "talking: the camera hears you")
+        assert await chromium.eval(page, TEXT_OF, "#talk") == "Stop talking"
+        await wait_heard(app_stack.device, pcm_bytes=3 * 16_000, timeout=15)  # 3 s at 8 kHz
+        await chromium.click(page, "#talk")
+        await says(chromium, page, "#talk-status", "stopped")
+        await wait_free(app_stack.device, timeout=15)
+    finally:
+        await chromium.close_page(page)
+    (path,) = wav_files(app_stack.voice)
+    fmt, pcm = read_wav(path)
+    assert fmt == PcmFormat(8000, 1) and fmt.seconds(len(pcm)) >= 3.0
+    heard = dominant_hz(pcm[8000:])  # past the capture and echo canceller settling
+    assert abs(heard - TONE_HZ) <= 20, heard
 
 
 async def show_recorded_day(chromium: Chromium, page: int, t0: int) -> None:
@@ -345,6 +402,25 @@ async def test_a_download_is_saved_byte_exact(chromium: Chromium, app_stack: App
         assert row["state"] == "saved"
         assert row["progress"] == len(body)
         assert "verified" in row["text"]
+    finally:
+        await chromium.close_page(page)
+
+
+async def test_a_camera_that_goes_away_is_said_so(chromium: Chromium, app_stack: AppStack) -> None:
+    page = await open_app(chromium, app_stack)
+    try:
+        await app_stack.device.close()
+        text = await wait_for(chromium, page, TEXT_OF, "#notice[data-kind='error']", timeout=20)
+        assert text.startswith(f"Error watching {DEVICE}: the link was lost ("), text
+        assert text.endswith("choose the camera to reconnect"), text
+        await wait_for(
+            chromium,
+            page,
+            "(id) => document.querySelector(`#device-list li[data-device='${id}']`)"
+            "?.dataset.online === 'false'",
+            DEVICE,
+        )
+        assert await chromium.eval(page, "() => window.xp2pApp.current") is None
     finally:
         await chromium.close_page(page)
 
