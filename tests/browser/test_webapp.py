@@ -406,13 +406,15 @@ async def test_a_download_is_saved_byte_exact(chromium: Chromium, app_stack: App
         await chromium.close_page(page)
 
 
-async def test_a_camera_that_goes_away_is_said_so(chromium: Chromium, app_stack: AppStack) -> None:
+async def test_a_camera_that_goes_away_is_said_so_and_plays_again_when_back(
+    chromium: Chromium, app_stack: AppStack
+) -> None:
     page = await open_app(chromium, app_stack)
     try:
         await app_stack.device.close()
         text = await wait_for(chromium, page, TEXT_OF, "#notice[data-kind='error']", timeout=20)
         assert text.startswith(f"Error watching {DEVICE}: the link was lost ("), text
-        assert text.endswith("choose the camera to reconnect"), text
+        assert text.endswith("reconnecting when the camera is back online"), text
         await wait_for(
             chromium,
             page,
@@ -421,6 +423,15 @@ async def test_a_camera_that_goes_away_is_said_so(chromium: Chromium, app_stack:
             DEVICE,
         )
         assert await chromium.eval(page, "() => window.xp2pApp.current") is None
+        # The camera restarts (a new DTLS certificate, so a new xp2pInfo): the page plays it
+        # again by itself, with no stale notice left.
+        config = app_stack.device.config
+        app_stack.device = DeviceAgent(config)
+        await app_stack.device.start()
+        await app_stack.device.wait_signed_in(timeout=10)
+        await wait_for(chromium, page, FRAMES_PAST, 5, timeout=20)
+        assert await chromium.eval(page, "() => window.xp2pApp.current") == DEVICE
+        assert await chromium.eval(page, "() => document.getElementById('notice').hidden")
     finally:
         await chromium.close_page(page)
 

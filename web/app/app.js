@@ -14,6 +14,10 @@ import { StreamView } from './stream.js';
 import { TalkButton } from './talk.js';
 import { byId, clearNotice, describeError, showError, showInfo } from './ui.js';
 
+/** A lost camera listed online again is reconnected this many times at most (one per
+ * device-list refresh), then left to the person to choose again. */
+const MAX_RECONNECTS = 5;
+
 /** @typedef {import('./stream.js').Quality} Quality */
 /** @typedef {import('./devices.js').Device} Device */
 
@@ -29,6 +33,8 @@ export class CameraApp {
     this.current = null;
     /** @type {Quality} */
     this.quality = 'high';
+    /** @type {{id: string, attempts: number} | null} a camera whose link was lost */
+    this.lost = null;
     this.stream = new StreamView(p2p);
     this.ptz = new PtzPad(p2p);
     this.talk = new TalkButton(p2p);
@@ -44,9 +50,11 @@ export class CameraApp {
     let chosen = false;
     this.devices.onUpdate = (devices) => {
       const first = devices.find((d) => d.online);
-      if (chosen || !first) return;
-      chosen = true;
-      if (this.current === null) void this.select(first);
+      if (!chosen && first) {
+        chosen = true;
+        if (this.current === null) void this.select(first);
+      }
+      this.reconnect(devices);
     };
     this.stream.onChange = (pull) => {
       byId('stream-kind').textContent =
@@ -63,17 +71,32 @@ export class CameraApp {
     this.devices.start();
   }
 
+  /** A camera whose link was lost (it restarted, or the network changed) comes back by
+   * itself once the cloud lists it online again: a new service gets its fresh xp2pInfo.
+   * @param {Device[]} devices */
+  reconnect(devices) {
+    const lost = this.lost;
+    if (lost === null || this.current !== null || lost.attempts >= MAX_RECONNECTS) return;
+    const device = devices.find((d) => deviceId(d) === lost.id && d.online);
+    if (!device) return;
+    lost.attempts += 1;
+    void this.select(device, true);
+  }
+
   /** Opens `device`'s service (closing the one before) and starts its live view.
-   * @param {Device} device */
-  async select(device) {
+   * @param {Device} device
+   * @param {boolean} [reconnecting] after a lost link, rather than chosen */
+  async select(device, reconnecting = false) {
     const id = deviceId(device);
     this.close();
+    if (!reconnecting) this.lost = null;
     this.current = id;
     this.devices.select(id);
     byId('viewer').hidden = false;
     byId('viewer-title').textContent = id;
     clearNotice();
-    if (!device.online) showInfo(`${id} is offline now: trying anyway.`);
+    if (reconnecting) showInfo(`Reconnecting to ${id}…`);
+    else if (!device.online) showInfo(`${id} is offline now: trying anyway.`);
     try {
       await this.p2p.startP2PService(
         id,
@@ -88,6 +111,8 @@ export class CameraApp {
       return;
     }
     if (this.current !== id) return; // another camera was chosen meanwhile
+    if (reconnecting) clearNotice();
+    this.lost = null;
     this.ptz.attach(id);
     this.talk.attach(id);
     this.files.attach(id);
@@ -158,8 +183,11 @@ export class CameraApp {
     if (subtype === NotifySubtype.DISCONNECT) {
       this.stream.ended();
       this.close();
-      this.devices.select(null);
-      showError(`watching ${id}`, `the link was lost (${detail?.reason ?? 'no reason given'}); choose the camera to reconnect`);
+      this.lost = { id, attempts: 0 };
+      showError(
+        `watching ${id}`,
+        `the link was lost (${detail?.reason ?? 'no reason given'}); reconnecting when the camera is back online`,
+      );
     } else if (subtype === NotifySubtype.EOF) {
       this.stream.ended();
       if (this.stream.pull?.kind === 'playback') this.playback.finished();
