@@ -255,6 +255,12 @@ async def test_the_ptz_pad_shows_the_cameras_reply(chromium: Chromium, app_stack
         assert released == 'ptz_release_pre: {"apex":"no"}'
         head = simulator.heads[0]
         assert head.moving is None and head.position(time.monotonic())[1] > 0  # turned up
+        # A quick tap: press and release reach the camera in that order, so the head stops.
+        await chromium.eval(page, "() => { window.xp2pApp.ptz.reply.textContent = ''; }")
+        await chromium.mouse(page, '#ptz button[data-ptz="left"]', "down")
+        await chromium.mouse(page, '#ptz button[data-ptz="left"]', "up")
+        await wait_for(chromium, page, PTZ_REPLY, "ptz_release_pre")
+        assert head.moving is None and head.position(time.monotonic())[0] < 0  # turned left
     finally:
         await chromium.close_page(page)
 

@@ -16,6 +16,9 @@ export class PtzPad {
     this.messageId = 0;
     /** @type {HTMLButtonElement | null} the button held now */
     this.held = null;
+    /** Commands go one after the other: each request has its own data channel, so a quick
+     * release sent beside its press could reach the camera first and leave the head turning. */
+    this.queue = Promise.resolve();
     this.reply = byId('ptz-reply');
     for (const button of /** @type {NodeListOf<HTMLButtonElement>} */ (
       document.querySelectorAll('#ptz button[data-ptz]')
@@ -56,14 +59,23 @@ export class PtzPad {
   async press(button) {
     if (this.held) return;
     this.held = button;
-    await this.send(`ptz_${button.dataset.ptz}_press`, button);
+    await this.enqueue(`ptz_${button.dataset.ptz}_press`, button);
   }
 
   async release() {
     const button = this.held;
     if (!button) return;
     this.held = null;
-    await this.send(RELEASE, button);
+    await this.enqueue(RELEASE, button);
+  }
+
+  /**
+   * @param {string} cmd
+   * @param {HTMLButtonElement} button
+   */
+  enqueue(cmd, button) {
+    this.queue = this.queue.then(() => this.send(cmd, button));
+    return this.queue;
   }
 
   /**
