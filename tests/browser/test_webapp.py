@@ -237,6 +237,8 @@ async def test_the_app_lists_the_camera_online_and_plays_it_live(
         )
         assert pressed == ["standard"]
         assert await chromium.eval(page, "() => document.getElementById('notice').hidden")
+        # Nothing went wrong unseen: no CSP refusal, failed load or uncaught exception.
+        assert await asyncio.to_thread(chromium.call, "console", page=page) == []
     finally:
         await chromium.close_page(page)
 

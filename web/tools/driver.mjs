@@ -8,6 +8,8 @@
 //   {"id": 4, "op": "click", "page": 1, "selector": "#b"}   -> a real mouse click on it
 //   {"id": 5, "op": "mouse", "page": 1, "selector": "#b", "action": "down" | "up"}
 //                                                  -> the mouse over it, its button pressed or let go
+//   {"id": 6, "op": "console", "page": 1}  -> [{"type": "error" | "warning" | "pageerror", "text"}, ...]
+//                                             what the page reported since it opened or the last call
 // A failed command answers {"id": n, "error": "message"}.
 import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -32,6 +34,8 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 /** @type {Map<number, import('playwright-core').Page>} */
 const pages = new Map();
+/** @type {Map<number, {type: string, text: string}[]>} each page's errors and warnings */
+const reports = new Map();
 let nextPage = 1;
 
 /** @param {any} msg */
@@ -48,6 +52,16 @@ async function run(msg) {
       const page = await context.newPage();
       const id = nextPage++;
       pages.set(id, page);
+      /** @type {{type: string, text: string}[]} */
+      const reported = [];
+      reports.set(id, reported);
+      // Errors and warnings only (a CSP refusal, a failed load, an uncaught exception), bounded.
+      page.on('console', (m) => {
+        if ((m.type() === 'error' || m.type() === 'warning') && reported.length < 200) reported.push({ type: m.type(), text: m.text() });
+      });
+      page.on('pageerror', (e) => {
+        if (reported.length < 200) reported.push({ type: 'pageerror', text: e.message });
+      });
       const response = await page.goto(msg.url, { waitUntil: 'domcontentloaded' });
       return { page: id, status: response ? response.status() : 0 };
     }
@@ -71,9 +85,14 @@ async function run(msg) {
       await (msg.action === 'down' ? page.mouse.down() : page.mouse.up());
       return null;
     }
+    case 'console': {
+      pageOf(msg);
+      return reports.get(msg.page)?.splice(0) ?? [];
+    }
     case 'close': {
       const page = pages.get(msg.page);
       pages.delete(msg.page);
+      reports.delete(msg.page);
       if (page) await page.close();
       return null;
     }
