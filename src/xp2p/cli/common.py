@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -208,9 +209,16 @@ async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T
 
 
 def add_app_args(parser: argparse.ArgumentParser) -> None:
-    """What every viewer-side command needs to reach the cloud as an app."""
-    parser.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
-    parser.add_argument("--app-key", required=True, help="the app's key")
+    """What every viewer-side command needs to reach the cloud as an app. Without
+    ``--app-key`` the command uses the running ``xp2p demo`` (``cli.demo_state``)."""
+    parser.add_argument(
+        "--cloud", help=f"cloud URL ({DEFAULT_CLOUD}; with no --app-key: the running xp2p demo's)"
+    )
+    parser.add_argument(
+        "--app-key",
+        help="the app's key (secret in $XP2P_APP_SECRET or --secret-file); "
+        "omit both --cloud and --app-key to use the running xp2p demo",
+    )
     parser.add_argument("--secret-file", help="file holding the app secret")
     add_turn_ca_arg(parser)
     add_cloud_trust_args(parser)
@@ -277,10 +285,22 @@ def link_config(args: argparse.Namespace) -> LinkConfig:
 
 
 def app_params(args: argparse.Namespace) -> AppParams:
+    from xp2p.cli.demo_state import read_state, state_path
     from xp2p.viewer import AppParams
 
+    if args.app_key is None:
+        demo = read_state() if args.cloud is None else None
+        if demo is None:
+            where = "" if args.cloud is None else f" (no --app-key for {args.cloud})"
+            raise SystemExit(
+                f"xp2p: which app?{where} Pass --cloud URL and --app-key KEY (secret in "
+                f"$XP2P_APP_SECRET or --secret-file), or start `xp2p demo` and run this "
+                f"again (it finds the demo through {state_path()})"
+            )
+        print(f"xp2p: using the running xp2p demo at {demo.cloud_url}", file=sys.stderr)
+        return AppParams(demo.cloud_url, demo.app_key, demo.app_secret)
     return AppParams(
-        args.cloud,
+        args.cloud or DEFAULT_CLOUD,
         args.app_key,
         secret(args, "XP2P_APP_SECRET", "app secret"),
         cloud_trust=cloud_trust(args),

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,7 +209,7 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     player = _player(PlayerServer, module, args, f"{product}/{device}")
     await player.start()
     print(f"Open {player.live_url(f'{product}/{device}')}  (page: {player.page_url})", flush=True)
-    print(f"  e.g. ffplay -fflags nobuffer '{player.live_url(f'{product}/{device}')}'", flush=True)
+    print(f"  e.g. ffplay '{player.live_url(f'{product}/{device}')}'", flush=True)
     await stop.wait()
     await player.stop()
     await module.destroy()
@@ -255,6 +256,7 @@ def _print_webapp_notes(cloud: CloudServer) -> None:
 
 
 async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    from xp2p.cli.demo_state import DemoState, remove_state, write_state
     from xp2p.device import ChannelConfig, DeviceAgent
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import AppParams, P2PModule
@@ -297,11 +299,17 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         f"  player (ffplay, VLC, mpv): {player.live_url(label)}  (page: {player.page_url})",
         flush=True,
     )
-    print(f"  e.g. ffplay -fflags nobuffer '{player.live_url(label)}'", flush=True)
+    state = write_state(DemoState(cloud.url, app.key, app.secret, os.getpid()))
+    print(
+        f"  xp2p cmd, talk, download and records reach this demo with no flags "
+        f"(they read {state}, mode 0600, removed at exit)",
+        flush=True,
+    )
     print("Ctrl-C stops.", flush=True)
     try:
         await stop.wait()
     finally:
+        remove_state(state)
         await player.stop()
         await module.destroy()
         await agent.close()

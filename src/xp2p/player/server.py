@@ -320,7 +320,7 @@ class PlayerServer:
             )
             rows.append(
                 f"<li><b>{html.escape(device)}</b><br>{video}live: {links}<br>"
-                f"<code>ffplay -fflags nobuffer {html.escape(self.live_url(device))}"
+                f"<code>ffplay {html.escape(self.live_url(device))}"
                 "</code></li>"
             )
         script = ""
