@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests.browser.chromium import Chromium
+from tests.support.procs import Proc
 from tests.support.recordings import record
 from tests.support.stack import PATTERN, Stack
 from tests.support.voice import dominant_hz, read_wav, wait_free, wait_heard, wav_files
@@ -478,3 +480,26 @@ async def test_without_the_sign_in_code_the_page_says_where_to_get_one(
         assert json.dumps(text).count("x" * 43) == 0  # the code is never echoed
     finally:
         await chromium.close_page(page)
+
+
+@pytest.mark.timeout(120)
+async def test_the_address_xp2p_demo_prints_plays_the_camera(
+    chromium: Chromium, procs: list[Proc], tmp_path: Path
+) -> None:
+    """What a newcomer does: run `xp2p demo`, open the one address it prints, see the camera."""
+    size = f"{PATTERN.width}x{PATTERN.height}"
+    command = [sys.executable, "-m", "xp2p", "demo", "--cloud-port", "0", "--port", "0"]
+    demo = Proc.start("demo", [*command, "--size", size], tmp_path / "demo.log")
+    procs.append(demo)
+    address = demo.wait_line(r"\nOpen (http://\S+)\n", timeout=60).group(1)
+    page, status = await chromium.open(address)
+    try:
+        assert status == 200
+        stats = await wait_for(chromium, page, FRAMES_PAST, PATTERN.fps, timeout=30)
+        assert (stats["width"], stats["height"]) == (PATTERN.width, PATTERN.height)
+        await says(chromium, page, "#link-badge", "direct")
+        assert await chromium.eval(page, "() => document.getElementById('notice').hidden")
+    finally:
+        await chromium.close_page(page)
+    assert demo.stop() == 0
+    assert "Traceback" not in demo.text()
