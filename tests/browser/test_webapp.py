@@ -10,10 +10,12 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +25,13 @@ import numpy as np
 import pytest
 
 from tests.browser.chromium import Chromium
+from tests.support.coturn import TURNSERVER, Coturn, start_coturn
 from tests.support.procs import Proc
 from tests.support.recordings import record
 from tests.support.stack import PATTERN, Stack
 from tests.support.voice import dominant_hz, read_wav, wait_free, wait_heard, wav_files
 from xp2p.cloud.app import CloudServer
-from xp2p.cloud.config import CloudConfig
+from xp2p.cloud.config import CloudConfig, TurnServerConfig
 from xp2p.cloud.demo_login import DemoLogin
 from xp2p.device import DeviceAgent
 from xp2p.device.record_index import Segment
@@ -122,8 +125,16 @@ class AppStack:
 
 @pytest.fixture
 async def app_stack(tmp_path: Path) -> AsyncIterator[AppStack]:
+    async with running_app_stack(tmp_path) as app:
+        yield app
+
+
+@asynccontextmanager
+async def running_app_stack(
+    tmp_path: Path, turn: tuple[TurnServerConfig, ...] = ()
+) -> AsyncIterator[AppStack]:
     """A cloud with the demo sign-in (as `xp2p demo` runs it) and a camera with recordings."""
-    config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=3.0)
+    config = CloudConfig.demo(port=0, stun_port=0, connect_timeout=3.0, turn=turn)
     cloud = CloudServer(config, demo_login=DemoLogin(config.apps[0].key))
     await cloud.start()
     t0 = int(time.time()) - 7200
@@ -243,6 +254,48 @@ async def test_the_app_lists_the_camera_online_and_plays_it_live(
         assert await asyncio.to_thread(chromium.call, "console", page=page) == []
     finally:
         await chromium.close_page(page)
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[Coturn]:
+    if TURNSERVER is None:
+        pytest.fail("coturn missing: run scripts/setup.sh (it installs coturn)", pytrace=False)
+    while True:  # coturn listens on UDP and TCP: a port free in both
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            break
+    server = start_coturn(tmp_path / "coturn", port=port, loopback_peers=True)
+    yield server
+    server.stop()
+
+
+async def test_relay_only_plays_through_turn_and_says_relay(
+    chromium: Chromium, coturn: Coturn, tmp_path: Path
+) -> None:
+    """`#relay=only` sends the link through the cloud's TURN (coturn): the indicator and the
+    figures say relay, and the picture plays."""
+    turn = TurnServerConfig(coturn.urls("udp"), coturn.secret, ttl=3600)
+    async with running_app_stack(tmp_path, turn=(turn,)) as app:
+        page, status = await chromium.open(app.cloud.app_url + "&relay=only")
+        try:
+            assert status == 200
+            stats = await wait_for(chromium, page, FRAMES_PAST, 5, timeout=30)
+            assert (stats["width"], stats["height"]) == (PATTERN.width, PATTERN.height)
+            await says(chromium, page, "#link-badge", "relay")
+            shown = await chromium.eval(page, "() => window.xp2pApp.stream.shown")
+            assert shown["mode"] == "relay" and "relay" in shown["candidates"], shown
+            note = await chromium.eval(page, TEXT_OF, "#net-status")
+            assert note.startswith("Relay only: links go through the TURN server."), note
+            # The rest of the fragment stays; only the sign-in code left the address.
+            assert await chromium.eval(page, "() => location.hash") == "#relay=only"
+        finally:
+            await chromium.close_page(page)
+    assert coturn.allocations() >= 1
 
 
 async def test_the_ptz_pad_shows_the_cameras_reply(chromium: Chromium, app_stack: AppStack) -> None:

@@ -217,11 +217,21 @@ async function main() {
     byId('signin-help').hidden = false;
     return;
   }
+  // `#relay=only` in the address sends every link through the cloud's TURN relay: how an
+  // operator checks the relay path that viewers behind hostile NATs depend on.
+  const relayOnly = new URLSearchParams(location.hash.slice(1)).get('relay') === 'only';
+  const relayNote = relayOnly ? 'Relay only: links go through the TURN server.' : '';
+  /** @param {string} text */
+  const netNote = (text) => {
+    byId('net-status').textContent = [relayNote, text].filter(Boolean).join(' ');
+  };
+  netNote('');
   const p2p = new XP2PModule();
   try {
     await p2p.init({
       appParams: {
         cloudUrl: location.origin,
+        relayOnly,
         getViewerToken: async () => {
           const { token, expiresAt } = await tokens.get();
           return { token, expiresAt };
@@ -230,9 +240,8 @@ async function main() {
       // The network check's outcome is a note, not an error: a link may work without STUN
       // (on one host, or through TURN), and a failed connect says so itself.
       eventHandler: (/** @type {string} */ event, /** @type {any} */ detail) => {
-        const note = byId('net-status');
-        if (event === 'natError') note.textContent = `Network check: ${detail?.message ?? describeError(detail)}`;
-        else if (event === 'natChanged') note.textContent = 'Network changed: new links use the new address.';
+        if (event === 'natError') netNote(`Network check: ${detail?.message ?? describeError(detail)}`);
+        else if (event === 'natChanged') netNote('Network changed: new links use the new address.');
       },
     });
   } catch (err) {
