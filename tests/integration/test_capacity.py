@@ -125,8 +125,12 @@ async def test_a_vanished_viewer_frees_its_slot_when_its_link_times_out(
     await b.start_stream("cam", lambda _b: None)
     with pytest.raises(XP2PError):
         await c.start_stream("cam", lambda _b: None)
-    # Viewer b vanishes without a word: its sockets stop sending (acks, pings, everything).
-    for protocol in b._services["cam"].link._ice._protocols:
+    # Viewer b vanishes without a word: its sockets stop sending (acks, pings, everything),
+    # and a vanished process does not move its link to a new path either (issue 12 item 6).
+    link = b._services["cam"].link
+    assert link.mover is not None
+    await link.mover.close()
+    for protocol in link._ice._protocols:
         protocol.transport.sendto = lambda *_a: None
     idle_timeout = small_device.config.link.idle_timeout
     waited = await start_when_free(c, within=idle_timeout + 6.0)

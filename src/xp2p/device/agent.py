@@ -35,6 +35,7 @@ from xp2p.link import (
     LinkIdentity,
     Xp2pInfo,
     accept_link,
+    handover,
     parse_offer,
 )
 from xp2p.link.config import IceServer, LinkConfig, StunInfo
@@ -66,6 +67,8 @@ class DeviceAgent:
         self._channels = self._build_channels(config)
         self.routes = DeviceRoutes(config, self._channels)
         self.links: set[Link] = set()
+        #: The app each QUIC link was granted to: only that app's re-offers may move it.
+        self._link_apps: dict[Link, str] = {}
         #: Browsers' links; they count with QUIC links against every limit (admission).
         self.webrtc_links: set[WebRtcLink] = set()
         self._pending: set[asyncio.Future[Link]] = set()
@@ -198,6 +201,8 @@ class DeviceAgent:
     async def _on_offer(self, request: OfferRequest) -> dict[str, Any]:
         # ``transport`` names the link kind; absent means QUIC (docs/protocol.md §6).
         offer = request.offer
+        if handover.is_handover(offer):
+            return await self._on_reoffer(request)
         transport = offer.get("transport", "quic") if isinstance(offer, dict) else "quic"
         try:
             if transport == "webrtc":
@@ -263,6 +268,31 @@ class DeviceAgent:
         self._pending.add(pending.link)
         self._tasks.spawn(self._adopt(pending.link, label, slot, watch, woken), "adopt-link")
         return pending.answer
+
+    async def _on_reoffer(self, request: OfferRequest) -> dict[str, Any]:
+        """A viewer moving one of its links to a new path (docs/protocol.md §8c). It proves
+        the link with a MAC under the link's own key, not with a grant; and only the app the
+        link was granted to may send it. It takes no new slot: the link keeps its own."""
+        from xp2p.link.handover_io import accept_reoffer, find_link
+
+        try:
+            message = handover.parse(request.offer)
+        except LinkError as exc:
+            raise OfferRejected(400, exc.args[0]) from exc
+        link = find_link(self.links, message)
+        if link is None or self._link_apps.get(link) != request.app_key:
+            raise OfferRejected(404, "re-offer names no link of this app")
+        link_config = replace(
+            link.config,
+            ice_servers=request.ice_servers or self._ice_servers or link.config.ice_servers,
+            nat_type=self.nat_type,
+        )
+        try:
+            return await accept_reoffer(link, message, link_config)
+        except LinkError as exc:
+            code = 403 if exc.reason == "bad_handover" else 500
+            logger.warning("refused a re-offer for link %d: %s", link.id, exc)
+            raise OfferRejected(code, str(exc)) from exc
 
     async def _accept_webrtc(
         self,
@@ -380,10 +410,12 @@ class DeviceAgent:
                 self._pending.discard(future)
             self.admission.opened(slot)
             self.links.add(link)
+            self._link_apps[link] = slot.app_key
             try:
                 await self._supervise(link, watch, woken)
             finally:
                 self.links.discard(link)
+                self._link_apps.pop(link, None)
         finally:
             self.admission.release(slot)
 

@@ -2,9 +2,13 @@
 
 The QUIC connection never sees an address: ICE picked the path, so every datagram goes to and
 comes from ``PEER``, a fixed placeholder, and this shell moves bytes between
-``QuicConnection`` and the aioice connection. Each HTTP/3 request is a stream with a streamed
-body in each direction; writers wait while their stream has too much unacknowledged data,
-because aioquic's stream buffers grow without bound otherwise.
+``QuicConnection`` and the aioice connection. Each HTTP/3 request is a stream with a
+streamed body in each direction; writers wait while their stream has too much
+unacknowledged data, because aioquic's stream buffers grow without bound otherwise.
+
+The fixed address also lets a handover (``xp2p.link.handover``) put a new ICE connection
+under a running QUIC connection (``swap_ice``): QUIC sees some loss, and every request on
+the link carries on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
@@ -25,18 +30,24 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
+from xp2p.link import handover
 from xp2p.link.config import LinkConfig
 from xp2p.link.errors import LinkError, StreamClosed
 from xp2p.link.ice import IceConnection, selected_pair
 from xp2p.link.quic_internals import (
     ReceiveWindowQuic,
+    application_secrets,
     receive_window_due,
+    restart_probes,
     smoothed_rtt,
     unacked_bytes,
 )
 from xp2p.link.requests import IncomingRequest, ResponseStream, check_target
 from xp2p.link.transport import StreamState
 from xp2p.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from xp2p.link.handover_io import ViewerMover
 
 logger = logging.getLogger("xp2p.link")
 
@@ -80,6 +91,17 @@ class Link:
         self._ping_ids = itertools.count()
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: When the last datagram from the peer arrived (loop time): a dead path shows here.
+        self.last_received = self._loop.time()
+        #: The key re-offers for this link are MAC'd with (``link.handover``), once QUIC is up.
+        self.handover_key: bytes | None = None
+        #: Paths this link moved to (``swap_ice``); the viewer's ``handover_io`` counts on it.
+        self.handovers = 0
+        #: ICE connections not (or no longer) under QUIC that close with the link: a
+        #: handover's new one until it works, the old one for a moment after.
+        self._spare_ice: set[IceConnection] = set()
+        #: Set by ``handover_io``: how the viewer's end moves the link (None on a device).
+        self.mover: ViewerMover | None = None
         self._tasks = TaskSet(f"link{self.id}")
         if isinstance(quic, ReceiveWindowQuic):
             quic.tracked = self._streams
@@ -93,7 +115,7 @@ class Link:
         elif first_datagram is not None:
             self._receive(first_datagram)
         self._ice.datagram_handler = self._receive
-        self._tasks.spawn(self._recv_loop(), "recv")
+        self._tasks.spawn(self._recv_loop(self._ice), "recv")
         self._tasks.spawn(self._keepalive_loop(), "keepalive")
         self._transmit()
 
@@ -136,6 +158,63 @@ class Link:
         """Smoothed RTT in seconds as QUIC's loss recovery measures it."""
         return smoothed_rtt(self._quic)
 
+    @property
+    def ice(self) -> IceConnection:
+        """The ICE connection QUIC runs over now."""
+        return self._ice
+
+    def keep_spare(self, ice: IceConnection) -> None:
+        """Close ``ice`` with the link unless it is swapped in or closed before."""
+        if self._closed.is_set():
+            self._tasks.spawn(ice.close(), "ice-close")
+        else:
+            self._spare_ice.add(ice)
+
+    def forget_spare(self, ice: IceConnection) -> None:
+        self._spare_ice.discard(ice)
+
+    async def move(self, reason: str = "asked") -> bool:
+        """Move the link to a new network path now, the same request streams carrying on
+        (the viewer's end only; a device's link returns False). True once it moved."""
+        if self.mover is None:
+            return False
+        return await self.mover.handover(reason)
+
+    def swap_ice(self, new: IceConnection, *, old_grace: float = 1.0) -> None:
+        """Run QUIC over ``new`` from now on (a handover: docs/protocol.md §8c).
+
+        The old connection still delivers what arrives on it for ``old_grace`` seconds (a
+        path that was slow, not dead, has packets in flight), then closes. The probe timeout
+        forgets its back-off and a PING goes out at once, so losses on the old path are
+        found and resent within a round trip of the new one instead of after a doubled PTO.
+        """
+        if self._closed.is_set() or new is self._ice:
+            return
+        old = self._ice
+        self._spare_ice.discard(new)
+        self._ice = new
+        new.datagram_handler = self._receive
+        self._tasks.spawn(self._recv_loop(new), "recv")  # what came before the swap, then EOF
+        self._spare_ice.add(old)
+        self._loop.call_later(old_grace, self._retire, old)
+        self.handovers += 1
+        restart_probes(self._quic)
+        self.probe()
+        logger.info("link %d to %s moved to %s", self.id, self.peer_label, self.path)
+
+    def _retire(self, ice: IceConnection) -> None:
+        if ice in self._spare_ice and ice is not self._ice:
+            self._spare_ice.discard(ice)
+            ice.datagram_handler = None
+            self._tasks.spawn(ice.close(), "ice-close")
+
+    def probe(self) -> None:
+        """Send a PING now: its ACK shows whether the path still works."""
+        if self._closed.is_set():
+            return
+        self._quic.send_ping(next(self._ping_ids))
+        self._transmit()
+
     async def close(self, reason: str = "closed") -> None:
         if self._closed.is_set():
             return
@@ -162,6 +241,10 @@ class Link:
         self._ice.datagram_handler = None
         # The ICE side is closed asynchronously; a dead peer must not keep sockets open.
         self._tasks.spawn(self._ice.close(), "ice-close")
+        for spare in self._spare_ice:
+            spare.datagram_handler = None
+            self._tasks.spawn(spare.close(), "ice-close")
+        self._spare_ice.clear()
 
     # ---- client side ----------------------------------------------------------------
 
@@ -296,19 +379,23 @@ class Link:
 
     # ---- datagram plumbing ----------------------------------------------------------
 
-    async def _recv_loop(self) -> None:
+    async def _recv_loop(self, ice: IceConnection) -> None:
         # With an IceConnection datagrams arrive through datagram_handler; aioice's queue
-        # then only holds what came before start() and its "connection lost" marker.
+        # then only holds what came before start() (or swap_ice) and its "connection lost"
+        # marker. Only the connection QUIC runs over can lose the link: an old one that a
+        # handover replaced just ends.
         while not self._closed.is_set():
             try:
-                data = await self._ice.recv()
+                data = await ice.recv()
             except ConnectionError:
-                self._shutdown("ICE connection lost")
+                if ice is self._ice:
+                    self._shutdown("ICE connection lost")
                 return
             self._receive(data)
 
     def _receive(self, data: bytes) -> None:
-        self._quic.receive_datagram(data, PEER, now=self._loop.time())
+        now = self.last_received = self._loop.time()
+        self._quic.receive_datagram(data, PEER, now=now)
         self._process_events()
         self._transmit()
         # An ACK may have freed send buffer: wake writers whose stream drained enough (not
@@ -344,8 +431,7 @@ class Link:
         # PINGs keep NAT bindings open and let idle_timeout notice a dead peer.
         while not self._closed.is_set():
             await asyncio.sleep(self.config.keepalive_interval)
-            self._quic.send_ping(next(self._ping_ids))
-            self._transmit()
+            self.probe()
 
     # ---- events ---------------------------------------------------------------------
 
@@ -353,6 +439,7 @@ class Link:
         while (event := self._quic.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
                 self._h3 = H3Connection(self._quic)
+                self.handover_key = handover.derive_key(*application_secrets(self._quic))
                 if not self._handshake.done():
                     self._handshake.set_result(None)
             elif isinstance(event, ConnectionTerminated):

@@ -1,8 +1,9 @@
 """Every use of aioquic's private attributes, in one module.
 
 aioquic has no public gauge for a stream's unacknowledged bytes or the smoothed RTT, no hook
-for stream receive windows that follow the reader, and builds its pacer inside loss recovery
-with no way to swap it. xp2p needs all four, so it reaches inside here and only here;
+for stream receive windows that follow the reader, builds its pacer inside loss recovery
+with no way to swap it, has no TLS exporter (the handover key) and no way to say "the path
+changed, probe now" (a handover). xp2p needs all six, so it reaches inside here and only here;
 ``tests/unit/test_library_internals.py`` exercises each one against the installed aioquic
 and fails loudly when a release moves one. (aioice's internals live likewise in
 ``xp2p.link.ice`` alone.)
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from aioquic import tls
 from aioquic.quic.congestion.base import QuicCongestionControl
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
@@ -109,3 +111,22 @@ def replace_pacer(quic: QuicConnection, factory: PacerFactory) -> None:
     pacer = factory(recovery._cc, max_datagram_size(recovery._pacer))
     if pacer is not None:
         recovery._pacer = pacer
+
+
+def application_secrets(quic: QuicConnection) -> tuple[bytes, bytes]:
+    """(client, server) 1-RTT traffic secrets, once the handshake completed; the handover
+    key is derived from them (``xp2p.link.handover.derive_key``). Read at HandshakeCompleted,
+    before any key update."""
+    crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)
+    send = None if crypto is None else crypto.send.secret
+    recv = None if crypto is None else crypto.recv.secret
+    if not send or not recv:
+        raise ValueError("no 1-RTT keys yet")
+    return (send, recv) if quic.configuration.is_client else (recv, send)
+
+
+def restart_probes(quic: QuicConnection) -> None:
+    """Forget the probe timeout's back-off: the path under the connection changed, so the
+    silence that doubled it says nothing about the new one (RFC 9002 §6.2.1 resets it on
+    a new path too). The caller then sends a PING and re-arms the timer."""
+    quic._loss._pto_count = 0
