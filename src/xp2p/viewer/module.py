@@ -364,6 +364,7 @@ class P2PModule:
                 fingerprint=parsed.fingerprint,
                 grant=grant,
                 peer_label=label,
+                movable=True,  # a network change moves the link (issue 12 item 6)
             )
         except CloudError as exc:
             raise _cloud_error(label, exc) from exc
