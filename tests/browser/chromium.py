@@ -47,12 +47,19 @@ class BrowserError(AssertionError):
 
 
 class Chromium:
-    def __init__(self, timeout: float = 30.0, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float = 30.0,
+        args: list[str] | None = None,
+        command_prefix: list[str] | None = None,
+    ) -> None:
+        """``args``: extra Chromium flags. ``command_prefix``: what the driver runs under,
+        e.g. ``["ip", "netns", "exec", NS]`` for a Chromium inside a NAT-lab namespace."""
         require_browser_tools()
         self.timeout = timeout
         self._log = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            ["node", str(WEB / "tools" / "driver.mjs")],
+            [*(command_prefix or []), "node", str(WEB / "tools" / "driver.mjs")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

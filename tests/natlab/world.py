@@ -6,6 +6,8 @@ Shared by the NAT-lab tests and ``bench/nat_matrix.py``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import secrets
@@ -14,6 +16,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.coturn import Coturn, start_coturn
 from tests.support.procs import Proc
@@ -51,6 +56,14 @@ class LabWorld:
     def cloud_ca(self) -> Path:
         """The cloud's self-signed certificate: what devices and viewers pin."""
         return self.workdir / "tls" / "cloud-cert.pem"
+
+    @property
+    def cloud_spki_sha256(self) -> str:
+        """Base64 SHA-256 of the cloud certificate's public key: what a browser pins with
+        ``--ignore-certificate-errors-spki-list`` (only this certificate is let through)."""
+        cert = x509.load_pem_x509_certificate(self.cloud_ca.read_bytes())
+        spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
     @property
     def grant_key(self) -> Path:
@@ -153,6 +166,23 @@ class LabWorld:
             )
         return results
 
+    def mint_viewer_token(self, devices: list[str], timeout: float = 30.0) -> dict[str, Any]:
+        """What an app's backend on the public network does for a browser: a viewer token
+        for these devices, minted with the app secret (the secret in the environment, never
+        argv). ``{"token": ..., "expiresAt": ...}``, the SDK's ``getViewerToken`` shape."""
+        argv = [sys.executable, "-c", _MINT, CLOUD_URL, APP_KEY, str(self.cloud_ca)]
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.lab.public, *argv, *devices],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "XP2P_APP_SECRET": self.app_secret},
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"minting a viewer token failed: {done.stderr[-2000:]}")
+        minted: dict[str, Any] = json.loads(done.stdout)
+        return minted
+
     def stop(self) -> None:
         for proc in self.devices.values():
             proc.stop()
@@ -161,6 +191,23 @@ class LabWorld:
             self.cloud.stop()
         if self.coturn is not None:
             self.coturn.stop()
+
+
+#: ``mint_viewer_token``'s program: argv CLOUD_URL APP_KEY CA PRODUCT/DEVICE...
+_MINT = """
+import asyncio, json, os, sys
+from xp2p.trust import CloudTrust
+from xp2p.viewer.cloud_client import CloudClient
+
+async def main():
+    url, key, ca, *devices = sys.argv[1:]
+    trust = CloudTrust(ca_file=ca)
+    async with CloudClient(url, key, os.environ["XP2P_APP_SECRET"], trust=trust) as backend:
+        grant = await backend.mint_viewer_token(devices=[tuple(d.split("/", 1)) for d in devices])
+    print(json.dumps({"token": grant.token, "expiresAt": grant.expires_at}))
+
+asyncio.run(main())
+"""
 
 
 def new_world(lab: NatLab, workdir: Path, *, turn: bool = True) -> LabWorld:
