@@ -75,14 +75,16 @@ async def open_link(
     fingerprint: str,
     grant: str,
     peer_label: str,
-    movable: bool = False,
+    reoffer: Signaller | None = None,
 ) -> Link:
     """Viewer side: connect to a device whose certificate has this fingerprint.
 
     ``signal`` carries the offer to the device (through the cloud) and returns its answer.
     Bounded by ``config.connect_timeout`` from the moment candidates are gathered.
-    ``movable``: the link follows network changes, re-offering through ``signal``
-    (``xp2p.link.handover``; the peer must accept re-offers, as ``DeviceAgent`` does).
+    ``reoffer``: the link follows network changes, its re-offers carried by this (a
+    signaller like ``signal``, on a fresh connection to the cloud: the one ``signal`` used
+    may sit on an address the machine lost) (``xp2p.link.handover``; the peer must accept
+    re-offers, as ``DeviceAgent`` does).
     """
     loop = asyncio.get_running_loop()
     ice = create_ice(config, controlling=True)
@@ -121,12 +123,10 @@ async def open_link(
     link.start()
     await link.wait_handshake(max(0.1, deadline - loop.time()))
     logger.info("link %d to %s up (%s, %s)", link.id, peer_label, link.link_mode, link.path)
-    if movable:
+    if reoffer is not None:
         from xp2p.link.handover_io import ViewerMover
 
-        ViewerMover(
-            link, signal, relay_grace=lambda remote_nat: relay_grace(config.nat_type, remote_nat)
-        ).start()
+        ViewerMover(link, reoffer, relay_grace=relay_grace).start()
     return link
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from xp2p.link.ice import (
     local_parameters,
     selected_pair,
     set_remote_parameters,
+    split_ice_servers,
 )
 from xp2p.link.link import Link
 from xp2p.tasks import TaskSet
@@ -40,6 +42,8 @@ logger = logging.getLogger("xp2p.link")
 Signaller = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 #: How often the viewer's end looks at its path and this machine's addresses.
 POLL = 0.2
+#: How often a handover waiting for this machine's new network looks for it.
+NETWORK_POLL = 0.05
 
 
 def address_gone(link: Link) -> bool:
@@ -48,16 +52,56 @@ def address_gone(link: Link) -> bool:
     Only host candidates say so directly (a relayed pair's local end is the TURN server's),
     and loopback never goes away."""
     pair = selected_pair(link.ice)
-    if pair is None or pair[0].type != "host":
+    if pair is None or pair[0].type != "host" or _is_loopback(pair[0].host):
         return False
     host = pair[0].host
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return False
-    except ValueError:
-        return False
     present = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
     return host not in present
+
+
+def network_ready(config: LinkConfig, link: Link) -> bool:
+    """Whether this machine has an address to gather on: a move takes the old interface
+    away before the new one is up (a phone between two networks), and gathering in between
+    finds only loopback, which no peer can reach."""
+    present = set(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=config.use_ipv6))
+    wanted = config.host_addresses
+    if wanted is not None:
+        return any(a in present or _is_loopback(a) for a in wanted)
+    if not present:
+        pair = selected_pair(link.ice)  # a link on loopback needs nothing more
+        return pair is not None and _is_loopback(pair[0].host)
+    # The address comes before the route: STUN and TURN need the route.
+    return all(_routable(server) for server in _server_addresses(config))
+
+
+def _server_addresses(config: LinkConfig) -> list[tuple[str, int]]:
+    stun, turn = split_ice_servers(config.ice_servers)
+    found = [stun] if stun is not None else []
+    return found + [t.address for t in turn[:1]]
+
+
+def _routable(address: tuple[str, int]) -> bool:
+    """Whether the kernel has a route to ``address`` (an IP literal; names are not looked
+    up here, that would block)."""
+    try:
+        family = (
+            socket.AF_INET6 if ipaddress.ip_address(address[0]).version == 6 else socket.AF_INET
+        )
+    except ValueError:
+        return True
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(address)  # a route lookup, nothing sent
+        except OSError:
+            return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ViewerMover:
@@ -68,7 +112,7 @@ class ViewerMover:
         link: Link,
         signal: Signaller,
         *,
-        relay_grace: Callable[[Any], float],
+        relay_grace: Callable[[str, Any], float],
         watch: PathWatch | None = None,
     ) -> None:
         self.link = link
@@ -150,6 +194,14 @@ class ViewerMover:
         key = link.handover_key
         if key is None:
             raise LinkError("not_ready", "the link's QUIC handshake has not completed")
+        closed = asyncio.ensure_future(link.wait_closed())
+        try:
+            while not network_ready(config, link):  # bounded by the caller's wait_for
+                await asyncio.wait([closed], timeout=NETWORK_POLL)
+        finally:
+            closed.cancel()
+        if link.closed:
+            raise LinkError("closed", "the link closed before a network came up")
         ice = create_ice(config, controlling=True)
         link.keep_spare(ice)
         try:
@@ -158,15 +210,15 @@ class ViewerMover:
                 raise LinkError("no_candidates", f"no ICE candidates: {ice.empty_reason()}")
             self._seq += 1
             seq = self._seq
-            offer = handover.build(
-                key, Direction.OFFER, seq, local_parameters(ice), config.nat_type
-            )
+            # This end's NAT as probed before is stale after a move: say "unknown", so
+            # neither end waits long for a direct path on the old theory.
+            offer = handover.build(key, Direction.OFFER, seq, local_parameters(ice), "unknown")
             answer = await self._signal(offer)
             message = handover.parse(answer)
             handover.verify(key, Direction.ANSWER, message)
             if message.seq != seq:
                 raise LinkError("bad_handover", f"answer is for re-offer {message.seq}, not {seq}")
-            ice.relay_grace = self._relay_grace(message.nat)
+            ice.relay_grace = self._relay_grace("unknown", message.nat)
             conditioner.attach(ice, config.conditions)
             await set_remote_parameters(ice, message.ice)
             await connect_ice(ice, config.connect_timeout)

@@ -358,13 +358,23 @@ class P2PModule:
             async def signal(offer: dict[str, Any]) -> dict[str, Any]:
                 return await cloud.connect(pid, dev, offer)
 
+            async def reoffer(offer: dict[str, Any]) -> dict[str, Any]:
+                # A network change moves the link (issue 12 item 6). The pooled connection
+                # to the cloud may be bound to the address that went away: a new one.
+                assert self._app is not None
+                secret = self._app.app_secret
+                async with CloudClient(
+                    cloud.base_url, cloud.app_key, secret, trust=cloud.trust
+                ) as fresh:
+                    return await fresh.connect(pid, dev, offer)
+
             link = await open_link(
                 replace(self._link_config, nat_type=self.nat_type),
                 signal,
                 fingerprint=parsed.fingerprint,
                 grant=grant,
                 peer_label=label,
-                movable=True,  # a network change moves the link (issue 12 item 6)
+                reoffer=reoffer,
             )
         except CloudError as exc:
             raise _cloud_error(label, exc) from exc
