@@ -5,7 +5,9 @@
 * ``follow DEVICE``: stream; when the link is lost, report ``disconnect`` and how long after
   the last byte it came, ``reset_p2p``, start a new service (fresh xp2pInfo from the cloud) and
   stream again until video flows: ``recovered``. NAT events are reported as they fire.
-  Runs until the test has seen what it needs (at most ``--seconds``).
+  Runs until the test has seen what it needs (at most ``--seconds``). ``--no-handover``: the
+  link does not move to a new network path (``xp2p.link.handover``), so a move loses it, as
+  a handover that fails does.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ async def idle(module: P2PModule, info: StreamInfo, seconds: float) -> None:
     emit("command", type=result.type, status=result.status)
 
 
-async def follow(module: P2PModule, info: StreamInfo, seconds: float) -> None:
+async def follow(
+    module: P2PModule, info: StreamInfo, seconds: float, *, handover: bool = True
+) -> None:
     last_byte = [time.monotonic()]
     got = asyncio.Event()
     lost = asyncio.Event()
@@ -60,6 +64,9 @@ async def follow(module: P2PModule, info: StreamInfo, seconds: float) -> None:
             lost.set()
 
     await module.start_p2p_service("cam", info, msg_callback=on_msg, data_callback=on_data)
+    mover = module._service("cam").link.mover
+    if not handover and mover is not None:
+        await mover.close()
     await asyncio.wait_for(got.wait(), 15)
     emit("streaming", mode=module.link_mode("cam"))
     NAT_REPORTED.clear()  # only a report after the link is lost counts below
@@ -107,7 +114,7 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.scenario == "idle":
             await idle(module, info, args.seconds)
         else:
-            await follow(module, info, args.seconds)
+            await follow(module, info, args.seconds, handover=not args.no_handover)
     finally:
         await module.destroy()
         watchdog.stop()
@@ -124,6 +131,7 @@ def main() -> int:
     )
     parser.add_argument("--app-key", required=True)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--no-handover", action="store_true")
     # The log goes to the same file as the events; events are the lines that start with "{".
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
