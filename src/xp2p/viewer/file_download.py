@@ -71,13 +71,15 @@ class Plan:
 
 
 def output_path(file_name: str, path: str | os.PathLike[str] | None) -> Path:
-    """Where ``file_name`` is saved: ``path`` itself, in ``path`` when it is a folder, or
-    in the current folder when None."""
+    """Where ``file_name`` is saved: ``path`` itself, in ``path`` when it is a folder (or
+    names one with a trailing separator, ``clips/``: made if missing), or in the current
+    folder when None."""
     name = Path(file_name).name or "download"
     if path is None:
         return Path(name)
     chosen = Path(path).expanduser()
-    return chosen / name if chosen.is_dir() else chosen
+    as_folder = os.fspath(path).endswith(("/", os.sep))
+    return chosen / name if as_folder or chosen.is_dir() else chosen
 
 
 def plan(target: Path, source: dict[str, Any]) -> Plan:
@@ -288,6 +290,13 @@ async def download_to_file(
         "file": file_name,
     }
     target = output_path(file_name, path)
+    if path is not None and os.fspath(path).endswith(("/", os.sep)):
+        try:  # "clips/" names a folder to save into: made if missing (a file path is not)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _failed(
+                f"cannot make the folder {target.parent}: {exc.strerror or exc}"
+            ) from None
     query = f"channel={channel}&file_name={quote(file_name, safe='')}"
     current = plan(target, source)
     for attempt in range(2):
