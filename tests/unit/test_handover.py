@@ -127,6 +127,13 @@ def test_path_watch_probes_then_moves_on_silence() -> None:
     assert watch.step(1.3, last_received=0.0, address_gone=False) is Action.HANDOVER
 
 
+def test_path_watch_waits_three_round_trips_on_a_long_path() -> None:
+    watch = PathWatch(silence=0.5, probe_timeout=0.3)
+    assert watch.step(0.6, 0.0, address_gone=False, rtt=0.2) is Action.PROBE
+    assert watch.step(1.0, 0.0, address_gone=False, rtt=0.2) is Action.NONE  # 0.4 < 0.6
+    assert watch.step(1.25, 0.0, address_gone=False, rtt=0.2) is Action.HANDOVER
+
+
 def test_path_watch_answered_probe_is_no_handover() -> None:
     """An idle link's PING answered within a round trip: quiet, not dead."""
     watch = PathWatch(silence=0.8, probe_timeout=0.4)

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("xp2p.device")
 
+#: How often the agent looks at this machine's addresses (a network change).
+ADDRESS_POLL = 0.2
+
 
 class DeviceAgent:
     def __init__(self, config: DeviceConfig) -> None:
@@ -147,6 +150,7 @@ class DeviceAgent:
                 await live.start()
         await self.routes.start()
         await self._session.start()
+        self._tasks.spawn(self._watch_addresses(), "address-watch")
 
     async def wait_signed_in(self, timeout: float = 10.0) -> None:
         await self._session.wait_signed_in(timeout)
@@ -440,6 +444,38 @@ class DeviceAgent:
                     waiter.cancel()
         finally:
             closed.cancel()
+
+    async def _watch_addresses(self) -> None:
+        """Sign in to the cloud again as soon as one of this machine's addresses goes away
+        (the camera moved to another network): viewers then re-offer their links through
+        the new session (``xp2p.link.handover``) instead of waiting out the old socket's
+        heartbeat. Only a loss counts: a new address leaves every path working."""
+        import aioice
+        from yarl import URL
+
+        from xp2p.link.handover_io import routable
+
+        cloud = URL(self.config.cloud_url)
+        cloud_address = (cloud.host or "", cloud.port or 443)
+
+        wanted = self.config.link.host_addresses  # None: every address counts
+
+        def addresses() -> set[str]:
+            found = set(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True))
+            return found if wanted is None else found & set(wanted)
+
+        known = addresses()
+        while True:
+            await asyncio.sleep(ADDRESS_POLL)
+            now = addresses()
+            if not now:
+                continue  # between two networks: remember the old one until the new one
+            if known - now:
+                if not routable(cloud_address):
+                    continue  # the address comes before the route: wait for it
+                gone = ", ".join(sorted(known - now))
+                await self._session.reconnect(f"network changed ({gone} gone)")
+            known = now
 
     async def _probe_nat(self, stun: StunInfo) -> None:
         """Classify this device's NAT; viewers learn it from the answer and so know whether

@@ -199,6 +199,27 @@ class DeviceCloudSession:
         if self.info is not None and self._ws is not None:
             await self._send({"type": "xp2p_info", "xp2p_info": self._xp2p_info_factory(self.info)})
 
+    async def reconnect(self, reason: str) -> None:
+        """Drop the connection to the cloud and sign in again now: this machine's network
+        changed, and the old socket may sit on an address that is gone, silent until its
+        heartbeat (10 s or more), while viewers' re-offers to move their links
+        (``xp2p.link.handover``) go to it and wait for nothing."""
+        runner = self._runner
+        if self._closing.is_set() or runner is None:
+            return
+        logger.info("%s: %s: signing in to the cloud again", self.label, reason)
+        # A second cancel cuts the closing handshake short: the old socket cannot finish it.
+        for _ in range(2):
+            runner.cancel()
+            done, _pending = await asyncio.wait([runner], timeout=0.2)
+            if done:
+                break
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if self._closing.is_set():
+            return
+        self._runner = asyncio.create_task(self._run(), name=f"cloud-session {self.product_id}")
+
     async def close(self) -> None:
         """Sign out cleanly and stop reconnecting."""
         self._closing.set()

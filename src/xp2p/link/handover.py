@@ -157,15 +157,16 @@ class PathWatch:
 
     Two signs: the selected pair's local address left this machine (a network change seen
     directly: act at once), or the peer went quiet: after ``silence`` with no datagram the
-    link probes with a PING, and a probe unanswered for ``probe_timeout`` is a dead path. A
-    live stream sends all the time, and an idle link's PINGs are answered within a round
-    trip, so neither trips it on a working path. After a failed handover the next waits
-    ``backoff`` (doubling), and at most ``max_attempts`` run in a row: a link that cannot
-    move dies of QUIC's idle timeout as before.
+    link probes with a PING, and a probe unanswered for ``probe_timeout`` (or three round
+    trips, on a long path) is a dead path. A live stream sends all the time, and an idle
+    link's PINGs are answered within a round trip, so neither trips it on a working path.
+    After a failed handover the next waits ``backoff`` (doubling), and at most
+    ``max_attempts`` run in a row: a link that cannot move dies of QUIC's idle timeout as
+    before.
     """
 
-    silence: float = 0.8
-    probe_timeout: float = 0.4
+    silence: float = 0.5
+    probe_timeout: float = 0.3
     backoff: float = 0.5
     max_attempts: int = 4
     probe_sent_at: float | None = None
@@ -173,7 +174,9 @@ class PathWatch:
     not_before: float = 0.0
     running: bool = False
 
-    def step(self, now: float, last_received: float, address_gone: bool) -> Action:
+    def step(
+        self, now: float, last_received: float, address_gone: bool, rtt: float = 0.0
+    ) -> Action:
         if self.running or self.attempts >= self.max_attempts or now < self.not_before:
             return Action.NONE
         if address_gone:
@@ -185,7 +188,7 @@ class PathWatch:
         if self.probe_sent_at is None:
             self.probe_sent_at = now
             return Action.PROBE
-        if now - self.probe_sent_at >= self.probe_timeout:
+        if now - self.probe_sent_at >= max(self.probe_timeout, 3 * rtt):
             return Action.HANDOVER
         return Action.NONE
 

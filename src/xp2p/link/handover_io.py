@@ -71,7 +71,7 @@ def network_ready(config: LinkConfig, link: Link) -> bool:
         pair = selected_pair(link.ice)  # a link on loopback needs nothing more
         return pair is not None and _is_loopback(pair[0].host)
     # The address comes before the route: STUN and TURN need the route.
-    return all(_routable(server) for server in _server_addresses(config))
+    return all(routable(server) for server in _server_addresses(config))
 
 
 def _server_addresses(config: LinkConfig) -> list[tuple[str, int]]:
@@ -80,7 +80,7 @@ def _server_addresses(config: LinkConfig) -> list[tuple[str, int]]:
     return found + [t.address for t in turn[:1]]
 
 
-def _routable(address: tuple[str, int]) -> bool:
+def routable(address: tuple[str, int]) -> bool:
     """Whether the kernel has a route to ``address`` (an IP literal; names are not looked
     up here, that would block)."""
     try:
@@ -135,7 +135,7 @@ class ViewerMover:
         try:
             while not self.link.closed:
                 gone = address_gone(self.link)
-                action = self.watch.step(loop.time(), self.link.last_received, gone)
+                action = self.watch.step(loop.time(), self.link.last_received, gone, self.link.rtt)
                 if action is Action.PROBE:
                     self.link.probe()
                 elif action is Action.HANDOVER:
