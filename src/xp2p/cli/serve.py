@@ -207,7 +207,7 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     except XP2PError as exc:
         raise SystemExit(f"xp2p watch: {exc}") from exc
     player = _player(PlayerServer, module, args, f"{product}/{device}")
-    await player.start()
+    await _start_player(player, args)
     print(f"Open {player.live_url(f'{product}/{device}')}  (page: {player.page_url})", flush=True)
     print(f"  e.g. ffplay '{player.live_url(f'{product}/{device}')}'", flush=True)
     await stop.wait()
@@ -284,7 +284,7 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     await module.init(AppParams(cloud.url, app.key, app.secret))
     label = f"{device_account.product_id}/{device_account.device_name}"
     player = _player(PlayerServer, module, args, label)
-    await player.start()
+    await _start_player(player, args)
     print(f"xp2p demo: cloud {cloud.url}, camera {label} online, NAT {module.nat_type}", flush=True)
     # The one address to open. Its fragment is the sign-in code: printed here for the
     # person at this terminal, never logged, and never sent to a server by the browser.
@@ -315,6 +315,14 @@ async def _cmd_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await agent.close()
         await cloud.stop()
         print("xp2p demo stopped.", flush=True)
+
+
+async def _start_player(player: PlayerServer, args: argparse.Namespace) -> None:
+    """The player's listen failure (-2301) as one line naming the address, no traceback."""
+    try:
+        await player.start()
+    except XP2PError as exc:
+        raise SystemExit(f"xp2p {args.command}: {exc.message}; choose another --port") from None
 
 
 def _check_player_args(args: argparse.Namespace) -> None:

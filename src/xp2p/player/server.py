@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from xp2p.errors import XP2PError
+from xp2p.errors import ErrorCode, XP2PError
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag, GopCache
 from xp2p.httpd import ThrottledLog, host_in_url, start_site
 from xp2p.player.access import DEFAULT_MAX_PLAYBACKS, PlayerAccess, is_loopback
@@ -256,7 +256,14 @@ class PlayerServer:
         app.router.add_get("/sdk/{name}", self._sdk)
         app.router.add_get("/live/{product}/{device}.flv", self._live)
         app.router.add_get("/playback/{product}/{device}.flv", self._playback)
-        self._runner, self.port = await start_site(app, self.host, self.port, access_log=False)
+        try:
+            self._runner, self.port = await start_site(app, self.host, self.port, access_log=False)
+        except OSError as exc:
+            # The seed's "加载本地server错误": the local server could not listen.
+            raise XP2PError(
+                ErrorCode.LOCAL_SERVER_ERROR,
+                f"the local player cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
+            ) from None
         self.access = dataclasses.replace(self.access, port=self.port)
         if not is_loopback(self.host):
             logger.warning(
