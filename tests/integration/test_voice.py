@@ -264,11 +264,15 @@ async def test_slot_frees_when_the_viewer_link_dies(
 ) -> None:
     events = Events()
     await module.start_p2p_service("cam", DEVICE, msg_callback=events)
+    link = module._service("cam").link
+    # A link that dies for good (a handover moves a link whose path went silent to a new
+    # one: tests/natlab/test_handover.py; a failed one ends here too).
+    assert link.mover is not None
+    await link.mover.close()
     writer = await module.start_voice_data("cam")
     writer.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 1.0)))
     await wait_heard(talk_device)
     # The viewer's network vanishes: every datagram of its link is dropped, both ways.
-    link = module._service("cam").link
     assert attach(link._ice, Conditions(loss=1.0, seed=1)) is not None
     idle = talk_device.config.link.idle_timeout
     elapsed = await wait_free(talk_device, idle + 4)
