@@ -452,6 +452,11 @@ def verify_device_proof(
 
 #: Everything a grant can allow (docs/protocol.md §9: live, playback, download, voice, command).
 PERMISSIONS: frozenset[str] = frozenset({"live", "playback", "download", "voice", "command"})
+#: The 1vN edge's pull of a camera (docs/protocol.md §5, §12): the device gives such a link
+#: one viewer slot beyond ``max_viewers``. Never handed to an app: only the edge mints it,
+#: with the cloud's grant key, so `normalise_permissions` (what apps may ask) refuses it.
+RELAY = "relay"
+_GRANT_PERMISSIONS = PERMISSIONS | {RELAY}
 #: Grants longer than this are refused before any parsing or signature work.
 MAX_GRANT_LENGTH = 2048
 DEFAULT_GRANT_TTL = 300
@@ -629,7 +634,10 @@ def _parse_grant_payload(payload: bytes) -> AccessGrant:
             and type(doc["perm"]) is list
         ):
             raise ValueError("grant field of the wrong type")
-        return AccessGrant(*names[:3], normalise_permissions(doc["perm"]), *times, names[3])
+        perms = frozenset(doc["perm"])
+        if not perms or not perms <= _GRANT_PERMISSIONS:
+            raise ValueError("unknown or no permissions")
+        return AccessGrant(*names[:3], perms, *times, names[3])
     except (ValueError, KeyError, TypeError, RecursionError):
         raise GrantError(GrantFailure.MALFORMED) from None
 

@@ -54,6 +54,7 @@ from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig, C
 from xp2p.cloud.demo_login import DemoLogin, LoginBodyError, parse_login_body
 from xp2p.cloud.device_ws import DeviceGateway
 from xp2p.cloud.edge import EdgeConfig, EdgeService
+from xp2p.cloud.edge.device_source import CloudDeviceSource
 from xp2p.cloud.edge.service import apps_allow
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.limits import RateLimiter
@@ -231,6 +232,10 @@ class CloudServer:
                 ice_servers=self._ice_servers,
                 clock=clock,
                 app_allows=apps_allow(config.apps),
+                # the 1v1→1vN switch: the edge pulls a full camera over its own link
+                device_source=CloudDeviceSource(
+                    config, self.registry, self.hub, self._signer, self._ice_servers, clock=clock
+                ),
             )
         # Plain HTTP only on loopback (ConfigError naming host otherwise): issue 10 item 3.
         config.check_transport()

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
+from xp2p.auth import RELAY
 from xp2p.device import playback, recordings
 from xp2p.device.capacity import slots
 from xp2p.device.ptz import PtzSimulator
@@ -232,7 +233,7 @@ async def get_device_st(ctx: RequestContext) -> list[dict[str, str]]:
         busy = ctx.device.talk is not None  # set exactly while a talk session is open
         status = DEVICE_ST_BUSY if busy else DEVICE_ST_OK
     elif kind in ("live", "playback"):
-        admit = device_slots.would_admit(ctx.request.link.id)
+        admit = device_slots.would_admit(ctx.request.link.id, ctx.grant.allows(RELAY))
         status = DEVICE_ST_OK if admit else DEVICE_ST_FULL
     else:
         status = DEVICE_ST_UNSUPPORTED

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from xp2p.link.nat_behaviour import NatType
 
+from .device_url import is_device_url, parse_device_url
 from .edge_routes import (
     MAX_EXCLUDE,
     MAX_KEYFRAMES,
@@ -48,7 +49,8 @@ class MessageError(ValueError):
 
 
 def check_source_url(url: object) -> str:
-    """An http(s) URL with a host, at most `MAX_URL_LENGTH` bytes, or MessageError."""
+    """An http(s) URL with a host or a canonical `xp2p.swarm.device_url`, at most
+    `MAX_URL_LENGTH` bytes, or MessageError."""
     if not isinstance(url, str) or not url:
         raise MessageError("url must be a non-empty string")
     try:
@@ -57,6 +59,12 @@ def check_source_url(url: object) -> str:
         raise MessageError("url is not valid Unicode text") from None
     if size > MAX_URL_LENGTH:
         raise MessageError(f"url is over {MAX_URL_LENGTH} bytes")
+    if is_device_url(url):  # a camera's live stream, pulled by the edge over 1v1
+        try:
+            parse_device_url(url)
+        except ValueError as exc:
+            raise MessageError(str(exc)) from None
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a bad port

@@ -92,6 +92,8 @@ import hashlib
 import re
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from .device_url import is_device_url, parse_device_url
+
 API = "/api/v1/swarm"
 JOIN_PATH = f"{API}/join"
 STATS_PATH = f"{API}/stats"
@@ -138,7 +140,10 @@ def normalise_url(url: str) -> str:
     """``url`` with its scheme and host in lower case, the scheme's default port dropped, an
     empty path made ``/`` and the fragment (never sent to a server) removed. Query and path
     are kept as they are: a server may tell ``?a=1&b=2`` from ``?b=2&a=1``. A URL that does
-    not parse is returned as it is (the join refuses it before it matters)."""
+    not parse is returned as it is (the join refuses it before it matters). A device URL is
+    canonical already, and case-sensitive: it stays as it is."""
+    if is_device_url(url):
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -176,7 +181,13 @@ def url_origin(url: str) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` fit for logs and stats: no userinfo, no query values (names stay, so a
-    reader can tell ``?token=`` sources apart), no fragment."""
+    reader can tell ``?token=`` sources apart), no fragment. A device URL holds no secret
+    and is shown whole."""
+    if is_device_url(url):
+        try:
+            return str(parse_device_url(url))
+        except ValueError:
+            return "<malformed url>"
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -23,12 +23,13 @@ import random
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 
 from xp2p.flv import FlvError
 from xp2p.swarm import Chunk, Chunker, ChunkSigner, InitChunk, encode_item
+from xp2p.swarm.device_url import is_device_url, parse_device_url
 from xp2p.swarm.edge_messages import (
     NeighboursUpdate,
     RoomState,
@@ -40,6 +41,7 @@ from xp2p.swarm.edge_routes import redact_url
 from xp2p.swarm.tracker import SEED_INTERVAL, Tracker, TrackerUpdate
 
 from .config import EdgeConfig
+from .device_source import DeviceSource
 from .peers import PeerSession
 from .policy import SourcePolicy
 from .source import SourceError, pull_flv
@@ -67,8 +69,12 @@ class Room:
         product: str | None = None,
         policy: SourcePolicy | None = None,
         budget: BufferBudget | None = None,
+        device_source: DeviceSource | None = None,
     ) -> None:
         self.url = url
+        #: a camera's stream (the 1v1→1vN switch): pulled over the edge's 1v1 link to it
+        self.device = parse_device_url(url) if is_device_url(url) else None
+        self._device_source = device_source
         self.room_id = room_id
         self.config = config
         self.owner = owner
@@ -145,14 +151,7 @@ class Room:
         while not self.closed:
             chunker: Chunker | None = None
             try:
-                async for data in pull_flv(
-                    self._http,
-                    self.url,
-                    connect_timeout=self.config.connect_timeout,
-                    stall_timeout=self.config.stall_timeout,
-                    ssl_context=self._ssl,
-                    policy=self._policy,
-                ):
+                async for data in self._source():
                     if chunker is None:
                         chunker = self._connected()
                     self._publish(chunker.feed(data), chunker)
@@ -183,6 +182,24 @@ class Room:
             self._set_state("stalled")
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _source(self) -> AsyncIterator[bytes]:
+        """The source's FLV: an http(s) server's (under the SSRF policy), or a camera's."""
+        connect, stall = self.config.connect_timeout, self.config.stall_timeout
+        if self.device is not None:
+            if self._device_source is None:
+                raise SourceError("this edge pulls no cameras (it runs apart from the cloud)")
+            return self._device_source.pull(
+                self.owner, self.device, connect_timeout=connect, stall_timeout=stall
+            )
+        return pull_flv(
+            self._http,
+            self.url,
+            connect_timeout=connect,
+            stall_timeout=stall,
+            ssl_context=self._ssl,
+            policy=self._policy,
+        )
 
     def _connected(self) -> Chunker:
         self.source_connects += 1

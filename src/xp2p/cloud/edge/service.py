@@ -34,8 +34,10 @@ from xp2p.cloud.config import AppConfig
 from xp2p.swarm import ChunkSigner, peer_token
 from xp2p.swarm import edge_messages as messages
 from xp2p.swarm import edge_routes as routes
+from xp2p.swarm.device_url import is_device_url, parse_device_url
 
 from .config import EdgeConfig
+from .device_source import DeviceSource
 from .peers import CLOSE_POLICY, PeerSession
 from .policy import PolicyResolver, SourceRefused, SourceUnresolved
 from .room import Room
@@ -118,8 +120,11 @@ class EdgeService:
         ice_servers: IceServers = lambda user: [],
         clock: Callable[[], float] = time.time,
         app_allows: AppAllows | None = None,
+        device_source: DeviceSource | None = None,
     ) -> None:
         self.config = config
+        #: pulls cameras for device rooms (the 1v1→1vN switch); None: such rooms are refused
+        self.device_source = device_source
         self.signer = ChunkSigner(key)
         self._key = key
         self.edge_key = peer_token.edge_key_text(self.signer.public_key)
@@ -186,9 +191,34 @@ class EdgeService:
         room = self.rooms.get(room_id)
         if room is None:
             raise EdgeError(404, "unknown_room", "no such room on this edge (join first)")
-        if app_key is not None and not room.allows(app_key, self._app_allows):
+        if app_key is not None and not self._allowed(room, app_key):
             raise EdgeError(403, "room_forbidden", "this room is another app's")
         return room
+
+    def _allowed(self, room: Room, app_key: str) -> bool:
+        """May ``app_key`` join and read ``room``? Its maker and its product's apps; for a
+        camera's room, only while that app could be granted ``live`` on the camera."""
+        if not room.allows(app_key, self._app_allows):
+            return False
+        if room.device is None:
+            return True
+        try:
+            self._authorise_device(app_key, room.url)
+        except EdgeError:
+            return False
+        return True
+
+    def _authorise_device(self, app_key: str, url: str) -> None:
+        """403 ``source_refused`` unless this edge pulls cameras and ``app_key`` may watch
+        that one live (`xp2p.cloud.edge.device_source`)."""
+        if self.device_source is None:
+            logger.info("join by app %s: %s refused: this edge pulls no cameras", app_key, url)
+            raise EdgeError(403, "source_refused", SOURCE_REFUSED)
+        try:
+            self.device_source.authorise(app_key, parse_device_url(url))
+        except (SourceError, ValueError) as exc:
+            logger.info("join by app %s: %s refused: %s", app_key, url, exc)
+            raise EdgeError(403, "source_refused", SOURCE_REFUSED) from None
 
     def _count_rooms(self) -> tuple[int, int]:
         """(activated, pending) rooms."""
@@ -218,7 +248,7 @@ class EdgeService:
         if request.query.get("room", room_id) != room_id:
             raise EdgeError(400, "bad_request", "the room in the query is not the url's")
         room = self.rooms.get(room_id)
-        if room is not None and not room.closed and not room.allows(app_key, self._app_allows):
+        if room is not None and not room.closed and not self._allowed(room, app_key):
             raise EdgeError(403, "room_forbidden", "this room is another app's")
         if room is None or room.closed:
             room = await self._new_room(app_key, url, room_id)
@@ -267,7 +297,10 @@ class EdgeService:
         if mine >= self.config.max_rooms_per_app:
             raise EdgeError(429, "room_quota", "this app holds its maximum of rooms")
         try:
-            await self._policy.check(url)
+            if is_device_url(url):  # no http fetch: the cloud's rules for a grant instead
+                self._authorise_device(app_key, url)
+            else:
+                await self._policy.check(url)
         except SourceRefused as exc:
             logger.info("join by app %s: %s refused: %s", app_key, routes.redact_url(url), exc)
             raise EdgeError(403, "source_refused", SOURCE_REFUSED) from None
@@ -276,7 +309,7 @@ class EdgeService:
             raise EdgeError(502, "source_unreachable", SOURCE_UNAVAILABLE) from None
         room = self.rooms.get(room_id)  # another join may have made it meanwhile
         if room is not None and not room.closed:
-            if not room.allows(app_key, self._app_allows):
+            if not self._allowed(room, app_key):
                 raise EdgeError(403, "room_forbidden", "this room is another app's")
             return room
         if self._http is None:
@@ -297,9 +330,14 @@ class EdgeService:
             ssl_context=self._ssl,
             on_closed=self._room_closed,
             owner=app_key,
-            product=self.config.product_of(url),
+            product=(
+                parse_device_url(url).product_id
+                if is_device_url(url)
+                else self.config.product_of(url)
+            ),
             policy=self._policy,
             budget=self._budget,
+            device_source=self.device_source,
         )
         self.rooms[room_id] = room
         room.start()
@@ -352,9 +390,7 @@ class EdgeService:
     async def _stats(self, request: web.Request) -> web.Response:
         app_key, _ = await self._authenticate(request)
         rooms = [
-            room.stats().to_json()
-            for room in self.rooms.values()
-            if room.allows(app_key, self._app_allows)
+            room.stats().to_json() for room in self.rooms.values() if self._allowed(room, app_key)
         ]
         return web.json_response({"rooms": rooms})
 
