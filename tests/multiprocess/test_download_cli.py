@@ -9,14 +9,18 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.devices import IdleSource
+from tests.support.ffprobe import FFPROBE
+from tests.support.recordings import pattern_flv
 from tests.support.stack import Stack
 from xp2p.cloud.app import CloudServer
 from xp2p.cloud.config import CloudConfig
@@ -112,6 +116,44 @@ async def test_download_verifies_and_saves(cli: Cli) -> None:
     assert "100.0%" in err and "ETA" in err  # plain progress lines: stderr is not a terminal
     assert "\r" not in err
     assert leftovers(cli.out) == []
+
+
+@pytest.mark.timeout(120)
+async def test_mp4_is_the_recording_remuxed(cli: Cli) -> None:
+    """``--mp4`` (the guide's FAQ 7.1: phones save MP4, not FLV): the verified FLV and beside
+    it an MP4 with the same H.264 and AAC, frame for frame, as FFmpeg's own decoder reads it."""
+    data = pattern_flv(3)
+    cli.put("rec.flv", data)
+    code, out, err = await cli.run("rec.flv", "-o", str(cli.out), "--mp4")
+    assert code == 0, err
+    flv, mp4 = cli.out / "rec.flv", cli.out / "rec.mp4"
+    assert flv.read_bytes() == data
+    assert out.splitlines()[-1] == f"saved {mp4} ({mp4.stat().st_size} bytes, remuxed from rec.flv)"
+    assert leftovers(cli.out) == []
+    assert probe(mp4)["format"]["format_name"].startswith("mov,mp4")
+    assert [s["codec_name"] for s in probe(mp4)["streams"]] == ["h264", "aac"]
+    assert frames(mp4) == frames(flv) > 0
+    assert abs(float(probe(mp4)["format"]["duration"]) - 3.0) < 0.2
+    # A file that is no media: the FLV is saved and verified, the MP4 is a clear failure.
+    cli.put("notes.flv", b"not a video at all" * 100)
+    code, out, err = await cli.run("notes.flv", "-o", str(cli.out), "--mp4")
+    assert code == 1 and "xp2p download: cannot remux notes.flv to MP4:" in err, err
+    assert (cli.out / "notes.flv").exists() and not (cli.out / "notes.mp4").exists()
+    assert leftovers(cli.out) == []
+
+
+def probe(path: Path) -> dict[str, Any]:
+    argv = [FFPROBE or "ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json"]
+    done = subprocess.run([*argv, str(path)], capture_output=True, text=True, timeout=30)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def frames(path: Path) -> int:
+    argv = [FFPROBE or "ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0"]
+    argv += ["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return int(done.stdout.strip())
 
 
 @pytest.mark.timeout(120)

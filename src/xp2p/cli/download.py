@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from xp2p.cli.common import (
@@ -36,6 +37,7 @@ EPILOG = """\
 examples:
   xp2p download DEMO/cam1 20240101-120000.flv
   xp2p download DEMO/cam1 clip.mp4 -o ~/clips/ --channel 1
+  xp2p download DEMO/cam1 20240101-120000.flv --mp4   # and 20240101-120000.mp4 for a phone
 
 How it saves: bytes go to PATH.part (with PATH.part.json noting which file they belong to)
 and PATH appears only once every byte is there and the sha256 of the whole file matches the
@@ -194,6 +196,26 @@ async def _cmd_download(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await module.destroy()
     check = "sha256 verified" if saved.verified else "not verified"
     status(f"saved {saved.path} ({saved.size} bytes, {check})", ok=True)
+    if args.mp4:
+        await _save_mp4(saved.path)
+
+
+async def _save_mp4(path: Path) -> None:
+    """``--mp4``: the verified recording beside itself as MP4 (the FLV stays: it is what
+    resuming and the sha256 check work on)."""
+    from xp2p.media.remux import remux_flv_to_mp4
+    from xp2p.media.source import MediaError
+
+    if path.suffix.lower() == ".mp4":
+        status(f"{path} is an MP4 already", ok=True)
+        return
+    mp4 = path.with_suffix(".mp4")
+    try:
+        await asyncio.to_thread(remux_flv_to_mp4, path, mp4)
+    except MediaError as exc:
+        status(f"xp2p download: {exc}", ok=False, stderr=True)
+        raise SystemExit(1) from None
+    status(f"saved {mp4} ({mp4.stat().st_size} bytes, remuxed from {path.name})", ok=True)
 
 
 def register(commands: Subparsers) -> None:
@@ -211,5 +233,10 @@ def register(commands: Subparsers) -> None:
         "-o", "--output", metavar="PATH", help="where to save (a file or a folder; default ./FILE)"
     )
     parser.add_argument("--channel", type=int, default=0, help="camera channel (0)")
+    parser.add_argument(
+        "--mp4",
+        action="store_true",
+        help="also save the recording as MP4 (streams copied, not re-encoded), beside it",
+    )
     add_app_args(parser)
     parser.set_defaults(run=_cmd_download)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
@@ -179,3 +180,36 @@ class UrlSource(ThreadedSource):
             raise MediaError(scrub(str(exc), self.url)) from None
         except Exception as exc:
             raise MediaError(f"{self.description}: {scrub(str(exc), self.url)}") from None
+
+
+def remux_flv_to_mp4(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Write ``src`` (a recording's FLV) as MP4, streams copied, not re-encoded: what a phone
+    saves to its gallery, which takes no FLV (the guide's FAQ 7.1).
+
+    The MP4 is written to ``dst.part`` and renamed at the end, so ``dst`` is never a half
+    file; ``+faststart`` puts the index first, so a player starts before the whole file.
+    """
+    dst = os.fspath(dst)
+    part = dst + ".part"
+    name = os.path.basename(os.fspath(src))
+    try:
+        with (
+            av.open(os.fspath(src)) as source,
+            av.open(part, "w", format="mp4", options={"movflags": "+faststart"}) as sink,
+        ):
+            selected = _select_streams(source, name)
+            outputs = {s.index: sink.add_stream_from_template(s) for s in selected}
+            for packet in source.demux(selected):
+                if packet.dts is None and packet.pts is None:
+                    continue  # the demuxer's end-of-stream marker
+                packet.stream = outputs[packet.stream.index]
+                sink.mux(packet)
+        os.replace(part, dst)
+    except (av.error.FFmpegError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise MediaError(f"cannot remux {name} to MP4: {exc}") from exc
+    except MediaError:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
