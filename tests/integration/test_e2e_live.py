@@ -102,6 +102,23 @@ async def test_async_iterator_form(module: P2PModule) -> None:
     await module.start_stream("cam", lambda _b: None)
 
 
+async def test_a_bare_async_for_starts_the_pull(module: P2PModule) -> None:
+    """The README's shortest form, ``async for chunk in p2p.stream(id)`` without ``async with``,
+    starts the pull itself; after a ``break`` the pull runs on until ``stop_stream``."""
+    await module.start_p2p_service("cam", DEVICE)
+    received = bytearray()
+    async for chunk in module.stream("cam"):
+        received += chunk
+        if len(received) > 20_000:
+            break
+    assert received.startswith(b"FLV\x01")
+    with pytest.raises(XP2PError) as busy:  # still pulling: a second pull is refused
+        await module.start_stream("cam", lambda _b: None)
+    assert busy.value.code == ErrorCode.START_STREAM_FAILED
+    await module.stop_stream("cam")
+    await module.start_stream("cam", lambda _b: None)
+
+
 async def test_api_errors_have_seed_codes(stack: Stack, module: P2PModule) -> None:
     fresh = P2PModule()
     with pytest.raises(XP2PError) as e:
@@ -269,12 +286,12 @@ async def test_restarted_device_recovers_with_fresh_xp2p_info(
     await stack.device.start()
     await stack.device.wait_signed_in(10)
     assert stack.device.xp2p_info != old_info
+    await module.stop_p2p_service("cam")  # one link per device: the dead one goes first
     with pytest.raises(XP2PError) as e:  # the stale one names the old key
         await module.start_p2p_service(
             "stale", StreamInfo(product_id="DEMO", device_name="cam1", xp2p_info=old_info or "")
         )
     assert e.value.code == ErrorCode.BAD_XP2P_INFO
-    await module.stop_p2p_service("cam")
     rec2 = Recorder()
     await module.start_p2p_service("cam", DEVICE, data_callback=rec2.on_data)
     await rec2.wait_bytes(10_000)

@@ -21,6 +21,7 @@ class LiveStream:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._previous: MsgCallback | None = None
         self._entered = False
+        self._bare = False
 
     async def __aenter__(self) -> LiveStream:
         self._previous = self._service.msg_callback
@@ -50,10 +51,16 @@ class LiveStream:
 
     async def __anext__(self) -> bytes:
         if not self._entered:
-            # Without the ``async with`` no pull runs, and the iteration would wait forever.
-            raise RuntimeError('iterate inside "async with module.stream(id) as chunks:"')
+            # A bare ``async for`` (no ``async with``) starts the pull on its first step and
+            # stops it when the stream ends; after a ``break`` the pull runs on until
+            # ``stop_stream`` or ``stop_p2p_service``, as an iterator hears nothing of a break.
+            await self.__aenter__()
+            self._bare = True
         chunk = await self._queue.get()
         if chunk is None:
             self._queue.put_nowait(None)  # stay ended for later calls
+            if self._bare:
+                self._bare = False
+                await self.__aexit__()
             raise StopAsyncIteration
         return chunk
