@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from xp2p.errors import ErrorCode, XP2PError
+from xp2p.events import XP2PEventEnum, XP2PNotify_SubType
 from xp2p.lazy import lazy_names
 
 __version__ = "0.1.0"
@@ -29,5 +30,7 @@ __all__ = [
     "P2PModule",
     "StreamInfo",
     "XP2PError",
+    "XP2PEventEnum",
+    "XP2PNotify_SubType",
     "__version__",
 ]

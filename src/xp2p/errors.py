@@ -13,6 +13,9 @@ class ErrorCode(IntEnum):
     INIT_REPEATED = -2003
     UNSUPPORTED = -2004
     DEVICE_VERSION_TOO_LOW = -2005
+    #: xp2p's own (the seed has none): the cloud could not be reached or did not answer in
+    #: time, which an app retries later, unlike -2000's wrong parameters.
+    CLOUD_UNREACHABLE = -2006
     NAT_PROBE_STARTED_TWICE = -2201
     NAT_PROBE_ERROR = -2202
     LOCAL_SERVER_ERROR = -2301

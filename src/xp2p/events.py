@@ -14,14 +14,23 @@ class XP2PEvent(StrEnum):
 
 
 class NotifySubtype(StrEnum):
+    """Second argument of a ``notify``. The stream's subtypes (``request`` ... ``close``) are
+    the pull's alone: a talk session has its own (``voice_*``), so a seed-style msg_callback
+    that ends the video on ``close``, ``eof`` or ``fail`` never ends it when a talk ends."""
+
     CONNECTED = "connected"
     REQUEST = "request"
     PARSED = "parsed"
-    SUCCESS = "success"
     EOF = "eof"
     FAIL = "fail"
     CLOSE = "close"
     DISCONNECT = "disconnect"
+    #: Talk-back: the request went out / the device's answer headers came / the device took
+    #: every byte / the session ended (always its last notify; ``ok`` says how).
+    VOICE_REQUEST = "voice_request"
+    VOICE_PARSED = "voice_parsed"
+    VOICE_SUCCESS = "voice_success"
+    VOICE_CLOSE = "voice_close"
     #: 1vN: the service's statistics, about every 2 s (`SwarmStats` as a dict).
     SWARM = "swarm"
     #: 1vN: the room's state changed (stalled, ended, live) or the service re-joined.
@@ -40,3 +49,28 @@ class NatEvent(StrEnum):
 
     NAT_CHANGED = "natChanged"
     NAT_ERROR = "natError"
+
+
+class XP2PEventEnum:
+    """The seed's spelling of `XP2PEvent` (``p2pModule.XP2PEventEnum.Notify``)."""
+
+    Notify = XP2PEvent.NOTIFY
+    Log = XP2PEvent.LOG
+
+
+class XP2PNotify_SubType:
+    """The seed's spelling of `NotifySubtype` (``p2pModule.XP2PNotify_SubType.Disconnect``)."""
+
+    Connected = NotifySubtype.CONNECTED
+    Request = NotifySubtype.REQUEST
+    Parsed = NotifySubtype.PARSED
+    Eof = NotifySubtype.EOF
+    Fail = NotifySubtype.FAIL
+    Close = NotifySubtype.CLOSE
+    Disconnect = NotifySubtype.DISCONNECT
+    VoiceRequest = NotifySubtype.VOICE_REQUEST
+    VoiceParsed = NotifySubtype.VOICE_PARSED
+    VoiceSuccess = NotifySubtype.VOICE_SUCCESS
+    VoiceClose = NotifySubtype.VOICE_CLOSE
+    Swarm = NotifySubtype.SWARM
+    SwarmState = NotifySubtype.SWARM_STATE

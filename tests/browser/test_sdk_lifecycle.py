@@ -12,6 +12,7 @@ import pytest
 
 from tests.browser.chromium import Chromium
 from tests.browser.sdk_site import PLAY, SdkSite, open_site, start
+from tests.support.procs import free_port
 from tests.support.stack import PATTERN, Stack
 from tests.support.voice import dominant_hz, read_wav, wav_files
 from tests.support.waiting import wait_until
@@ -86,13 +87,27 @@ async def test_a_refused_automatic_pull_leaves_no_service(
     sdk_stack.device = DeviceAgent(sdk_stack.device_config(max_viewers=1))
     await sdk_stack.device.start()
     await sdk_stack.device.wait_signed_in(10)
+    # Another viewer pulls, so the camera (one viewer at most) refuses the page's pull.
+    other = P2PModule()
+    await other.init(sdk_stack.app_params)
+    await other.start_p2p_service("other", StreamInfo(product_id="DEMO", device_name="cam1"))
+    await other.start_stream("other", lambda _b: None)
     page = await open_site(chromium, sdk_site)
-    assert (await start(chromium, page, sdk_stack))["ok"]
-    assert not (await chromium.eval(page, PLAY, {"frames": 0, "flv": None})).get("timedOut")
-    refused = await chromium.eval(
+    try:
+        assert (await start(chromium, page, sdk_stack))["ok"]
+        refused = await _refused_automatic_pull(chromium, page)
+    finally:
+        await other.destroy()
+    assert refused["code"] == -2402 and "(503)" in refused["message"], refused
+    assert refused["again"] == "started"
+
+
+async def _refused_automatic_pull(chromium: Chromium, page: int) -> dict[str, Any]:
+    refused: dict[str, Any] = await chromium.eval(
         page,
         """async () => {
           const p2p = window.site.p2p;
+          p2p.stopP2PService('cam');  // one link per device: 'auto' is this page's only one
           const info = { productId: 'DEMO', deviceName: 'cam1' };
           try {
             await p2p.startP2PService('auto', info, { dataCallback: () => {} });
@@ -104,8 +119,7 @@ async def test_a_refused_automatic_pull_leaves_no_service(
           }
         }""",
     )
-    assert refused["code"] == -2402 and "(503)" in refused["message"], refused
-    assert refused["again"] == "started"
+    return refused
 
 
 async def test_a_device_that_vanishes_is_a_disconnect(
@@ -198,3 +212,121 @@ async def test_flv_talk_back_through_the_writer(
     fmt, pcm = read_wav(path)
     assert fmt.seconds(len(pcm)) >= 1.5
     assert abs(dominant_hz(pcm, fmt.sample_rate) - 1000) <= 20
+
+
+NAT_INIT = """async (arg) => {
+  const { sdk, tokenOf } = window.site;
+  const p2p = new sdk.XP2PModule();
+  window.site.p2p = p2p;
+  window.site.nat = [];
+  try {
+    await p2p.init({ appParams: { cloudUrl: arg.cloudUrl, getViewerToken: () => tokenOf({}) },
+                     eventHandler: (event, detail) => window.site.nat.push([event, detail]) });
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, code: err.code, errmsg: err.errmsg };
+  }
+}"""
+
+
+async def test_init_against_an_unreachable_cloud_is_2006(
+    chromium: Chromium, sdk_site: SdkSite, sdk_stack: Stack
+) -> None:
+    page = await open_site(chromium, sdk_site)
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    closed = await chromium.eval(page, NAT_INIT, {"cloudUrl": url})
+    assert closed["code"] == -2006 and "cannot reach the cloud" in closed["errmsg"], closed
+
+
+async def test_a_network_change_is_checked_without_reset_p2p(
+    chromium: Chromium, sdk_site: SdkSite, sdk_stack: Stack
+) -> None:
+    """The page's 'online' event (what a browser fires when it joins a network) makes the
+    module check its network again by itself. Here the new network's STUN does not answer
+    (the session's STUN address is pointed at one nobody serves), so the check reports
+    natError, which no resetP2P asked for."""
+    page = await open_site(chromium, sdk_site)
+    assert (await chromium.eval(page, NAT_INIT, {"cloudUrl": sdk_stack.cloud.url}))["ok"]
+    assert await chromium.eval(page, "() => window.site.nat") == []
+    await chromium.eval(
+        page,
+        """() => {
+          window.site.p2p._session.iceServers = [{ urls: 'stun:127.0.0.9:3478' }];
+          window.dispatchEvent(new Event('online'));
+        }""",
+    )
+
+    async def reported() -> bool:
+        return bool(await chromium.eval(page, "() => window.site.nat.length"))
+
+    await wait_until(reported, 15, 0.1, "natError after the 'online' event")
+    ((event, detail),) = await chromium.eval(page, "() => window.site.nat")
+    assert event == "natError" and detail["code"] == -2202
+    # destroy removes the listener: another 'online' checks nothing.
+    await chromium.eval(
+        page,
+        "() => { window.site.p2p.destroy(); window.dispatchEvent(new Event('online')); }",
+    )
+    assert await chromium.eval(page, "() => window.site.p2p._probing") is False
+
+
+SWITCH = """async (arg) => {
+  const p2p = window.site.p2p;
+  const out = [];
+  for (const domain of arg.domains) {
+    const info = { productId: 'DEMO', deviceName: 'cam1', ...domain };
+    try {
+      await p2p.startP2PService('sw', info);
+      const connected = window.site.events.filter((e) => e[1] === 'connected').pop();
+      out.push({ ok: true, connected });
+      p2p.stopP2PService('sw');
+    } catch (err) {
+      const left = p2p._services.has('sw');
+      out.push({ code: err.code, reason: err.reason, message: err.detail, left });
+    }
+  }
+  return out;
+}"""
+
+
+async def test_live_stream_domain_asks_the_camera_first(
+    chromium: Chromium, sdk_site: SdkSite, sdk_stack: Stack
+) -> None:
+    """The seed's switch in the browser: a camera with room stays 1v1 (under either spelling
+    of the option); a full one is -2004 `camera_full` (this SDK cannot join its swarm), with
+    no service left; a domain that is no edge is -2000 before any link."""
+    await sdk_stack.device.close()
+    sdk_stack.device = DeviceAgent(sdk_stack.device_config(max_viewers=1))
+    await sdk_stack.device.start()
+    await sdk_stack.device.wait_signed_in(10)
+    page = await open_site(chromium, sdk_site)
+    assert (await start(chromium, page, sdk_stack))["ok"]
+    await call(chromium, page, "stopP2PService", "cam")
+    await chromium.eval(
+        page,
+        """() => { const p2p = window.site.p2p, events = window.site.events;
+          const start = p2p.startP2PService.bind(p2p);
+          p2p.startP2PService = (id, info, cb) => start(id, info, { ...cb,
+            msgCallback: (e, s, d) => events.push([e, s, d]) }); }""",
+    )
+    domain = sdk_stack.cloud.url
+    roomy = await chromium.eval(
+        page, SWITCH, {"domains": [{"liveStreamDomain": domain}, {"streamLiveDomain": domain}]}
+    )
+    for result in roomy:
+        assert result["ok"] and result["connected"][2]["mode"] == "1v1", roomy
+    other = P2PModule()
+    await other.init(sdk_stack.app_params)
+    try:
+        await other.start_p2p_service("o", StreamInfo(product_id="DEMO", device_name="cam1"))
+        await other.start_stream("o", lambda _b: None)
+        (full, bad) = await chromium.eval(
+            page,
+            SWITCH,
+            {"domains": [{"liveStreamDomain": domain}, {"liveStreamDomain": "ftp://edge"}]},
+        )
+    finally:
+        await other.destroy()
+    assert (full["code"], full["reason"], full["left"]) == (-2004, "camera_full", False), full
+    assert "is full (405)" in full["message"]
+    assert bad["code"] == -2000 and "liveStreamDomain" in bad["message"], bad

@@ -122,8 +122,9 @@ class Outcome:
 
 
 async def download(module: P2PModule, url_params: str, timeout: float = 30.0) -> Outcome:
+    """One download on the service, whose link it keeps for the next (``keep_link``)."""
     outcome = Outcome()
-    await module.start_local_download("cam", url_params, **outcome.callbacks())
+    await module.start_local_download("cam", url_params, **outcome.callbacks(), keep_link=True)
     return await outcome.wait(timeout)
 
 
@@ -139,6 +140,58 @@ async def refused(module: P2PModule, url_params: str) -> tuple[int, str]:
 
 
 # ---- whole files -------------------------------------------------------------------------------
+
+
+async def test_the_link_closes_after_a_download_as_in_the_seed(files: Files) -> None:
+    """Without keep_link, on_complete is followed by the link closing (``disconnect``, no
+    NAT re-probe); a failure's result carries the device's body as ``data``."""
+    module = files.module
+    expected = files.write("clip.flv", MB)
+    notifies: list[tuple[str, Any]] = []
+    module.update_service_callbacks("cam", lambda e, s, d: notifies.append((s, d)))
+    outcome = Outcome()
+    await module.start_local_download("cam", "file_name=clip.flv", **outcome.callbacks())
+    await outcome.wait()
+    assert outcome.calls == ["headers", "chunk", "success", "complete"]
+    assert outcome.digest.hexdigest() == expected
+    link = module._service("cam").link
+    await asyncio.wait_for(link.wait_closed(), 5)
+    assert link.close_reason == "download success: the link closes after a download"
+    await wait_until(lambda: ("disconnect", {"reason": link.close_reason}) in notifies, 5)
+    with pytest.raises(XP2PError) as e:
+        await module.start_local_download("cam", "file_name=clip.flv")
+    assert e.value.code == ErrorCode.DOWNLOAD_FAILED and "lost its link" in e.value.message
+    # -2401 until the app stops it, as the seed's "stop the previous one first".
+    with pytest.raises(XP2PError) as e:
+        await module.start_p2p_service("cam", DEVICE)
+    assert e.value.code == ErrorCode.SERVICE_ALREADY_STARTED
+
+    # A failure closes it too (on_failure disconnects), and carries the body.
+    await module.stop_p2p_service("cam")
+    await module.start_p2p_service("cam", DEVICE)
+    failed = Outcome()
+    await module.start_local_download("cam", "file_name=missing.bin", **failed.callbacks())
+    await failed.wait()
+    assert failed.calls == ["headers", "failure", "complete"]
+    assert failed.result is not None and failed.result.status == 404
+    assert failed.result.data is not None
+    assert failed.result.data.decode().strip() == failed.result.errmsg
+    link = module._service("cam").link
+    await asyncio.wait_for(link.wait_closed(), 5)
+    assert link.close_reason.startswith("download failure")
+
+    # keep_link keeps it: the next download runs on the same link.
+    await module.stop_p2p_service("cam")
+    await module.start_p2p_service("cam", DEVICE)
+    link = module._service("cam").link
+    kept = Outcome()
+    await module.start_local_download(
+        "cam", "file_name=clip.flv", **kept.callbacks(), keep_link=True
+    )
+    await kept.wait()
+    assert kept.calls[-2:] == ["success", "complete"] and not link.closed
+    again = await download(module, "file_name=clip.flv")
+    assert again.digest.hexdigest() == expected and module._service("cam").link is link
 
 
 async def test_download_is_byte_exact_with_headers(files: Files) -> None:
@@ -196,7 +249,9 @@ async def _download_stop_resume(files: Files, size: int, seed: int, whole_first:
     callbacks = first.callbacks()
     inner = callbacks["on_chunk_received"]
     callbacks["on_chunk_received"] = lambda data: (inner(data), on_chunk(data))
-    await files.module.start_local_download("cam", "channel=0&file_name=big.bin", **callbacks)
+    await files.module.start_local_download(
+        "cam", "channel=0&file_name=big.bin", **callbacks, keep_link=True
+    )
     await first.wait(240)
     await stopping[0]
     assert first.calls == ["headers", "chunk", "error", "complete"], first.calls
@@ -207,7 +262,7 @@ async def _download_stop_resume(files: Files, size: int, seed: int, whole_first:
     # Resume from what we kept: its digest continues over what arrives now.
     rest = Outcome(digest=hashlib.sha256(kept))
     await files.module.start_local_download(
-        "cam", f"channel=0&file_name=big.bin&offset={len(kept)}", **rest.callbacks()
+        "cam", f"channel=0&file_name=big.bin&offset={len(kept)}", **rest.callbacks(), keep_link=True
     )
     await rest.wait(240)
     assert rest.calls == ["headers", "chunk", "success", "complete"], rest.calls
@@ -427,7 +482,9 @@ async def test_bad_url_params_are_2000(files: Files) -> None:
     for url_params in BAD_URL_PARAMS:
         outcome = Outcome()
         with pytest.raises(XP2PError) as e:
-            await files.module.start_local_download("cam", url_params, **outcome.callbacks())
+            await files.module.start_local_download(
+                "cam", url_params, **outcome.callbacks(), keep_link=True
+            )
         assert e.value.code == ErrorCode.BAD_PARAM, url_params
         assert outcome.calls == []
     # Nothing was started: a good download goes right after.
@@ -474,10 +531,12 @@ async def test_one_download_per_service(files: Files) -> None:
         await gate.wait()  # hold the transfer: the reader's window stops the device
 
     callbacks["on_chunk_received"] = slow_chunk
-    await files.module.start_local_download("cam", "file_name=big.bin", **callbacks)
+    await files.module.start_local_download("cam", "file_name=big.bin", **callbacks, keep_link=True)
     second = Outcome()
     with pytest.raises(XP2PError) as e:
-        await files.module.start_local_download("cam", "file_name=big.bin", **second.callbacks())
+        await files.module.start_local_download(
+            "cam", "file_name=big.bin", **second.callbacks(), keep_link=True
+        )
     assert e.value.code == ErrorCode.DOWNLOAD_FAILED
     assert "already downloading" in e.value.message
     assert second.calls == []
@@ -517,7 +576,9 @@ async def test_stopping_stops_the_device_reading(
             stopped.append(asyncio.ensure_future(files.module.stop_local_download("cam")))
 
     outcome.on_chunk = on_chunk
-    await files.module.start_local_download("cam", "file_name=big.bin", **outcome.callbacks())
+    await files.module.start_local_download(
+        "cam", "file_name=big.bin", **outcome.callbacks(), keep_link=True
+    )
     await outcome.wait()
     await stopped[0]
     assert outcome.calls == ["headers", "chunk", "error", "complete"]
@@ -541,7 +602,9 @@ async def test_stop_p2p_service_stops_the_download(files: Files) -> None:
     outcome.on_chunk = lambda o: (
         stopping or stopping.append(asyncio.ensure_future(files.module.stop_p2p_service("cam")))
     )
-    await files.module.start_local_download("cam", "file_name=big.bin", **outcome.callbacks())
+    await files.module.start_local_download(
+        "cam", "file_name=big.bin", **outcome.callbacks(), keep_link=True
+    )
     await outcome.wait()
     await stopping[0]
     assert outcome.calls == ["headers", "chunk", "error", "complete"]
@@ -565,7 +628,9 @@ async def test_callback_that_raises_ends_with_on_error(files: Files) -> None:
         raise ValueError("disk full")
 
     callbacks["on_chunk_received"] = broken
-    await files.module.start_local_download("cam", "file_name=clip.flv", **callbacks)
+    await files.module.start_local_download(
+        "cam", "file_name=clip.flv", **callbacks, keep_link=True
+    )
     await outcome.wait()
     assert outcome.calls == ["headers", "error", "complete"]
     assert outcome.result is not None

@@ -161,7 +161,7 @@ async def test_relay_only_viewer_streams_through_coturn(
         )
         assert module.link_mode("cam") == "relay"
         assert module.get_stream_link_mode("cam") == 63
-        assert ("connected", {"link_mode": "relay"}) in events
+        assert ("connected", {"mode": "1v1", "link_mode": "relay"}) in events
         tags = await _watch(module)
         assert next(t for t in tags if t.is_video).is_keyframe
     finally:
@@ -186,7 +186,7 @@ async def test_relay_only_viewer_streams_through_turn_over_tls(
             "cam", DEVICE, msg_callback=lambda e, s, d: events.append((s, d))
         )
         assert module.link_mode("cam") == "relay"
-        assert ("connected", {"link_mode": "relay"}) in events
+        assert ("connected", {"mode": "1v1", "link_mode": "relay"}) in events
         assert [u for s in module._link_config.ice_servers for u in s.urls] == [
             coturn.urls("tls")[0]
         ], "the session was renewed with every TURN URL: not a TLS-only test"

@@ -30,6 +30,7 @@ from xp2p.media.audio import AacEncoder, PcmFormat, encode_aac_flv, tone_pcm
 from xp2p.viewer import P2PModule, StreamInfo
 from xp2p.viewer import voice as viewer_voice
 from xp2p.viewer.cloud_client import CloudClient
+from xp2p.viewer.voice import VoicePause, VoiceRequestResult, VoiceResume
 
 DEVICE = StreamInfo(product_id="DEMO", device_name="cam1")
 FFPROBE = shutil.which("ffprobe")
@@ -43,11 +44,15 @@ class Events:
         self.items.append((event, subtype, detail))
 
     def voice(self, subtype: str) -> list[dict[str, Any]]:
+        """The talk session's notifies of ``subtype`` (``close`` finds ``voice_close``)."""
         return [
             d
             for _e, s, d in self.items
-            if s == subtype and isinstance(d, dict) and d.get("kind") == "voice"
+            if s == f"voice_{subtype}" and isinstance(d, dict) and d.get("kind") == "voice"
         ]
+
+    def subtypes(self) -> list[str]:
+        return [s for e, s, _d in self.items if e == "notify"]
 
     def logs(self, level: str) -> list[str]:
         return [d for e, s, d in self.items if e == "log" and s == level]
@@ -114,6 +119,9 @@ async def test_pcm_tone_arrives_at_the_device_sink(
     assert closed["device_bytes"] == closed["bytes_sent"] == len(tone)
     assert [d["status"] for d in events.voice("parsed")] == [200]
     assert events.voice("success")
+    # Voice has subtypes of its own: a seed-style msg_callback that ends the video on the
+    # stream's close/eof/fail never takes the end of a talk for it.
+    assert not {"request", "parsed", "close", "eof", "fail"} & set(events.subtypes())
     await wait_free(talk_device, 2)
     (path,) = wav_files(tmp_path / "voice")
     fmt, pcm = read_wav(path)
@@ -305,6 +313,134 @@ async def test_stop_p2p_service_ends_the_talk_session_cleanly(
     assert closed and closed[0]["ok"] and closed[0]["device_bytes"] == len(tone)
     _fmt, pcm = read_wav(wav_files(tmp_path / "voice")[0])
     assert pcm == tone
+
+
+# ---- the seed's callbacks --------------------------------------------------------------------
+
+
+async def test_start_voice_callbacks_pause_and_renewal_at_max_seconds(
+    fast_talk_device: DeviceAgent, module: P2PModule, tmp_path: Path
+) -> None:
+    """A recorder that stops at its maximum duration is renewed by the SDK: on_stop(True),
+    on_start again, the same talk session (one WAV file, every byte in order)."""
+    events = Events()
+    await module.start_p2p_service("cam", DEVICE, msg_callback=events)
+    tone = await asyncio.to_thread(tone_pcm, 1000, 2.5)
+    calls: list[tuple[Any, ...]] = []
+    offset = 0
+
+    async def recorder() -> AsyncIterator[bytes | VoicePause | VoiceResume]:
+        nonlocal offset
+        while offset < len(tone):
+            if offset == 8000:  # half a second in: an interruption (a phone call)
+                yield VoicePause(in_interruption=True)
+                yield VoiceResume()
+            chunk = tone[offset : offset + 1600]
+            offset += len(chunk)
+            yield chunk
+
+    stopped = asyncio.Event()
+
+    def on_stop(will_restart: bool) -> None:
+        calls.append(("stop", will_restart))
+        if not will_restart:
+            stopped.set()
+
+    await module.start_voice(
+        "cam",
+        recorder,
+        max_seconds=1.0,
+        on_start=lambda: calls.append(("start",)),
+        on_pause=lambda inside: calls.append(("pause", inside)),
+        on_resume=lambda: calls.append(("resume",)),
+        on_stop=on_stop,
+    )
+    await asyncio.wait_for(stopped.wait(), 15)
+    assert calls == [
+        ("start",),
+        ("pause", True),
+        ("resume",),
+        ("stop", True),
+        ("start",),
+        ("stop", True),
+        ("start",),
+        ("stop", False),
+    ]
+    (closed,) = events.voice("close")
+    assert closed["ok"] and closed["device_bytes"] == len(tone)
+    await wait_free(fast_talk_device, 2)
+    (path,) = wav_files(tmp_path / "voice")
+    assert read_wav(path)[1] == tone
+
+
+async def test_start_voice_data_callbacks_success_failure_and_error(
+    talk_device: DeviceAgent, stack: Stack, module: P2PModule
+) -> None:
+    await module.start_p2p_service("cam", DEVICE)
+    calls: list[tuple[Any, ...]] = []
+    done = asyncio.Event()
+
+    def recorder(name: str) -> Any:
+        def record(result: VoiceRequestResult | None = None) -> None:
+            calls.append((name, None if result is None else result.status))
+            if name == "complete":
+                done.set()
+
+        return record
+
+    callbacks = {
+        f"on_{name}": recorder(name) for name in ("stop", "success", "failure", "error", "complete")
+    }
+    results: list[VoiceRequestResult] = []
+    callbacks["on_success"] = lambda r: (results.append(r), calls.append(("success", r.status)))
+    writer = await module.start_voice_data("cam", **callbacks)
+    writer.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 0.5)))
+    await module.stop_voice("cam")
+    await asyncio.wait_for(done.wait(), 10)
+    assert calls == [("stop", None), ("success", 200), ("complete", None)]
+    (success,) = results
+    assert success.errcode == 0 and success.voice is not None and success.voice.ok
+    assert success.data["result"] == "ok"  # the device's closing JSON
+
+    # non-2xx: a second viewer while the first talks (409), refused at the start.
+    first = await module.start_voice_data("cam")
+    other = P2PModule()
+    await other.init(stack.app_params)
+    try:
+        await other.start_p2p_service("cam", DEVICE)
+        calls.clear()
+        done.clear()
+        failures: list[VoiceRequestResult] = []
+        callbacks["on_failure"] = lambda r: (failures.append(r), calls.append(("failure", 409)))
+        with pytest.raises(XP2PError) as e:
+            await other.start_voice_data("cam", **callbacks)
+        assert e.value.code == ErrorCode.VOICE_FAILED
+        assert calls == [("failure", 409), ("complete", None)]
+        assert failures[0].status == 409 and failures[0].errcode == ErrorCode.VOICE_FAILED
+    finally:
+        await other.destroy()
+    await first.close()
+
+    # no response: the link dies under the session.
+    calls.clear()
+    done.clear()
+    writer = await module.start_voice_data("cam", **callbacks)
+    writer.add_chunk(await asyncio.to_thread(encode_aac_flv, tone_pcm(1000, 0.3)))
+    await wait_heard(talk_device)
+    await module._service("cam").link.close("test: the link goes")
+    await asyncio.wait_for(done.wait(), 15)
+    assert calls == [("stop", None), ("error", 200), ("complete", None)]
+
+
+async def test_voice_callbacks_are_checked(module: P2PModule) -> None:
+    await module.start_p2p_service("cam", DEVICE)
+    with pytest.raises(XP2PError) as e:
+        await module.start_voice("cam", pcm_chunks(b"\0" * 16), max_seconds=1.0)
+    assert e.value.code == ErrorCode.BAD_PARAM and "function to renew" in e.value.message
+    with pytest.raises(XP2PError) as e:
+        await module.start_voice("cam", pcm_chunks(b""), on_stop="no")  # type: ignore[arg-type]
+    assert e.value.code == ErrorCode.BAD_PARAM and "on_stop must be callable" in e.value.message
+    assert not module._service("cam").closers  # nothing was opened
 
 
 # ---- queue policy ------------------------------------------------------------------------------

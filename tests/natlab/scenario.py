@@ -2,6 +2,8 @@
 
 * ``idle DEVICE --seconds S``: connect, stay idle (keep-alives only) for S seconds, then send
   a command: the NAT binding must still be open.
+* ``nat DEVICE``: init only, no service (so no link can be lost), and wait for the NAT events
+  the module reports by itself, at most ``--seconds``.
 * ``follow DEVICE``: stream; when the link is lost, report ``disconnect`` and how long after
   the last byte it came, ``reset_p2p``, start a new service (fresh xp2pInfo from the cloud) and
   stream again until video flows: ``recovered``. NAT events are reported as they fire.
@@ -113,6 +115,8 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         if args.scenario == "idle":
             await idle(module, info, args.seconds)
+        elif args.scenario == "nat":
+            await asyncio.sleep(args.seconds)  # the events are emitted by on_event
         else:
             await follow(module, info, args.seconds, handover=not args.no_handover)
     finally:
@@ -123,7 +127,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=("idle", "follow"))
+    parser.add_argument("scenario", choices=("idle", "nat", "follow"))
     parser.add_argument("device")
     parser.add_argument("--cloud", required=True)
     parser.add_argument(

@@ -67,3 +67,18 @@ def test_viewer_moving_to_another_network_gets_nat_changed_and_recovers(
     viewer.wait_event("recovered", 60)
     events = [e["event"] for e in viewer.events()]
     assert events.index("natChanged") < events.index("recovered")
+
+
+@pytest.mark.timeout(120)
+def test_a_viewer_without_links_notices_its_own_new_network(lab: NatLab, world: LabWorld) -> None:
+    """natChanged with no link to lose and no reset_p2p: the module watches this machine's
+    addresses (issue 12 item 5)."""
+    home = lab.add_site(NatKind.FULL_CONE)
+    elsewhere = lab.add_site(NatKind.SYMMETRIC)
+    viewer = world.start_scenario(home, "nat", "none", 60)
+    assert viewer.wait_event("init", 30)["nat_type"] == "full-cone"
+    lab.move(home, elsewhere)
+    changed = viewer.wait_event("natChanged", 20)["detail"]
+    assert (changed["nat_type"], changed["previous"]) == ("symmetric", "full-cone")
+    assert changed["mapped"].split(":")[0] != changed["previous_mapped"].split(":")[0]
+    assert [e["event"] for e in viewer.events()].count("natChanged") == 1

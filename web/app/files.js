@@ -186,7 +186,8 @@ export class FileList {
       void this.p2p
         .startLocalDownload(
           id,
-          { urlParams: `channel=0&file_name=${encodeURIComponent(file.name)}&offset=0` },
+          // keepLink: the page goes on watching this camera after the download.
+          { urlParams: `channel=0&file_name=${encodeURIComponent(file.name)}&offset=0`, keepLink: true },
           {
             onHeadersReceived: (/** @type {{status: number, headers: unknown}} */ r) => {
               headers = r.headers;

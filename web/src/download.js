@@ -2,8 +2,9 @@
 // (docs/api.md, startLocalDownload). Mirrors src/xp2p/viewer/download.py: the callbacks fire
 // in this order — onHeadersReceived once the device answered; onChunkReceived per piece of a
 // 2xx body; exactly one of onSuccess (2xx and every byte content-length promised), onFailure
-// (non-2xx) or onError (no answer, link lost, cut short, stopped); onComplete last. The link
-// stays up afterwards (the service's owner decides when to stop it).
+// (non-2xx) or onError (no answer, link lost, cut short, stopped); onComplete last. Then, as
+// in the seed, the service's link closes by itself (`disconnect` notified), unless the app
+// passed `{keepLink: true}` or onComplete started the next download.
 
 import { ErrorCode, XP2PError } from './errors.js';
 import { LogLevel } from './events.js';
@@ -58,10 +59,12 @@ export class LocalDownload {
    * @param {import('./service.js').Service} service
    * @param {string} target
    * @param {DownloadCallbacks} callbacks
+   * @param {boolean} [keepLink]
    */
-  constructor(service, target, callbacks) {
+  constructor(service, target, callbacks, keepLink = false) {
     this.service = service;
     this.callbacks = callbacks;
+    this.keepLink = keepLink;
     this.status = 0;
     /** @type {Record<string, string>} */
     this.headers = {};
@@ -115,6 +118,9 @@ export class LocalDownload {
       } catch (err) {
         console.error('xp2p: a download callback threw', err);
       }
+    }
+    if (!this.keepLink && !this.service.download && !this.service.stopped) {
+      this.service.closeLink(`download ${name.slice(2).toLowerCase()}: the link closes after a download`);
     }
   }
 

@@ -11,6 +11,8 @@ export const ErrorCode = Object.freeze({
   INIT_REPEATED: -2003,
   UNSUPPORTED: -2004,
   DEVICE_VERSION_TOO_LOW: -2005,
+  // xp2p's own (the seed has none): the cloud could not be reached or did not answer in time.
+  CLOUD_UNREACHABLE: -2006,
   NAT_PROBE_STARTED_TWICE: -2201,
   NAT_PROBE_ERROR: -2202,
   LOCAL_SERVER_ERROR: -2301,

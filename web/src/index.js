@@ -3,7 +3,7 @@
 
 export { XP2PModule, LINK_MODE_DIRECT, LINK_MODE_RELAY } from './module.js';
 export { ErrorCode, XP2PError, errorName } from './errors.js';
-export { XP2PEvent, NotifySubtype, LogLevel, NatEvent } from './events.js';
+export { XP2PEvent, NotifySubtype, LogLevel, NatEvent, XP2PEventEnum, XP2PNotify_SubType } from './events.js';
 export { createLivePlayer } from './player.js';
 export { parseXp2pInfo } from './xp2pinfo.js';
 export { CloudError } from './cloud.js';

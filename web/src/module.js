@@ -8,10 +8,11 @@ import { CloudClient, CloudError } from './cloud.js';
 import { checkTimeout, commandTarget, ERROR_ERRCODE, MAX_REPLY_BYTES, parseReply, timedOut } from './command.js';
 import { checkCallbacks, downloadTarget, LocalDownload } from './download.js';
 import { ErrorCode, XP2PError } from './errors.js';
-import { LogLevel, NatEvent, NotifySubtype } from './events.js';
+import { LogLevel, NatEvent, NotifySubtype, XP2PEventEnum, XP2PNotify_SubType } from './events.js';
 import { LinkError, openLink } from './link.js';
 import { quoteTarget, Service } from './service.js';
 import { captureMicrophone, VoiceDataWriter, VoiceSession, voiceTarget } from './voice.js';
+import { cameraIsFull, edgeUrl, qualityOf, STATE_TIMEOUT, stateCommand } from './switch.js';
 import { parseXp2pInfo } from './xp2pinfo.js';
 
 export const LINK_MODE_DIRECT = 62;
@@ -21,6 +22,25 @@ export const GRANT_RENEW_MARGIN = 60;
 /** How long the NAT check of init/resetP2P waits for a server-reflexive candidate. */
 export const PROBE_TIMEOUT_MS = 3000;
 const DEFAULT_FLV = { filename: 'ipc.flv', params: 'action=live&channel=0&quality=high' };
+/** The host of the seed's 1v1 url, `http://XP2P_INFO.xnet/ipc.p2p.com/ipc.flv?<params>`. */
+export const XP2P_INFO_HOST = 'xp2p_info.xnet';
+
+/** The pull a seed-style 1v1 url names (the last path segment is the file on the device, the
+ * query its params; the seed's `ipc.p2p.com` before it is a placeholder), or null for any other
+ * url (a 1vN stream's). Mirrors src/xp2p/viewer/types.py flv_of_1v1_url.
+ * @param {unknown} url @returns {{filename: string, params: string} | null} */
+export function flvOf1v1Url(url) {
+  if (typeof url !== 'string' || !url) return null;
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname.toLowerCase() !== XP2P_INFO_HOST) return null;
+  const filename = parsed.pathname.split('/').pop() || DEFAULT_FLV.filename;
+  return { filename, params: parsed.search.slice(1) || DEFAULT_FLV.params };
+}
 
 /**
  * @typedef {object} AppParams
@@ -29,7 +49,7 @@ const DEFAULT_FLV = { filename: 'ipc.flv', params: 'action=live&channel=0&qualit
  *   app's backend: `{token, expiresAt}` or the token string
  * @property {boolean} [relayOnly] offer relayed candidates only (`iceTransportPolicy: 'relay'`)
  * @property {number} [connectTimeout] ms for a link to come up (10 000)
- * @typedef {{productId?: string, deviceName?: string, xp2pInfo?: string, url?: string}} StreamInfo
+ * @typedef {{productId?: string, deviceName?: string, xp2pInfo?: string, url?: string, liveStreamDomain?: string, streamLiveDomain?: string}} StreamInfo
  * @typedef {{msgCallback?: import('./service.js').MsgCallback, dataCallback?: import('./service.js').DataCallback}} ServiceCallbacks
  */
 
@@ -62,14 +82,35 @@ export class XP2PModule {
     this._eventHandler = null;
     /** @type {Map<string, Service | null>} null while starting */
     this._services = new Map();
+    /** @type {Map<string, string>} each service's device (`pid/dev`): one link per device */
+    this._devices = new Map();
     /** @type {string | null} the public address of the last check */
     this._mapped = null;
     this._probing = false;
     this.natType = 'unknown';
+    // A page hears of a new network through 'online' and, where the browser has it, the
+    // Network Information API's 'change': check again, so natChanged needs no resetP2P.
+    this._onNetworkChange = () => {
+      if (this._cloud && !this._probing) this._probe().catch(() => {});
+    };
+  }
+
+  /** @returns {EventTarget | null} navigator.connection, where the browser has one */
+  static _connection() {
+    return /** @type {any} */ (globalThis.navigator)?.connection ?? null;
   }
 
   getUUID() {
     return this._uuid;
+  }
+
+  /** The seed's event constants, where its apps read them (`p2pModule.XP2PEventEnum.Notify`). */
+  get XP2PEventEnum() {
+    return XP2PEventEnum;
+  }
+
+  get XP2PNotify_SubType() {
+    return XP2PNotify_SubType;
   }
 
   /**
@@ -94,6 +135,8 @@ export class XP2PModule {
     this._params = appParams;
     this._eventHandler = eventHandler ?? null;
     await this._probe();
+    globalThis.addEventListener?.('online', this._onNetworkChange);
+    XP2PModule._connection()?.addEventListener('change', this._onNetworkChange);
     return 0;
   }
 
@@ -171,6 +214,8 @@ export class XP2PModule {
   /** Stops every service and signs out; never throws. */
   destroy() {
     for (const id of [...this._services.keys()]) this.stopP2PService(id);
+    globalThis.removeEventListener?.('online', this._onNetworkChange);
+    XP2PModule._connection()?.removeEventListener('change', this._onNetworkChange);
     this._cloud = null;
     this._session = null;
     this._params = null;
@@ -196,7 +241,11 @@ export class XP2PModule {
    * @param {string} what
    */
   _cloudFailure(err, code, what) {
-    if (err instanceof CloudError) return fail(code, `${what}: ${err.message}`, err.code);
+    if (err instanceof CloudError) {
+      // A cloud that could not be reached or did not answer is retried later, whatever the call.
+      const unreachable = err.status === 0 && (err.code === 'unreachable' || err.code === 'timeout');
+      return fail(unreachable ? ErrorCode.CLOUD_UNREACHABLE : code, `${what}: ${unreachable ? err.detail : err.message}`, err.code);
+    }
     if (err instanceof XP2PError) return err;
     return fail(code, `${what}: ${err instanceof Error ? err.message : err}`);
   }
@@ -216,16 +265,28 @@ export class XP2PModule {
     if (msgCallback !== undefined && typeof msgCallback !== 'function') throw fail(ErrorCode.BAD_PARAM, 'msgCallback must be a function');
     if (dataCallback !== undefined && typeof dataCallback !== 'function') throw fail(ErrorCode.BAD_PARAM, 'dataCallback must be a function');
     const info = streamInfo ?? {};
-    if (info.url && !info.productId) throw fail(ErrorCode.UNSUPPORTED, 'this SDK connects to devices (1v1): 1vN swarms are not in the browser SDK yet');
+    const flv = flvOf1v1Url(info.url);
+    if (info.url && !flv && !info.productId) throw fail(ErrorCode.UNSUPPORTED, 'this SDK connects to devices (1v1): 1vN swarms are not in the browser SDK yet');
     if (typeof info.productId !== 'string' || !info.productId || typeof info.deviceName !== 'string' || !info.deviceName) {
       throw fail(ErrorCode.BAD_PARAM, '1v1 needs productId and deviceName');
     }
+    // The seed's switch, under both of its spellings; checked before any link opens.
+    const domain = info.liveStreamDomain || info.streamLiveDomain || '';
+    const quality = domain ? qualityOf(info.url) : null;
+    if (domain) edgeUrl(domain);
+    for (const [other, running] of this._devices.entries()) {
+      if (running === `${info.productId}/${info.deviceName}`) {
+        throw fail(ErrorCode.SERVICE_ALREADY_STARTED, `one link per device (同一个设备只能有1个连接): ${running} already has service ${JSON.stringify(other)}; stop it first`);
+      }
+    }
     this._services.set(id, null); // reserved: a second start of this id is -2401
+    this._devices.set(id, `${info.productId}/${info.deviceName}`);
     let service;
     try {
-      service = await this._connect(cloud, id, { productId: info.productId, deviceName: info.deviceName }, info.xp2pInfo, msgCallback ?? null);
+      service = await this._connect(cloud, id, { productId: info.productId, deviceName: info.deviceName, flv }, info.xp2pInfo, msgCallback ?? null);
     } catch (err) {
       this._services.delete(id);
+      this._devices.delete(id);
       throw err;
     }
     if (!this._services.has(id)) {
@@ -235,9 +296,10 @@ export class XP2PModule {
     }
     this._services.set(id, service);
     service.link.onClose(() => {
-      if (this._services.get(id) === service && !service.stopped) this._probe().catch(() => {});
+      if (this._services.get(id) === service && !service.stopped && !service.closedBySdk) this._probe().catch(() => {});
     });
-    service.notify(NotifySubtype.CONNECTED, { link_mode: service.linkMode });
+    if (quality) await this._stayOn1v1(id, `${info.productId}/${info.deviceName}`, quality);
+    service.notify(NotifySubtype.CONNECTED, { mode: '1v1', link_mode: service.linkMode });
     if (dataCallback) {
       try {
         await this.startStream(id, { dataCallback });
@@ -250,9 +312,29 @@ export class XP2PModule {
   }
 
   /**
+   * The switch's state query on the new link: a camera with room stays 1v1; a full one
+   * (405) would move a Python viewer to its swarm, which this SDK cannot join yet (-2004);
+   * a query that fails is -2801. Either way the service is stopped before the throw.
+   * @param {string} id @param {string} label @param {string} quality
+   */
+  async _stayOn1v1(id, label, quality) {
+    let full;
+    try {
+      full = cameraIsFull(await this.sendCommand(id, stateCommand(quality), { timeout: STATE_TIMEOUT }));
+    } catch (err) {
+      this.stopP2PService(id);
+      throw err;
+    }
+    if (full) {
+      this.stopP2PService(id);
+      throw fail(ErrorCode.UNSUPPORTED, `camera ${label} is full (405): its viewers beyond the limit watch its 1vN swarm, which this SDK cannot join yet`, 'camera_full');
+    }
+  }
+
+  /**
    * @param {CloudClient} cloud
    * @param {string} id
-   * @param {{productId: string, deviceName: string}} device
+   * @param {{productId: string, deviceName: string, flv?: {filename: string, params: string} | null}} device
    * @param {string | undefined} knownInfo
    * @param {import('./service.js').MsgCallback | null} msgCallback
    */
@@ -355,6 +437,7 @@ export class XP2PModule {
   stopP2PService(id) {
     const service = this._services.get(id);
     this._services.delete(id);
+    this._devices.delete(id);
     if (service) service.stop();
   }
 
@@ -377,8 +460,10 @@ export class XP2PModule {
   async startStream(id, { flv, dataCallback } = /** @type {any} */ ({})) {
     const service = this._service(id);
     if (typeof dataCallback !== 'function') throw fail(ErrorCode.BAD_PARAM, 'dataCallback must be a function');
-    const filename = flv?.filename ?? DEFAULT_FLV.filename;
-    const params = flv?.params ?? DEFAULT_FLV.params;
+    // Without flv, the pull the service's url names (the seed's XP2P_INFO.xnet form).
+    const named = flv ?? service.info.flv ?? DEFAULT_FLV;
+    const filename = named.filename ?? DEFAULT_FLV.filename;
+    const params = named.params ?? DEFAULT_FLV.params;
     if (typeof filename !== 'string' || typeof params !== 'string' || !/^[A-Za-z0-9._-]+$/.test(filename)) {
       throw fail(ErrorCode.BAD_PARAM, 'bad flv params: filename is a plain file name, params a query string');
     }
@@ -389,6 +474,32 @@ export class XP2PModule {
   /** Cancels the pull on the link and notifies `close`. @param {string} id */
   stopStream(id) {
     this._services.get(id)?.stopPull();
+  }
+
+  // The seed's names before its 1.3.0, still accepted by its plugin.
+  /** @param {string} id @param {{flv?: {filename?: string, params?: string}, dataCallback: import('./service.js').DataCallback}} options */
+  startP2PStream(id, options) {
+    return this.startStream(id, options);
+  }
+
+  /** @param {string} id */
+  stopP2PStream(id) {
+    this.stopStream(id);
+  }
+
+  /** @param {string} id */
+  stopServiceById(id) {
+    this.stopP2PService(id);
+  }
+
+  /** @param {string} id @param {MediaStream | null} stream @param {any} [options] @param {import('./voice.js').VoiceCallbacks} [callbacks] */
+  startVoiceService(id, stream, options, callbacks) {
+    return this.startVoice(id, stream, options, callbacks);
+  }
+
+  /** @param {string} id */
+  stopVoiceService(id) {
+    this.stopVoice(id);
   }
 
   /**
@@ -511,7 +622,8 @@ export class XP2PModule {
   /**
    * Downloads a device file with the seed's callbacks; resolves 0 once started.
    * @param {string} id
-   * @param {{urlParams: string}} options
+   * @param {{urlParams: string, keepLink?: boolean}} options `keepLink`: the link stays up
+   *   after the download (the seed closes it once onComplete has run)
    * @param {import('./download.js').DownloadCallbacks} [callbacks]
    */
   async startLocalDownload(id, options, callbacks = {}) {
@@ -520,7 +632,7 @@ export class XP2PModule {
     const checked = checkCallbacks(callbacks);
     if (service.download) throw fail(ErrorCode.DOWNLOAD_FAILED, `service ${id} already has a download running`);
     if (service.link.closed) throw service.lostLink(ErrorCode.DOWNLOAD_FAILED);
-    service.download = new LocalDownload(service, target, checked);
+    service.download = new LocalDownload(service, target, checked, options?.keepLink === true);
     return 0;
   }
 

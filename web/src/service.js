@@ -48,7 +48,7 @@ export async function readReason(exchange) {
 export class Service {
   /**
    * @param {string} id
-   * @param {{productId: string, deviceName: string}} info
+   * @param {{productId: string, deviceName: string, flv?: {filename: string, params: string} | null}} info
    * @param {import('./link.js').Link} link
    * @param {MsgCallback | null} msgCallback
    * @param {'direct' | 'relay'} linkMode
@@ -66,6 +66,8 @@ export class Service {
     /** @type {{stop: () => Promise<void>} | null} */
     this.download = null;
     this.stopped = false;
+    /** why the SDK closed the link itself (a finished download), '' otherwise */
+    this.closedBySdk = '';
     link.onClose((reason) => {
       if (!this.stopped) this.notify(NotifySubtype.DISCONNECT, { reason });
     });
@@ -157,6 +159,15 @@ export class Service {
     this.pull = null;
     pull.cancel();
     this.notify(NotifySubtype.CLOSE);
+  }
+
+  /** Closes the link but keeps the service, as the seed does after a download: the app gets
+   * `disconnect` with `reason`; no network check follows (the network did not change).
+   * @param {string} reason */
+  closeLink(reason) {
+    if (this.stopped || this.link.closed) return;
+    this.closedBySdk = reason;
+    this.link.close(reason);
   }
 
   async stop() {

@@ -73,7 +73,7 @@ export class VoiceSession {
 
   async open() {
     const { service } = this;
-    service.notify(NotifySubtype.REQUEST, { kind: 'voice', target: this.target });
+    service.notify(NotifySubtype.VOICE_REQUEST, { kind: 'voice', target: this.target });
     /** @type {import('./link.js').ResponseHead} */
     let head;
     try {
@@ -87,7 +87,7 @@ export class VoiceSession {
       this._complete('onError', { status: 0, headers: {}, errcode: ErrorCode.VOICE_FAILED, errmsg });
       throw new XP2PError(ErrorCode.VOICE_FAILED, errmsg);
     }
-    service.notify(NotifySubtype.PARSED, { kind: 'voice', status: head.status, headers: head.headers });
+    service.notify(NotifySubtype.VOICE_PARSED, { kind: 'voice', status: head.status, headers: head.headers });
     if (head.status !== 200) {
       const reason = await readReason(this.exchange);
       this.exchange.cancel();
@@ -179,7 +179,7 @@ export class VoiceSession {
     } else if (reply.result === 'ok' && reply.bytes === this.sent) {
       detail.ok = true;
       detail.reason = 'device took all audio';
-      this.service.notify(NotifySubtype.SUCCESS, detail);
+      this.service.notify(NotifySubtype.VOICE_SUCCESS, detail);
       this._complete('onSuccess', { ...base, errcode: 0, errmsg: '' }, detail);
     } else {
       detail.reason = reply.result === 'error' ? `device ended talk-back (${reply.status}): ${reply.reason}` : reply.result === 'ok' ? `device took ${reply.bytes} of ${this.sent} bytes` : 'device ended talk-back without a result';
@@ -194,7 +194,7 @@ export class VoiceSession {
     if (this.service.voice === this) this.service.voice = null;
     if (detail) {
       if (!detail.ok) this.service.log(LogLevel.ERROR, `talk session failed: ${detail.reason}`);
-      this.service.notify(NotifySubtype.CLOSE, detail);
+      this.service.notify(NotifySubtype.VOICE_CLOSE, detail);
     }
     this.result = result;
     call(this.callbacks, outcome, result);

@@ -139,7 +139,7 @@ def _on_voice_close(future: asyncio.Future[dict[str, Any]]) -> Callable[[str, st
         if event == "log" and subtype in ("warn", "error"):
             print(f"{subtype}: {detail}", file=sys.stderr, flush=True)
         is_voice = isinstance(detail, dict) and detail.get("kind") == "voice"
-        if subtype == "close" and is_voice and not future.done():
+        if subtype == "voice_close" and is_voice and not future.done():
             future.set_result(detail)
 
     return on_msg

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import html
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,29 @@ class _Client:
 
 
 class DevicePull:
-    """One device's pull, shared by every player watching it."""
+    """One stream's pull, shared by every player watching it: a device's live stream (1v1,
+    or with ``live_stream_domain`` the seed's switch to the camera's swarm when it is full),
+    or with ``url`` a 1vN stream (``/live/stream/NAME.flv``), whose quality is the stream's."""
 
-    def __init__(self, module: P2PModule, product_id: str, device_name: str) -> None:
+    def __init__(
+        self,
+        module: P2PModule,
+        product_id: str,
+        device_name: str,
+        *,
+        live_stream_domain: str = "",
+        url: str = "",
+    ) -> None:
         self.module = module
         self.product_id = product_id
         self.device_name = device_name
+        self.live_stream_domain = live_stream_domain
+        self.url = url
         self.service_id = f"player:{product_id}/{device_name}"
         self.quality: str | None = None
+        #: the quality the running service was started for: with the switch a service
+        #: (a 1v1 link or a room of one quality) serves that quality only
+        self._service_quality: str | None = None
         self.clients: set[_Client] = set()
         self._reader = FlvReader()
         self._gop = GopCache()
@@ -89,6 +104,8 @@ class DevicePull:
             if self._linger is not None:
                 self._linger.cancel()
                 self._linger = None
+            if self.url:
+                quality = "stream"  # a 1vN stream has one quality, its own
             if self.clients and quality != self.quality:
                 raise web.HTTPConflict(
                     text=f"{self.label} is playing quality={self.quality}; "
@@ -104,14 +121,32 @@ class DevicePull:
             self.clients.add(client)
             return client
 
+    def _stream_info(self, quality: str) -> StreamInfo:
+        if self.url:
+            return StreamInfo(url=self.url)
+        if not self.live_stream_domain:
+            return StreamInfo(product_id=self.product_id, device_name=self.device_name)
+        # The switch asks the camera for this quality and, when it is full, joins the room
+        # of this quality: the seed's 1v1 url carries it.
+        return StreamInfo(
+            url=f"http://XP2P_INFO.xnet/ipc.p2p.com/ipc.flv?action=live&channel=0&quality={quality}",
+            product_id=self.product_id,
+            device_name=self.device_name,
+            live_stream_domain=self.live_stream_domain,
+        )
+
     async def _start(self, quality: str) -> None:
         self._reader, self._gop, self._header = FlvReader(), GopCache(), None
-        if not self.module.has_service(self.service_id):
+        running = self.module.has_service(self.service_id)
+        if running and self.live_stream_domain and self._service_quality != quality:
+            await self.module.stop_p2p_service(self.service_id)  # another quality's room
+            running = False
+        if not running:
             await self.module.start_p2p_service(
-                self.service_id,
-                StreamInfo(product_id=self.product_id, device_name=self.device_name),
-                msg_callback=self._on_msg,
+                self.service_id, self._stream_info(quality), msg_callback=self._on_msg
             )
+            self._service_quality = quality
+        # On a 1vN service the flv is ignored: the stream is the room's.
         flv = FlvParams(params=f"action=live&channel=0&quality={quality}")
         await self.module.start_stream(self.service_id, self._on_data, flv)
         self.quality = quality
@@ -145,6 +180,8 @@ class DevicePull:
                 client.send(data)
 
     def _on_msg(self, event: str, subtype: str, detail: Any) -> None:
+        if subtype == "connected" and isinstance(detail, dict) and "mode" in detail:
+            logger.info("%s connected (%s)", self.label, detail["mode"])  # 1v1 or swarm
         if subtype in ("eof", "disconnect", "fail"):
             logger.warning("%s %s %s", self.label, subtype, detail or "")
             self._end_all()
@@ -195,16 +232,24 @@ class PlayerServer:
         host: str = "127.0.0.1",
         port: int = 0,
         devices: Iterable[str] = (),
+        streams: Mapping[str, str] | None = None,
+        live_stream_domain: str = "",
         allow_origins: Iterable[str] = (),
         public: bool = False,
         max_playbacks: int = DEFAULT_MAX_PLAYBACKS,
         web_dir: Path | None = WEB_DIR,
     ) -> None:
         self.module = module
+        # Live and each playback of one camera run on links of their own: the seed's one
+        # link per device (-2401) is for apps, not for this server.
+        module.one_link_per_device = False
         self.web_dir = web_dir
         self.host = host
         self.port = port
-        self.devices = list(devices)
+        #: 1vN streams served like devices: ``stream/NAME`` -> the stream's https:// URL
+        self.streams = dict(streams or {})
+        self.devices = [*devices, *self.streams]
+        self.live_stream_domain = live_stream_domain
         self.access = PlayerAccess.create(
             host=host,
             port=port,
@@ -376,7 +421,15 @@ class PlayerServer:
         quality = request.query.get("quality", "high")
         if quality not in QUALITIES:
             raise web.HTTPBadRequest(text=f"quality must be one of {', '.join(QUALITIES)}\n")
-        pull = self._pulls.setdefault((product, device), DevicePull(self.module, product, device))
+        pull = self._pulls.get((product, device))
+        if pull is None:
+            pull = self._pulls[product, device] = DevicePull(
+                self.module,
+                product,
+                device,
+                live_stream_domain=self.live_stream_domain,
+                url=self.streams.get(f"{product}/{device}", ""),
+            )
         try:
             client = await pull.join(quality)
         except XP2PError as exc:
@@ -399,6 +452,8 @@ class PlayerServer:
     async def _playback(self, request: web.Request) -> web.StreamResponse:
         """Recordings: one pull of its own per player request (``xp2p.player.playback``),
         at most ``max_playbacks`` at once: each is a link, and links are the user's budget."""
+        if f"{request.match_info['product']}/{request.match_info['device']}" in self.streams:
+            raise web.HTTPNotFound(text="a 1vN stream has no recordings\n")
         if self.playbacks >= self.access.max_playbacks:
             self.refused["busy"] = self.refused.get("busy", 0) + 1
             self._refusal_log.warning(

@@ -8,14 +8,18 @@ The seed's callbacks, in the order they fire:
   ``on_failure(result)`` (the device answered non-2xx; ``errmsg`` is its reason) or
   ``on_error(result)`` (no answer, link lost, transfer cut short, stopped: ``errmsg`` says
   which; "stopped" after ``stop_local_download`` or ``stop_p2p_service``);
-* ``on_complete()`` last, whatever happened.
+* ``on_complete()`` last, whatever happened;
+* then, as in the seed, the service's link closes by itself (``disconnect`` notified with
+  the reason), unless the app passed ``keep_link=True`` or ``on_complete`` started the next
+  download on it (that one's ``keep_link`` then decides). ``download_to_file`` keeps its link:
+  it may resume or start over on it.
 
 Callbacks may be plain functions or coroutine functions; an awaited callback holds the
 transfer back (the link's receive window follows the reader), which is how a slow disk slows
 the device down instead of filling memory. A callback that raises ends the download with
 ``on_error``. One download per service at a time; the slot is free again before the final
-callbacks run, so ``on_complete`` may start the next one. Unlike the WeChat plugin, the link is
-left up afterwards: stopping the service is the app's decision.
+callbacks run, so ``on_complete`` may start the next one. A failure's result carries the
+device's body (its reason) as ``data``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from xp2p.errors import ErrorCode, XP2PError
 from xp2p.events import LogLevel
 from xp2p.link import LinkError, ResponseStream
 from xp2p.link.requests import MAX_QUERY_BYTES
-from xp2p.viewer.service import Service, read_reason
+from xp2p.viewer.service import Service, read_body
 from xp2p.viewer.types import DownloadCallback
 
 logger = logging.getLogger("xp2p.viewer")
@@ -54,13 +58,15 @@ _QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 @dataclass(frozen=True, slots=True)
 class LocalDownloadResult:
     """The seed's XP2PLocalDownloadResult. ``status`` is 0 when the device never answered;
-    ``bytes_received`` counts body bytes delivered to ``on_chunk_received``."""
+    ``bytes_received`` counts body bytes delivered to ``on_chunk_received``; ``data`` is the
+    body of a non-2xx answer (a success's body went to ``on_chunk_received``)."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     bytes_received: int = 0
     errcode: int = 0
     errmsg: str = ""
+    data: bytes | None = None
 
 
 def download_target(url_params: str) -> str:
@@ -95,11 +101,16 @@ class LocalDownload:
     """One transfer on one service; ``run`` is its task, ``stop`` its closer."""
 
     def __init__(
-        self, service: Service, target: str, callbacks: dict[str, DownloadCallback | None]
+        self,
+        service: Service,
+        target: str,
+        callbacks: dict[str, DownloadCallback | None],
+        keep_link: bool,
     ) -> None:
         self.service = service
         self.target = target
         self.callbacks = callbacks
+        self.keep_link = keep_link
         self.status = 0
         self.headers: dict[str, str] = {}
         self.received = 0
@@ -158,8 +169,9 @@ class LocalDownload:
         self.status, self.headers = response.status, dict(response.headers)
         await self._call("on_headers_received", {"status": self.status, "headers": self.headers})
         if not 200 <= self.status < 300:
-            reason = await read_reason(response) or f"status {self.status}"
-            return "on_failure", self._result(reason)
+            body = await read_body(response)
+            reason = body.decode("utf-8", "replace").strip() or f"status {self.status}"
+            return "on_failure", self._result(reason, data=body or None)
         expected = _content_length(self.headers)
         async for chunk in response:
             self.received += len(chunk)
@@ -172,8 +184,12 @@ class LocalDownload:
             return "on_error", self._result(f"ended after {self.received} of {expected} bytes")
         return "on_success", self._result("", errcode=ErrorCode.OK)
 
-    def _result(self, errmsg: str, errcode: int = ErrorCode.DOWNLOAD_FAILED) -> LocalDownloadResult:
-        return LocalDownloadResult(self.status, self.headers, self.received, int(errcode), errmsg)
+    def _result(
+        self, errmsg: str, errcode: int = ErrorCode.DOWNLOAD_FAILED, data: bytes | None = None
+    ) -> LocalDownloadResult:
+        return LocalDownloadResult(
+            self.status, self.headers, self.received, int(errcode), errmsg, data
+        )
 
     async def _finish(self, outcome: str, result: LocalDownloadResult) -> None:
         self._finishing = True
@@ -186,6 +202,8 @@ class LocalDownload:
         for name, args in ((outcome, (result,)), ("on_complete", ())):
             with contextlib.suppress(_CallbackFailed):
                 await self._call(name, *args)
+        if not self.keep_link and "download" not in service.closers and not service.stopping:
+            await service.close_link(f"download {outcome[3:]}: the link closes after a download")
 
     async def _call(self, name: str, *args: Any) -> None:
         callback = self.callbacks.get(name)
@@ -208,9 +226,15 @@ def _content_length(headers: dict[str, str]) -> int | None:
 
 
 async def start_local_download(
-    service: Service, url_params: str, callbacks: dict[str, DownloadCallback | None]
+    service: Service,
+    url_params: str,
+    callbacks: dict[str, DownloadCallback | None],
+    *,
+    keep_link: bool = True,
 ) -> None:
-    """Start a download on ``service``; returns at once, the transfer runs in a task."""
+    """Start a download on ``service``; returns at once, the transfer runs in a task. The
+    default keeps the link (xp2p's own callers chain transfers on it);
+    ``P2PModule.start_local_download`` passes the seed's ``keep_link=False``."""
     target = download_target(url_params)
     for name, callback in callbacks.items():
         if name not in CALLBACKS:
@@ -227,7 +251,7 @@ async def start_local_download(
             ErrorCode.DOWNLOAD_FAILED,
             f"service {service.id} lost its link ({service.link.close_reason})",
         )
-    download = LocalDownload(service, target, callbacks)
+    download = LocalDownload(service, target, callbacks, keep_link)
     service.closers["download"] = download.stop
 
 

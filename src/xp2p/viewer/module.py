@@ -7,12 +7,11 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xp2p.errors import ErrorCode, XP2PError
-from xp2p.events import NatEvent, NotifySubtype
+from xp2p.events import NatEvent, NotifySubtype, XP2PEventEnum, XP2PNotify_SubType
 from xp2p.link import Link, LinkConfig, LinkError, Xp2pInfo, open_link
 from xp2p.link.nat import discover_nat_behaviour
 from xp2p.link.nat_behaviour import NatBehaviour
@@ -22,8 +21,9 @@ from xp2p.tasks import TaskSet
 from xp2p.trust import CloudTrust
 from xp2p.viewer import command as command_module
 from xp2p.viewer import download as download_module
-from xp2p.viewer import file_download
+from xp2p.viewer import file_download, switch
 from xp2p.viewer import voice as voice_module
+from xp2p.viewer.address_watch import watch_addresses
 from xp2p.viewer.cloud_client import AppSession, CloudClient, CloudError
 from xp2p.viewer.command_codec import CommandResult
 from xp2p.viewer.file_download import SavedFile
@@ -41,7 +41,7 @@ from xp2p.viewer.types import (
     ProgressCallback,
     StreamInfo,
 )
-from xp2p.viewer.voice import VoiceWriter
+from xp2p.viewer.voice import VoiceCallback, VoiceSource, VoiceWriter
 
 logger = logging.getLogger("xp2p.viewer")
 
@@ -68,14 +68,29 @@ class AppParams:
     #: How the cloud's (and the edges') https:// certificate is verified: the system's CA
     #: store by default, or a pinned CA file or certificate fingerprint (``xp2p.trust``).
     cloud_trust: CloudTrust = field(default_factory=CloudTrust)
+    #: Bounds every request to the cloud: past it, a silent cloud is -2006.
+    cloud_timeout: float = 10.0
 
 
 class P2PModule:
-    """One per app. Every method except ``get_uuid`` needs ``init`` first (-2002)."""
+    """One per app. Every method except ``get_uuid`` needs ``init`` first (-2002).
 
-    def __init__(self, link_config: LinkConfig | None = None) -> None:
+    ``one_link_per_device`` is the seed's rule: a second service for a device that already
+    has one is -2401. A local player that serves live and several playbacks of one camera at
+    once turns it off (each runs on its own link)."""
+
+    #: The seed's event constants, where its apps read them (``p2pModule.XP2PEventEnum``).
+    XP2PEventEnum = XP2PEventEnum
+    XP2PNotify_SubType = XP2PNotify_SubType
+
+    def __init__(
+        self, link_config: LinkConfig | None = None, *, one_link_per_device: bool = True
+    ) -> None:
         self._uuid = uuid.uuid4().hex
         self._link_config = link_config or LinkConfig()
+        self.one_link_per_device = one_link_per_device
+        #: the device of each 1v1 service starting (they are not in ``_services`` yet)
+        self._starting_devices: dict[str, tuple[str, str]] = {}
         self._cloud: CloudClient | None = None
         self._session: AppSession | None = None
         self._app: AppParams | None = None
@@ -117,6 +132,7 @@ class P2PModule:
                 app_params.app_key,
                 app_params.app_secret,
                 trust=app_params.cloud_trust,
+                timeout=app_params.cloud_timeout,
             )
         except ValueError as exc:  # an unreadable pinned CA file, say
             raise XP2PError(ErrorCode.BAD_PARAM, str(exc)) from None
@@ -124,6 +140,10 @@ class P2PModule:
             self._session = await cloud.create_session()
         except CloudError as exc:
             await cloud.close()
+            if exc.status == 0 and exc.code in UNREACHABLE:
+                raise XP2PError(
+                    ErrorCode.CLOUD_UNREACHABLE, f"cloud sign-in failed: {exc.message}"
+                ) from exc
             raise XP2PError(ErrorCode.BAD_PARAM, f"cloud sign-in failed: {exc}") from exc
         self._cloud = cloud
         self._app = app_params
@@ -139,6 +159,19 @@ class P2PModule:
             app_params.app_key,
         )
         await self._probe_nat()
+        stun = self._session.stun
+        self._tasks.spawn(
+            watch_addresses(
+                self._addresses_changed,
+                stun=(stun.host, stun.port),
+                use_ipv6=self._link_config.use_ipv6,
+            ),
+            "address-watch",
+        )
+
+    def _addresses_changed(self, before: frozenset[str], now: frozenset[str]) -> bool:
+        why = f"this machine's addresses changed ({_listed(before)} -> {_listed(now)})"
+        return self._probe_nat_in_background(why)
 
     async def reset_p2p(self) -> None:
         """Re-probe the network (after a network change)."""
@@ -159,13 +192,14 @@ class P2PModule:
         finally:
             self._probing = False
 
-    def _probe_nat_in_background(self, why: str) -> None:
-        """Re-probe without anyone waiting, unless a probe runs already."""
+    def _probe_nat_in_background(self, why: str) -> bool:
+        """Re-probe without anyone waiting; False (nothing done) while a probe runs."""
         running = self._background_probe is not None and not self._background_probe.done()
         if self._session is None or self._probing or running:
-            return
+            return False
         logger.info("module %s: re-probing the NAT (%s)", self._uuid, why)
         self._background_probe = self._tasks.spawn(self._run_nat_probe(), "nat-probe")
+        return True
 
     async def _run_nat_probe(self) -> None:
         """One probe; reports through natChanged/natError, never raises."""
@@ -201,7 +235,7 @@ class P2PModule:
 
         async def watch() -> None:
             await service.link.wait_closed()
-            if self._services.get(service.id) is service:
+            if self._services.get(service.id) is service and not service.closed_by_sdk:
                 self._probe_nat_in_background(f"service {service.id} lost its link")
 
         self._tasks.spawn(watch(), f"nat-watch-{service.id}")
@@ -275,16 +309,58 @@ class P2PModule:
             return
         if not (stream_info.product_id and stream_info.device_name):
             raise XP2PError(ErrorCode.BAD_PARAM, "1v1 needs product_id and device_name")
+        device = (stream_info.product_id, stream_info.device_name)
+        edge_url = switch.edge_url(stream_info.switch_domain) if stream_info.switch_domain else ""
+        self._check_one_link(service_id, device)
         self._starting.add(service_id)
+        self._starting_devices[service_id] = device
+        moved: StreamInfo | None = None
         try:
             service = await self._connect(cloud, service_id, stream_info, msg_callback)
+            if edge_url:
+                # The seed's 1v1→1vN switch: a full camera sends this viewer to its swarm
+                # (the service above is stopped then); a failed state query is -2801.
+                try:
+                    moved = await switch.swarm_if_full(service, stream_info)
+                except BaseException:
+                    await service.stop()  # cancelled mid-query: no link left behind
+                    raise
         finally:
             self._starting.discard(service_id)
+            del self._starting_devices[service_id]
+        if moved is not None:
+            logger.info("service %s: %s is full, joining its 1vN swarm", service_id, device[1])
+            await self._start_swarm(service_id, moved, msg_callback, data_callback, edge_url)
+            return
         self._services[service_id] = service
         self._watch_link_for_network_change(service)
-        service.notify(NotifySubtype.CONNECTED, {"link_mode": service.link.link_mode})
+        service.notify(
+            NotifySubtype.CONNECTED, {"mode": "1v1", "link_mode": service.link.link_mode}
+        )
         if data_callback is not None:
-            await self.start_stream(service_id, data_callback)
+            try:
+                await self.start_stream(service_id, data_callback)
+            except BaseException:
+                await self.stop_p2p_service(service_id)  # a refused pull leaves no service
+                raise
+
+    def _check_one_link(self, service_id: str, device: tuple[str, str]) -> None:
+        """-2401 for a second service of one device (the seed: 同一个设备只能有1个连接)."""
+        if not self.one_link_per_device:
+            return
+        holders = [sid for sid, dev in self._starting_devices.items() if dev == device]
+        holders += [
+            sid
+            for sid, running in self._services.items()
+            if isinstance(running, Service)
+            and (running.info.product_id, running.info.device_name) == device
+        ]
+        if holders:
+            raise XP2PError(
+                ErrorCode.SERVICE_ALREADY_STARTED,
+                f"one link per device (同一个设备只能有1个连接): {device[0]}/{device[1]} "
+                f"already has service {holders[0]!r}; stop it first",
+            )
 
     async def _start_swarm(
         self,
@@ -292,7 +368,10 @@ class P2PModule:
         info: StreamInfo,
         msg_callback: MsgCallback | None,
         data_callback: DataCallback | None,
+        edge_url: str | None = None,
     ) -> None:
+        """Join the swarm of ``info.url`` on ``edge_url`` (by default the edge the app's
+        configuration picks for the room: the 1v1→1vN switch names its own)."""
         app = self._app
         assert app is not None
         try:
@@ -305,7 +384,7 @@ class P2PModule:
             raise XP2PError(
                 ErrorCode.BAD_PARAM, "playout_delay must be 0 (default) or 1-30 seconds"
             )
-        edge_url = pick_edge(app.edge_urls or (app.cloud_url,), room_id(url))
+        edge_url = edge_url or pick_edge(app.edge_urls or (app.cloud_url,), room_id(url))
         edge = EdgeClient(edge_url, app.app_key, app.app_secret, trust=app.cloud_trust)
         config = replace(self._link_config, nat_type=self.nat_type)
         service = SwarmService(
@@ -324,7 +403,11 @@ class P2PModule:
             self._starting.discard(service_id)
         self._services[service_id] = service
         if data_callback is not None:
-            await self.start_stream(service_id, data_callback)
+            try:
+                await self.start_stream(service_id, data_callback)
+            except BaseException:
+                await self.stop_p2p_service(service_id)  # a failed pull leaves no service
+                raise
 
     def get_swarm_stats(self, service_id: str) -> SwarmStats:
         """A 1vN service's statistics (also notified as ``swarm`` about every 2 s)."""
@@ -452,12 +535,30 @@ class P2PModule:
     async def start_stream(
         self, service_id: str, data_callback: DataCallback, flv: FlvParams | None = None
     ) -> None:
+        """Without ``flv`` the pull is the one the service's ``StreamInfo.url`` names (the
+        seed's ``http://XP2P_INFO.xnet/ipc.p2p.com/ipc.flv?...``), else the default live."""
         if not callable(data_callback):
             raise XP2PError(ErrorCode.BAD_PARAM, "data_callback must be callable")
-        await self._any_service(service_id).start_stream(data_callback, flv or FlvParams())
+        service = self._any_service(service_id)
+        await service.start_stream(data_callback, flv or service.info.flv or FlvParams())
 
     async def stop_stream(self, service_id: str) -> None:
         await self._any_service(service_id).stop_stream()
+
+    # The seed's names before 1.3.0, still accepted by its plugin.
+    async def start_p2p_stream(
+        self, service_id: str, data_callback: DataCallback, flv: FlvParams | None = None
+    ) -> None:
+        """``start_stream``'s name before the seed's 1.3.0."""
+        await self.start_stream(service_id, data_callback, flv)
+
+    async def stop_p2p_stream(self, service_id: str) -> None:
+        """``stop_stream``'s name before the seed's 1.3.0."""
+        await self.stop_stream(service_id)
+
+    async def stop_service_by_id(self, service_id: str) -> None:
+        """``stop_p2p_service``'s name before the seed's 1.3.0."""
+        await self.stop_p2p_service(service_id)
 
     # ---- the 1v1 extended functions (docs/api.md); each lives in its own module ----------
 
@@ -471,24 +572,86 @@ class P2PModule:
     async def start_voice(
         self,
         service_id: str,
-        pcm_source: AsyncIterable[bytes],
+        pcm_source: VoiceSource,
         sample_rate: int = 8000,
         channels: int = 1,
         url_params: str = "channel=0",
+        *,
+        max_seconds: float | None = None,
+        on_start: VoiceCallback | None = None,
+        on_pause: VoiceCallback | None = None,
+        on_resume: VoiceCallback | None = None,
+        on_stop: VoiceCallback | None = None,
     ) -> None:
-        """Talk-back from raw PCM (s16le); ends when ``pcm_source`` ends or ``stop_voice``."""
+        """Talk-back from raw PCM (s16le): ``pcm_source`` is an async iterable of bytes (the
+        seed's recorder), or a function returning one. With ``max_seconds`` each source is
+        read for at most that much audio, then renewed from the function with
+        ``on_stop(True)`` and ``on_start()``, as the seed renews a recorder at its maximum
+        duration. Ends when a source ends by itself or at ``stop_voice``: ``on_stop(False)``.
+        A source may yield ``VoicePause``/``VoiceResume`` (``on_pause(in_interruption)``,
+        ``on_resume()``)."""
+        callbacks = {
+            "on_start": on_start,
+            "on_pause": on_pause,
+            "on_resume": on_resume,
+            "on_stop": on_stop,
+        }
         await voice_module.start_voice(
-            self._service(service_id), pcm_source, sample_rate, channels, url_params
+            self._service(service_id),
+            pcm_source,
+            sample_rate,
+            channels,
+            url_params,
+            max_seconds=max_seconds,
+            callbacks=callbacks,
         )
 
     async def start_voice_data(
-        self, service_id: str, url_params: str = "channel=0&calltype=audio"
+        self,
+        service_id: str,
+        url_params: str = "channel=0&calltype=audio",
+        *,
+        on_stop: VoiceCallback | None = None,
+        on_success: VoiceCallback | None = None,
+        on_failure: VoiceCallback | None = None,
+        on_error: VoiceCallback | None = None,
+        on_complete: VoiceCallback | None = None,
     ) -> VoiceWriter:
-        """Talk-back from FLV (header + AAC audio tags) the app adds with ``add_chunk``."""
-        return await voice_module.start_voice_data(self._service(service_id), url_params)
+        """Talk-back from FLV (header + AAC audio tags) the app adds with ``add_chunk``. At
+        the end ``on_stop()``, then one of ``on_success(result)`` (the device answered 2xx
+        and took every byte), ``on_failure(result)`` (non-2xx) or ``on_error(result)`` (no
+        response), then ``on_complete()``; a session refused at the start also raises."""
+        callbacks = {
+            "on_stop": on_stop,
+            "on_success": on_success,
+            "on_failure": on_failure,
+            "on_error": on_error,
+            "on_complete": on_complete,
+        }
+        return await voice_module.start_voice_data(
+            self._service(service_id), url_params, callbacks=callbacks
+        )
 
     async def stop_voice(self, service_id: str) -> None:
         await voice_module.stop_voice(self._service(service_id))
+
+    async def start_voice_service(
+        self,
+        service_id: str,
+        pcm_source: VoiceSource,
+        sample_rate: int = 8000,
+        channels: int = 1,
+        url_params: str = "channel=0",
+        **callbacks: Any,
+    ) -> None:
+        """``start_voice``'s name before the seed's 1.3.0."""
+        await self.start_voice(
+            service_id, pcm_source, sample_rate, channels, url_params, **callbacks
+        )
+
+    async def stop_voice_service(self, service_id: str) -> None:
+        """``stop_voice``'s name before the seed's 1.3.0."""
+        await self.stop_voice(service_id)
 
     async def start_local_download(
         self,
@@ -501,9 +664,12 @@ class P2PModule:
         on_failure: DownloadCallback | None = None,
         on_error: DownloadCallback | None = None,
         on_complete: DownloadCallback | None = None,
+        keep_link: bool = False,
     ) -> None:
         """Download a file from the device: ``url_params`` like
-        ``"channel=0&file_name=x.mp4&offset=0"``; resumable with ``offset``."""
+        ``"channel=0&file_name=x.mp4&offset=0"``; resumable with ``offset``. As in the seed,
+        the service's link closes by itself once ``on_complete`` has run (the service then
+        notifies ``disconnect``), unless ``keep_link``."""
         callbacks = {
             "on_headers_received": on_headers_received,
             "on_chunk_received": on_chunk_received,
@@ -512,7 +678,9 @@ class P2PModule:
             "on_error": on_error,
             "on_complete": on_complete,
         }
-        await download_module.start_local_download(self._service(service_id), url_params, callbacks)
+        await download_module.start_local_download(
+            self._service(service_id), url_params, callbacks, keep_link=keep_link
+        )
 
     async def stop_local_download(self, service_id: str) -> None:
         await download_module.stop_local_download(self._service(service_id))
@@ -560,7 +728,17 @@ def _nat_differs(old: NatBehaviour, new: NatBehaviour) -> bool:
     return old.nat_type != new.nat_type or old_ip != new_ip
 
 
+def _listed(addresses: frozenset[str]) -> str:
+    return ", ".join(sorted(addresses)) or "none"
+
+
+#: CloudError codes of a cloud that could not be reached or did not answer (-2006).
+UNREACHABLE = frozenset({"unreachable", "timeout"})
+
+
 def _cloud_error(label: str, exc: CloudError) -> XP2PError:
+    if exc.status == 0 and exc.code in UNREACHABLE:
+        return XP2PError(ErrorCode.CLOUD_UNREACHABLE, f"cloud error for {label}: {exc.message}")
     if exc.code in ("device_offline", "unknown_device"):
         return XP2PError(
             ErrorCode.BAD_XP2P_INFO, f"device {label} is offline or unknown ({exc.code})"

@@ -38,6 +38,8 @@ class Service(ServiceEvents):
         self._pull: asyncio.Task[None] | None = None
         self._response: ResponseStream | None = None
         self._stopping = False
+        #: why the SDK closed the link itself (a finished download), "" otherwise
+        self.closed_by_sdk = ""
         #: what else runs on this service (voice, downloads): stopped with it, by kind
         self.closers: dict[str, Callable[[], Awaitable[None]]] = {}
         #: the link watch and the pull: none outlives ``stop``
@@ -124,11 +126,28 @@ class Service(ServiceEvents):
         await self.link.close("viewer stopped the service")
         await self._tasks.cancel_all()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def close_link(self, reason: str) -> None:
+        """Close the link but keep the service, as the seed does after a download: the app
+        gets ``disconnect`` with ``reason`` and stops (or restarts) the service when it
+        likes. No NAT re-probe follows: the network did not change."""
+        if self._stopping or self.link.closed:
+            return
+        self.closed_by_sdk = reason
+        await self.link.close(reason)
+
 
 async def read_reason(response: ResponseStream, limit: int = MAX_REASON_BYTES) -> str:
     """The text body of a refusal (a non-2xx answer), stripped; "" when it does not come
     within ``REASON_TIMEOUT`` or the stream breaks: a reason is a courtesy, never a wait."""
+    return (await read_body(response, limit)).decode("utf-8", "replace").strip()
+
+
+async def read_body(response: ResponseStream, limit: int = MAX_REASON_BYTES) -> bytes:
+    """A refusal's body as it came (at most ``limit`` bytes; b"" as for ``read_reason``)."""
     with contextlib.suppress(LinkError, TimeoutError):
-        body = await asyncio.wait_for(response.read(limit=limit), REASON_TIMEOUT)
-        return body.decode("utf-8", "replace").strip()
-    return ""
+        return await asyncio.wait_for(response.read(limit=limit), REASON_TIMEOUT)
+    return b""

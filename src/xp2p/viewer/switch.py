@@ -41,6 +41,31 @@ def quality_of(info: StreamInfo) -> str:
     return quality
 
 
+def edge_url(domain: str) -> str:
+    """The edge's base URL from the guide's ``liveStreamDomain``: a host (``edge.example.com``,
+    then https) or an http(s) URL; -2000 for anything else."""
+    url = domain if "://" in domain else f"https://{domain}"
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if (
+        parts is None
+        or not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise XP2PError(
+            ErrorCode.BAD_PARAM,
+            f"live_stream_domain must be the edge's host or its http(s) URL, not {domain[:80]!r}",
+        )
+    return url.rstrip("/")
+
+
 def state_command(quality: str) -> str:
     return f"action=inner_define&channel=0&cmd=get_device_st&type=live&quality={quality}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 #: ``msg_callback(event, subtype, detail)``: notifies and log lines of one service.
 MsgCallback = Callable[[str, str, Any], None]
@@ -42,13 +43,27 @@ class StreamInfo:
     device_name: str = ""
     xp2p_info: str = ""
     live_stream_domain: str = ""
+    #: the guide's other spelling of ``live_stream_domain`` (its startP2PService text)
+    stream_live_domain: str = ""
     upload: bool = True
     upload_rate_cap: int = 0
     playout_delay: float = 0.0
 
     @property
     def is_1v1(self) -> bool:
-        return bool(self.product_id or self.device_name or self.xp2p_info)
+        return bool(
+            self.product_id or self.device_name or self.xp2p_info or flv_of_1v1_url(self.url)
+        )
+
+    @property
+    def switch_domain(self) -> str:
+        """The edge of the 1v1→1vN switch (``xp2p.viewer.switch``), "" when it is off."""
+        return self.live_stream_domain or self.stream_live_domain
+
+    @property
+    def flv(self) -> FlvParams | None:
+        """The pull the seed's 1v1 ``url`` names (``start_stream`` without ``flv``), if any."""
+        return flv_of_1v1_url(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +76,24 @@ class FlvParams:
     @property
     def target(self) -> str:
         return f"/{self.filename}?{self.params}"
+
+
+#: The host of the seed's 1v1 url: ``http://XP2P_INFO.xnet/ipc.p2p.com/ipc.flv?<params>``.
+XP2P_INFO_HOST = "xp2p_info.xnet"
+
+
+def flv_of_1v1_url(url: str) -> FlvParams | None:
+    """The ``FlvParams`` of a seed-style 1v1 url (host ``XP2P_INFO.xnet``; the last path
+    segment is the file on the device, the query its params), or None for any other url (a
+    1vN stream's). The seed's path puts a placeholder host (``ipc.p2p.com``) before the file:
+    it names nothing and is skipped."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or (parts.hostname or "") != XP2P_INFO_HOST:
+        return None
+    filename = parts.path.rsplit("/", 1)[-1] or "ipc.flv"
+    return FlvParams(filename=filename, params=parts.query or FlvParams().params)

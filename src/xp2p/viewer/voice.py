@@ -18,22 +18,40 @@ Queue policy (the app can push faster than the link takes):
   (``dropped_tags``) and logged. ``await VoiceWriter.write`` is the back-pressure variant.
 
 One talk session per service (a second one raises -2601); the device allows one per device
-and answers 409 to a second viewer, raised as -2601 "device busy". Events, all with
-``"kind": "voice"`` in their detail: notify ``request``, ``parsed``, ``success`` (the device
-took everything) and ``close`` (always last, with ``ok`` and ``reason``); failures also
-go out as ``log`` events. ``fail``/``eof`` are left to the stream, whose consumers end on them.
+and answers 409 to a second viewer, raised as -2601 "device busy". Notifies, with subtypes of
+their own so that an app that ends the video on the stream's ``close``/``eof``/``fail`` never
+ends it when a talk ends (all with ``"kind": "voice"`` in their detail): ``voice_request``,
+``voice_parsed``, ``voice_success`` (the device took everything) and ``voice_close`` (always
+last, with ``ok`` and ``reason``); failures also go out as ``log`` events.
+
+The seed's callbacks:
+
+* ``start_voice`` (a recorder in the seed): ``on_start()`` once the device accepted and the
+  source is read, ``on_pause(in_interruption)``/``on_resume()`` when the source yields
+  `VoicePause`/`VoiceResume`, ``on_stop(will_restart)``: True when the source was renewed at
+  ``max_seconds`` (the session goes on with the next source, and ``on_start`` follows), False
+  once at the end.
+* ``start_voice_data``: ``on_stop()`` when the session ends, then one of ``on_success(result)``
+  (the device answered 2xx and took every byte), ``on_failure(result)`` (non-2xx: refused at
+  the start, or its closing verdict an error or short) or ``on_error(result)`` (no response:
+  no answer, link lost, no verdict), then ``on_complete()``, always last. `VoiceRequestResult`
+  is the seed's XP2PRequestResult.
+
+Callbacks are plain functions; one that returns an awaitable (``lambda: p2p.stop_voice(id)``,
+as the seed's examples do) has it run as a task. Their exceptions are logged, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl
 
 from xp2p.errors import ErrorCode, XP2PError
@@ -41,7 +59,7 @@ from xp2p.events import LogLevel, NotifySubtype
 from xp2p.flv import FlvError, FlvHeader, FlvReader, FlvTag
 from xp2p.link import LinkError, ResponseStream
 from xp2p.tasks import TaskSet
-from xp2p.viewer.service import Service, read_reason
+from xp2p.viewer.service import Service, read_body
 
 logger = logging.getLogger("xp2p.viewer")
 
@@ -66,6 +84,73 @@ class VoiceResult:
     device_bytes: int | None = None
     seconds: float | None = None
     dropped_tags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceRequestResult:
+    """The seed's XP2PRequestResult, given to ``start_voice_data``'s outcome callbacks.
+    ``status`` is the device's (0: no response); ``data`` is its closing JSON, or the text of
+    its refusal; ``voice`` is how the session ended (None when it never opened)."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    data: Any = None
+    errcode: int = 0
+    errmsg: str = ""
+    voice: VoiceResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoicePause:
+    """Yielded by a ``start_voice`` source: the recorder paused (``on_pause``); nothing is
+    sent until `VoiceResume`, and the session stays open."""
+
+    in_interruption: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceResume:
+    """Yielded by a ``start_voice`` source after `VoicePause` (``on_resume``)."""
+
+
+#: A ``start_voice`` callback (any arguments; see the module's docstring).
+VoiceCallback: TypeAlias = Callable[..., Any]
+PcmItem: TypeAlias = bytes | VoicePause | VoiceResume
+#: What ``start_voice`` reads: a source, or a function returning a fresh one (renewals).
+VoiceSource: TypeAlias = AsyncIterable[bytes] | AsyncIterable[PcmItem] | Callable[[], Any]
+PCM_CALLBACKS = ("on_start", "on_pause", "on_resume", "on_stop")
+DATA_CALLBACKS = ("on_stop", "on_success", "on_failure", "on_error", "on_complete")
+#: the tasks of callbacks that returned an awaitable (kept so they are not collected)
+_callback_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _call(callbacks: dict[str, VoiceCallback | None], name: str, *args: Any) -> None:
+    callback = callbacks.get(name)
+    if callback is None:
+        return
+    try:
+        value = callback(*args)
+    except Exception:
+        logger.exception("voice callback %s raised", name)
+        return
+    if inspect.isawaitable(value):
+        task = asyncio.ensure_future(value)
+        _callback_tasks.add(task)
+        task.add_done_callback(_callback_done)
+
+
+def _callback_done(task: asyncio.Task[Any]) -> None:
+    _callback_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a voice callback's task raised", exc_info=task.exception())
+
+
+def _check_callbacks(callbacks: dict[str, VoiceCallback | None], names: tuple[str, ...]) -> None:
+    for name, callback in callbacks.items():
+        if name not in names:
+            raise XP2PError(ErrorCode.BAD_PARAM, f"unknown voice callback {name}")
+        if callback is not None and not callable(callback):
+            raise XP2PError(ErrorCode.BAD_PARAM, f"{name} must be callable")
 
 
 @dataclass(slots=True)
@@ -137,16 +222,31 @@ class _Upload:
 class VoiceSession:
     """One talk session on a service: the request, its body queue and the device's reply."""
 
-    def __init__(self, service: Service, target: str, headers: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        target: str,
+        headers: list[tuple[str, str]],
+        callbacks: dict[str, VoiceCallback | None] | None = None,
+        *,
+        pcm: bool = False,
+    ) -> None:
         self.service = service
         self.target = target
         self.headers = headers
+        self.callbacks = callbacks or {}
+        self.pcm = pcm
+        self.status = 0
+        self.response_headers: dict[str, str] = {}
         self.upload = _Upload()
         self.result: VoiceResult | None = None
         self.dropped_tags = 0
         self._response: ResponseStream | None = None
         self._stopping = False
         self._abort_reason = ""
+        self._refusal = ""
+        self._reply: dict[str, Any] | None = None
+        self._no_response = False
         self._done = asyncio.Event()
         #: the reply reader and the PCM pump: ended by ``close``
         self._tasks = TaskSet(f"voice-{service.id}")
@@ -160,10 +260,18 @@ class VoiceSession:
         service.closers["voice"] = self.stop  # reserved while the request is in flight
         try:
             await self._request()
-        except BaseException:
+        except BaseException as exc:
             if service.closers.get("voice") == self.stop:
                 del service.closers["voice"]
             self.upload.end()
+            if not self.pcm and isinstance(exc, XP2PError):
+                outcome = "on_failure" if self.status else "on_error"
+                data = self._refusal or None
+                result = VoiceRequestResult(
+                    self.status, self.response_headers, data, int(exc.code), exc.message
+                )
+                _call(self.callbacks, outcome, result)
+                _call(self.callbacks, "on_complete")
             raise
         assert self._response is not None
         self._tasks.spawn(self._read_reply(self._response), "reply")
@@ -176,19 +284,21 @@ class VoiceSession:
                 ErrorCode.VOICE_FAILED,
                 f"service {service.id} lost its link ({service.link.close_reason})",
             )
-        service.notify(NotifySubtype.REQUEST, {"kind": "voice", "target": self.target})
+        service.notify(NotifySubtype.VOICE_REQUEST, {"kind": "voice", "target": self.target})
         try:
             response = await service.link.request(
                 "POST", self.target, self.headers, body=self.upload.body(), timeout=OPEN_TIMEOUT
             )
         except LinkError as exc:
             raise XP2PError(ErrorCode.VOICE_FAILED, f"talk-back request failed: {exc}") from exc
+        self.status, self.response_headers = response.status, dict(response.headers)
         service.notify(
-            NotifySubtype.PARSED,
+            NotifySubtype.VOICE_PARSED,
             {"kind": "voice", "status": response.status, "headers": response.headers},
         )
         if response.status != 200:
-            reason = await read_reason(response)
+            reason = (await read_body(response)).decode("utf-8", "replace").strip()
+            self._refusal = reason
             response.cancel()
             service.log(LogLevel.ERROR, f"device refused talk-back ({response.status}): {reason}")
             if response.status == 409:
@@ -214,12 +324,14 @@ class VoiceSession:
                 reply = doc if isinstance(doc, dict) else {}
         except LinkError as exc:
             error = str(exc)  # "link lost: <why>"
+            self._no_response = True
         if not self.upload.ended:  # the device ended the session before we did
             self.upload.end()
             response.cancel()
         self._finish(self._judge(reply, error))
 
     def _judge(self, reply: dict[str, Any], error: str) -> VoiceResult:
+        self._reply = reply or None
         device_bytes = reply.get("bytes")
         seconds = reply.get("seconds")
         result = VoiceResult(
@@ -231,6 +343,7 @@ class VoiceSession:
             dropped_tags=self.dropped_tags,
         )
         if self._abort_reason or error:
+            self._no_response = True
             reason = self._abort_reason or error
         elif reply.get("result") == "error":
             reason = f"device ended talk-back ({reply.get('status')}): {reply.get('reason')}"
@@ -255,11 +368,28 @@ class VoiceSession:
             logger.warning("service %s: %s", service.id, text)
             service.log(LogLevel.WARN, text)
         if result.ok:
-            service.notify(NotifySubtype.SUCCESS, detail)
+            service.notify(NotifySubtype.VOICE_SUCCESS, detail)
         else:
             service.log(LogLevel.ERROR, f"talk session failed: {result.reason}")
-        service.notify(NotifySubtype.CLOSE, detail)
+        service.notify(NotifySubtype.VOICE_CLOSE, detail)
         self._done.set()
+        if self.pcm:
+            _call(self.callbacks, "on_stop", False)
+            return
+        _call(self.callbacks, "on_stop")
+        if result.ok:
+            outcome, errcode = "on_success", 0
+        else:
+            outcome = "on_error" if self._no_response else "on_failure"
+            errcode = int(ErrorCode.VOICE_FAILED)
+        status = self.status
+        if outcome == "on_failure" and isinstance((self._reply or {}).get("status"), int):
+            status = int((self._reply or {})["status"])  # the verdict's own status
+        request = VoiceRequestResult(
+            status, self.response_headers, self._reply, errcode, result.reason, result
+        )
+        _call(self.callbacks, outcome, request)
+        _call(self.callbacks, "on_complete")
 
     async def close(self) -> VoiceResult:
         """End the upload after what is queued, and wait for the device's verdict."""
@@ -286,21 +416,62 @@ class VoiceSession:
         if self._response is not None:
             self._response.cancel()
 
-    def pump(self, source: AsyncIterable[bytes], max_bytes: int) -> None:
+    def pump(
+        self,
+        source: VoiceSource,
+        max_bytes: int,
+        bytes_per_second: int,
+        max_seconds: float | None,
+    ) -> None:
         """Feed PCM from ``source`` with back-pressure; end the upload when it ends."""
-        self._tasks.spawn(self._pump(source, max_bytes), "pump")
+        limit = None if max_seconds is None else int(max_seconds * bytes_per_second)
+        self._tasks.spawn(self._pump(source, max_bytes, limit), "pump")
 
-    async def _pump(self, source: AsyncIterable[bytes], max_bytes: int) -> None:
+    async def _pump(self, factory: VoiceSource, max_bytes: int, limit: int | None) -> None:
+        """Read sources one after the other: a source read for ``limit`` bytes is closed and
+        renewed (the seed's recorder at its maximum duration); one that ends by itself, or
+        the session's end, ends the upload."""
         upload = self.upload
+        while not upload.ended:
+            source = _open_source(factory)
+            if source is None:
+                self.abort("the PCM source function returned no async iterable")
+                return
+            _call(self.callbacks, "on_start")
+            renew = await self._read_source(source, max_bytes, limit)
+            if not renew or upload.ended:
+                break
+            _call(self.callbacks, "on_stop", True)
+        upload.end()
+
+    async def _read_source(
+        self, source: AsyncIterable[Any], max_bytes: int, limit: int | None
+    ) -> bool:
+        """Pump one source; True when it reached ``limit`` (renew), False when it ended."""
+        upload = self.upload
+        taken = 0
         try:
             async for item in source:
                 if upload.ended:
-                    break
+                    return False
+                if isinstance(item, VoicePause):
+                    _call(self.callbacks, "on_pause", item.in_interruption)
+                    continue
+                if isinstance(item, VoiceResume):
+                    _call(self.callbacks, "on_resume")
+                    continue
                 chunk: object = item  # the app's typing is not a guarantee
                 if not isinstance(chunk, bytes | bytearray | memoryview):
                     self.abort(f"the PCM source yielded {type(chunk).__name__}, not bytes")
-                    return
-                upload.put(bytes(chunk))
+                    return False
+                data = bytes(chunk)
+                if limit is not None and taken + len(data) >= limit:
+                    # Keep whole samples: the renewed source carries on from here.
+                    keep = (limit - taken) & ~1
+                    upload.put(data[:keep])
+                    return True
+                taken += len(data)
+                upload.put(data)
                 await upload.wait_room(max_bytes, 1 << 62)
         except asyncio.CancelledError:
             raise
@@ -312,7 +483,7 @@ class VoiceSession:
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
-        upload.end()
+        return False
 
 
 class VoiceWriter:
@@ -408,30 +579,60 @@ def _target(url_params: str, *, flv: bool) -> str:
     return f"/voice?{url_params}"
 
 
+def _open_source(factory: VoiceSource) -> AsyncIterable[Any] | None:
+    """The source itself, or a fresh one from the app's function."""
+    if hasattr(factory, "__aiter__"):
+        return factory
+    made = factory() if callable(factory) else None
+    return made if hasattr(made, "__aiter__") else None
+
+
 async def start_voice(
     service: Service,
-    pcm_source: AsyncIterable[bytes],
+    pcm_source: VoiceSource,
     sample_rate: int,
     channels: int,
     url_params: str,
+    *,
+    max_seconds: float | None = None,
+    callbacks: dict[str, VoiceCallback | None] | None = None,
 ) -> VoiceSession:
     """Open a PCM talk session and stream ``pcm_source`` (s16le) in the background; returns
     once the device accepted. The session ends when the source does, or on ``stop_voice``."""
-    if not hasattr(pcm_source, "__aiter__"):
-        raise XP2PError(ErrorCode.BAD_PARAM, "pcm_source must be an async iterable of bytes")
+    renewable = callable(pcm_source) and not hasattr(pcm_source, "__aiter__")
+    if not (renewable or hasattr(pcm_source, "__aiter__")):
+        raise XP2PError(
+            ErrorCode.BAD_PARAM,
+            "pcm_source must be an async iterable of bytes, or a function returning one",
+        )
+    if max_seconds is not None and (not renewable or not max_seconds > 0):
+        raise XP2PError(
+            ErrorCode.BAD_PARAM,
+            "max_seconds needs a positive number and a pcm_source function to renew from",
+        )
     if not 8000 <= sample_rate <= 48000 or channels not in (1, 2):
         raise XP2PError(ErrorCode.BAD_PARAM, "talk-back PCM is 8000-48000 Hz with 1 or 2 channels")
+    callbacks = callbacks or {}
+    _check_callbacks(callbacks, PCM_CALLBACKS)
     headers = [("content-type", f"audio/pcm;rate={sample_rate};channels={channels}")]
-    session = VoiceSession(service, _target(url_params, flv=False), headers)
+    session = VoiceSession(service, _target(url_params, flv=False), headers, callbacks, pcm=True)
     await session.open()
-    session.pump(pcm_source, int(PCM_QUEUE_SECONDS * sample_rate * channels * 2))
+    per_second = sample_rate * channels * 2
+    session.pump(pcm_source, int(PCM_QUEUE_SECONDS * per_second), per_second, max_seconds)
     return session
 
 
-async def start_voice_data(service: Service, url_params: str) -> VoiceWriter:
+async def start_voice_data(
+    service: Service,
+    url_params: str,
+    *,
+    callbacks: dict[str, VoiceCallback | None] | None = None,
+) -> VoiceWriter:
     """Open an FLV/AAC talk session; returns the writer once the device accepted."""
+    callbacks = callbacks or {}
+    _check_callbacks(callbacks, DATA_CALLBACKS)
     headers = [("content-type", "video/x-flv")]
-    session = VoiceSession(service, _target(url_params, flv=True), headers)
+    session = VoiceSession(service, _target(url_params, flv=True), headers, callbacks)
     await session.open()
     return VoiceWriter(session)
 
