@@ -13,21 +13,26 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.integration.test_swarm_client import LOOPBACK, ffprobe_frames, until
 from tests.support.devices import DeviceSwap
 from tests.support.stack import Stack
 from xp2p import ErrorCode, XP2PError
+from xp2p.cloud import AppConfig, CloudConfig, CloudServer
 from xp2p.cloud.edge.device_source import CloudDeviceSource
 from xp2p.device import DeviceAgent
 from xp2p.device.capacity import ViewerSlots, slots
+from xp2p.player.server import PlayerServer
 from xp2p.swarm.device_url import DeviceUrl, parse_device_url
 from xp2p.swarm.edge_routes import room_id
-from xp2p.viewer import CommandResult, P2PModule, StreamInfo
-from xp2p.viewer.switch import camera_is_full, quality_of, state_command, swarm_info
+from xp2p.viewer import AppParams, CommandResult, P2PModule, StreamInfo
+from xp2p.viewer.swarm import SwarmService
+from xp2p.viewer.switch import camera_is_full, edge_url, quality_of, swarm_info
 
 MAX_VIEWERS = 2
 VIEWERS = 8
@@ -122,29 +127,19 @@ async def camera(stack: Stack) -> AsyncIterator[DeviceAgent]:
     await swap.close()
 
 
-async def watch(stack: Stack, name: str) -> Viewer:
-    """The switch's steps, as `xp2p.viewer.switch.swarm_if_full` takes them: a 1v1 service,
-    ``get_device_st``, and on 405 the camera's swarm on the edge at ``live_stream_domain``.
-    (`P2PModule.start_p2p_service` does not call the switch yet: its hook is the one piece
-    left, docs/api.md.)"""
+async def watch(stack: Stack, name: str, quality: str = "high") -> Viewer:
+    """A seed-style viewer: ``start_p2p_service`` with ``live_stream_domain`` and a data
+    callback; the module asks the camera and picks 1v1 or the camera's swarm by itself."""
     account = stack.config.devices[0]
     info = StreamInfo(
+        url=f"http://XP2P_INFO.xnet/ipc.p2p.com/ipc.flv?action=live&channel=0&quality={quality}",
         product_id=account.product_id,
         device_name=account.device_name,
         live_stream_domain=stack.cloud.url,
     )
     viewer = Viewer(name)
-    module = viewer.module
-    await module.init(stack.app_params)
-    await module.start_p2p_service(name, info, msg_callback=viewer.on_msg)
-    result = await module.send_command(name, state_command(quality_of(info)))
-    if not camera_is_full(result):
-        await module.start_stream(name, viewer.on_data)
-        return viewer
-    await module.stop_p2p_service(name)
-    await module.start_p2p_service(
-        name, swarm_info(info, quality_of(info)), viewer.on_msg, viewer.on_data
-    )
+    await viewer.module.init(stack.app_params)
+    await viewer.module.start_p2p_service(name, info, viewer.on_msg, viewer.on_data)
     return viewer
 
 
@@ -170,7 +165,7 @@ async def test_a_full_camera_moves_later_viewers_to_one_swarm(
             if i < MAX_VIEWERS:  # the next one must find this one's slot taken
                 await until(lambda: device_slots.in_use == len(viewers), 10, "a direct pull")
         modes = [v.mode for v in viewers]
-        assert modes == [None] * MAX_VIEWERS + ["swarm"] * (VIEWERS - MAX_VIEWERS)
+        assert modes == ["1v1"] * MAX_VIEWERS + ["swarm"] * (VIEWERS - MAX_VIEWERS)
         (room,) = edge.rooms.values()
         account = stack.config.devices[0]
         assert room.url == str(DeviceUrl(account.product_id, account.device_name, "high"))
@@ -200,3 +195,84 @@ async def test_a_full_camera_moves_later_viewers_to_one_swarm(
         for v in viewers:
             await v.module.destroy()
     assert most <= MAX_VIEWERS + 1
+
+
+async def test_a_failed_state_query_is_2801_and_leaves_no_link() -> None:
+    """The seed's -2801: here the app's grants may not send commands, so the camera refuses
+    ``get_device_st`` (403); the start fails and the camera holds no link for it."""
+    live_only = AppConfig("live-only", "live-only-secret-0123456789", permissions=("live",))
+    config = CloudConfig.demo(port=0, stun_port=0)
+    config = dataclasses.replace(config, apps=(*config.apps, live_only))
+    cloud = CloudServer(config)
+    await cloud.start()
+    camera = DeviceAgent(Stack(cloud, config, None).device_config())  # type: ignore[arg-type]
+    module = P2PModule(link_config=LOOPBACK)
+    try:
+        await camera.start()
+        await camera.wait_signed_in(10)
+        await module.init(AppParams(cloud.url, live_only.key, live_only.secret))
+        account = config.devices[0]
+        info = StreamInfo(
+            product_id=account.product_id,
+            device_name=account.device_name,
+            live_stream_domain=cloud.url,
+        )
+        with pytest.raises(XP2PError) as caught:
+            await module.start_p2p_service("cam", info, data_callback=lambda _b: None)
+        assert caught.value.code == ErrorCode.DEVICE_STATE_QUERY_FAILED
+        assert "device state query failed" in caught.value.message
+        assert "403" in caught.value.message
+        assert not module.has_service("cam")
+        await until(lambda: not camera.links, 10, "the camera's link for the query closes")
+        with pytest.raises(XP2PError) as caught:  # a domain that is no edge: before any link
+            await module.start_p2p_service("cam", replace(info, live_stream_domain="ftp://x"))
+        assert caught.value.code == ErrorCode.BAD_PARAM
+    finally:
+        await module.destroy()
+        await camera.close()
+        await cloud.stop()
+
+
+def test_live_stream_domain_is_a_host_or_an_http_url() -> None:
+    assert edge_url("edge.example.com") == "https://edge.example.com"
+    assert edge_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert (
+        StreamInfo(stream_live_domain="e.example").switch_domain == "e.example"
+    )  # the other spelling
+    for bad in ("ftp://edge", "https://", "https://u:p@edge", "https://edge?x=1", "https://e:0"):
+        with pytest.raises(XP2PError) as caught:
+            edge_url(bad)
+        assert caught.value.code == ErrorCode.BAD_PARAM
+
+
+async def test_the_local_player_switches_a_full_camera_to_its_swarm(
+    stack: Stack, camera: DeviceAgent
+) -> None:
+    """What ``xp2p watch --live-stream-domain`` serves: with the camera full, the player's
+    pull joins the camera's room and its HTTP-FLV plays from a keyframe, as a 1v1 one."""
+    device_slots = slots(camera.routes.state)
+    direct = [await watch(stack, f"d{i}") for i in range(MAX_VIEWERS)]
+    module = P2PModule(link_config=LOOPBACK)
+    await module.init(stack.app_params)
+    account = stack.config.devices[0]
+    label = f"{account.product_id}/{account.device_name}"
+    player = PlayerServer(module, devices=[label], live_stream_domain=stack.cloud.url)
+    await player.start()
+    try:
+        await until(lambda: device_slots.in_use == MAX_VIEWERS, 10, "the direct pulls")
+        data = bytearray()
+        async with aiohttp.ClientSession() as http, http.get(player.live_url(label)) as resp:
+            assert resp.status == 200 and resp.content_type == "video/x-flv"
+            async for piece in resp.content.iter_any():
+                data += piece
+                if len(data) > 150_000:
+                    break
+        assert data.startswith(b"FLV\x01") and ffprobe_frames(bytes(data)) > 10
+        (service,) = (s for s in module._services.values())
+        assert isinstance(service, SwarmService)
+        assert service.info.url == str(DeviceUrl(account.product_id, account.device_name, "high"))
+    finally:
+        await player.stop()
+        await module.destroy()
+        for v in direct:
+            await v.module.destroy()

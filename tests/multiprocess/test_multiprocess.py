@@ -122,3 +122,68 @@ secret = "device-secret-0123456789abcdef"
         assert "Traceback" not in text, text
         assert "app-secret-0123456789abcdef" not in text
         assert "device-secret-0123456789abcdef" not in text
+
+
+@pytest.mark.skipif(FFPROBE is None, reason="ffprobe missing: scripts/setup.sh installs ffmpeg")
+@pytest.mark.timeout(120)
+def test_watch_url_serves_a_1vn_stream_like_a_device(tmp_path: Path, procs: list[Proc]) -> None:
+    """``xp2p watch --url`` (issue 12 item 1): a 1vN stream, joined through the cloud's edge,
+    on the local player as ``/live/stream/NAME.flv``; ffprobe decodes it from a keyframe."""
+    http_port, stun_port = free_port(), free_port(socket.SOCK_DGRAM)
+    origin_port, player_port = free_port(), free_port()
+    config = tmp_path / "cloud.toml"
+    config.write_text(f"""
+host = "127.0.0.1"
+port = {http_port}
+stun_port = {stun_port}
+
+[[apps]]
+key = "test-app"
+secret = "app-secret-0123456789abcdef"
+
+[edge]
+allowed_sources = ["http://127.0.0.1:{origin_port}"]
+""")
+    cloud_url = f"http://127.0.0.1:{http_port}"
+    origin = _xp2p(
+        "origin",
+        ["origin", "--port", str(origin_port), "--name", "lobby", "--size", "320x180"],
+        {},
+        tmp_path / "origin.log",
+    )
+    procs.append(origin)
+    stream = origin.wait_line(r"xp2p origin serving (http://\S+)").group(1)
+    cloud = _xp2p("cloud", ["cloud", "--config", str(config)], {}, tmp_path / "cloud.log")
+    procs.append(cloud)
+    cloud.wait_line(r"1vN edge:")
+    watch = _xp2p(
+        "watch",
+        [
+            *("watch", "--url", stream, "--cloud", cloud_url, "--app-key", "test-app"),
+            *("--port", str(player_port)),
+        ],
+        {"XP2P_APP_SECRET": "app-secret-0123456789abcdef"},
+        tmp_path / "watch.log",
+    )
+    procs.append(watch)
+    url = watch.wait_line(r"Open (http://\S+)").group(1)
+    assert url.startswith(f"http://127.0.0.1:{player_port}/live/stream/lobby.flv?"), url
+    probe = subprocess.run(
+        [
+            *(FFPROBE or "ffprobe", "-v", "error", "-read_intervals", "%+2"),
+            *("-show_streams", "-show_frames", "-select_streams", "v", "-of", "json", url),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr + watch.text()
+    result = json.loads(probe.stdout)
+    (video,) = result["streams"]
+    assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 180)
+    assert len(result["frames"]) >= 10 and result["frames"][0]["key_frame"] == 1
+    watch.wait_line(r"stream/lobby connected \(swarm\)", timeout=5)
+    for proc in (watch, cloud, origin):
+        assert proc.stop() == 0, proc.text()
+        assert "Traceback" not in proc.text()
+        assert "app-secret-0123456789abcdef" not in proc.text()

@@ -214,3 +214,34 @@ def test_status_lines_are_plain_text_in_a_pipe(capsys: pytest.CaptureFixture[str
     captured = capsys.readouterr()
     assert captured.out == "saved x [y] :smile: " + "z" * 200 + "\n"  # no colour, no wrap
     assert captured.err == "xp2p cmd: failure\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["watch"], "give PRODUCT/DEVICE or --url URL (one of them)"),
+        (["watch", "DEMO/cam1", "--url", "https://o/live/x.flv"], "one of them"),
+        (["watch", "--url", "ftp://o/live/x.flv"], "--url"),
+        (["watch", "--url", "xp2p-device://DEMO/cam1?quality=high"], "must be an http(s)"),
+        (
+            ["watch", "--url", "https://o/x.flv", "--live-stream-domain", "e"],
+            "--live-stream-domain is for a device",
+        ),
+        (["watch", "DEMO/cam1", "--live-stream-domain", "ftp://edge"], "--live-stream-domain:"),
+    ],
+)
+def test_watch_says_what_it_cannot_watch(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XP2P_APP_SECRET", "x" * 16)
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--app-key", "k"])
+    assert message in str(exit_.value.code), exit_.value.code
+
+
+def test_a_1vn_stream_gets_a_player_path_from_its_file_name() -> None:
+    from xp2p.cli.serve import stream_name
+
+    assert stream_name("https://host/live/x.flv") == "x"
+    assert stream_name("https://host/live/a b%2F.flv?token=1") == "a_b_2F"
+    assert stream_name("https://host/") == "live"

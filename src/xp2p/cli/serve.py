@@ -9,6 +9,7 @@ import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from xp2p import __version__
 from xp2p.cli.common import (
@@ -198,7 +199,7 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.player.server import PlayerServer
     from xp2p.viewer import P2PModule
 
-    product, device = split_device(args.device)
+    label, streams, domain = _watched(args)
     _check_player_args(args)
     module = P2PModule(link_config(args))
     params = app_params(args)
@@ -206,13 +207,50 @@ async def _cmd_watch(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await module.init(params)
     except XP2PError as exc:
         raise SystemExit(f"xp2p watch: {exc}") from exc
-    player = _player(PlayerServer, module, args, f"{product}/{device}")
+    player = _player(PlayerServer, module, args, label, streams=streams, live_stream_domain=domain)
     await _start_player(player, args)
-    print(f"Open {player.live_url(f'{product}/{device}')}  (page: {player.page_url})", flush=True)
-    print(f"  e.g. ffplay '{player.live_url(f'{product}/{device}')}'", flush=True)
+    print(f"Open {player.live_url(label)}  (page: {player.page_url})", flush=True)
+    print(f"  e.g. ffplay '{player.live_url(label)}'", flush=True)
     await stop.wait()
     await player.stop()
     await module.destroy()
+
+
+def _watched(args: argparse.Namespace) -> tuple[str, dict[str, str], str]:
+    """What ``xp2p watch`` serves: the player's label for it, the 1vN streams by label, and
+    the switch's edge (checked now, so a typo fails before anyone opens the player)."""
+    from xp2p.swarm.edge_messages import MessageError, check_source_url
+    from xp2p.viewer import switch
+
+    if (args.device is None) == (args.url is None):
+        raise SystemExit("xp2p watch: give PRODUCT/DEVICE or --url URL (one of them)")
+    if args.url is not None:
+        if args.live_stream_domain:
+            raise SystemExit("xp2p watch: --live-stream-domain is for a device, not --url")
+        try:
+            url = check_source_url(args.url)
+        except MessageError as exc:
+            raise SystemExit(f"xp2p watch: --url: {exc}") from None
+        if not url.startswith(("http://", "https://")):
+            raise SystemExit("xp2p watch: --url must be an http(s) HTTP-FLV stream")
+        label = f"stream/{stream_name(url)}"
+        return label, {label: url}, ""
+    product, device = split_device(args.device)
+    domain = args.live_stream_domain or ""
+    if domain:
+        try:
+            switch.edge_url(domain)
+        except XP2PError as exc:
+            raise SystemExit(f"xp2p watch: --live-stream-domain: {exc.message}") from None
+    return f"{product}/{device}", {}, domain
+
+
+def stream_name(url: str) -> str:
+    """A player path for a 1vN stream: its file's name (``x`` of ``.../live/x.flv``), in the
+    characters a path segment keeps as they are."""
+    stem = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".flv")
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in stem)
+    return name.strip(".") or "live"
 
 
 async def _start_demo_cloud(port: int | None) -> CloudServer:
@@ -338,15 +376,23 @@ def _check_player_args(args: argparse.Namespace) -> None:
 
 
 def _player(
-    cls: type[PlayerServer], module: P2PModule, args: argparse.Namespace, device: str
+    cls: type[PlayerServer],
+    module: P2PModule,
+    args: argparse.Namespace,
+    device: str,
+    *,
+    streams: dict[str, str] | None = None,
+    live_stream_domain: str = "",
 ) -> PlayerServer:
-    """The local player of watch and demo: only ``device``, loopback unless --player-public
-    (checked by ``_check_player_args`` first)."""
+    """The local player of watch and demo: only ``device`` (or the 1vN stream ``streams``
+    names), loopback unless --player-public (checked by ``_check_player_args`` first)."""
     return cls(
         module,
         host=args.host,
         port=args.port,
-        devices=[device],
+        devices=[] if streams else [device],
+        streams=streams,
+        live_stream_domain=live_stream_domain,
         allow_origins=args.allow_origin or (),
         public=args.player_public,
     )
@@ -551,11 +597,30 @@ def register(commands: Subparsers) -> None:
     watch = commands.add_parser(
         "watch",
         help="a viewer with its local player; prints the address to open",
-        description="Connect to PRODUCT/DEVICE through the cloud and serve its live stream on a "
-        "local HTTP-FLV URL. Opening the URL starts the pull, closing it stops it. "
+        description="Connect to PRODUCT/DEVICE through the cloud (or join the 1vN stream "
+        "--url names) and serve its live stream on a local HTTP-FLV URL. Opening the URL "
+        "starts the pull, closing it stops it. "
         "The app secret comes from $XP2P_APP_SECRET or --secret-file.",
+        epilog="examples:\n"
+        "  xp2p watch DEMO/cam1\n"
+        "  xp2p watch DEMO/cam1 --live-stream-domain https://cloud.example  # 1vN when full\n"
+        "  xp2p watch --url https://origin.example/live/x.flv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("device", metavar="PRODUCT/DEVICE")
+    watch.add_argument("device", metavar="PRODUCT/DEVICE", nargs="?")
+    watch.add_argument(
+        "--url",
+        metavar="URL",
+        help="watch a 1vN stream instead of a device: an HTTP(S)-FLV URL "
+        "(https://host/live/x.flv), shared with its other viewers through the edge; the "
+        "player serves it as /live/stream/x.flv",
+    )
+    watch.add_argument(
+        "--live-stream-domain",
+        metavar="URL",
+        help="the seed's 1v1->1vN switch: an edge (host or http(s) URL, usually the cloud's) "
+        "whose swarm of the camera the viewer joins when the camera is full",
+    )
     add_app_args(watch)
     add_player_args(watch)
     demo.set_defaults(run=_cmd_demo)
