@@ -45,7 +45,7 @@ DOWNLOAD = """async (arg) => {
   const calls = [];
   const chunks = [];
   const done = new Promise((resolve) => {
-    p2p.startLocalDownload('cam', { urlParams: arg.urlParams }, {
+    p2p.startLocalDownload('cam', { urlParams: arg.urlParams, keepLink: arg.keepLink }, {
       onHeadersReceived: (r) => calls.push(['headers', r.status, r.headers]),
       onChunkReceived: (chunk) => { chunks.push(new Uint8Array(chunk)); },
       onSuccess: (r) => calls.push(['success', r.status, r.bytesReceived, r.errcode]),
@@ -80,7 +80,8 @@ async def test_a_download_is_byte_exact(
     assert [f["file_name"] for f in files] == [s.file_name for s in recorded.segments]
     name = files[2]["file_name"]
     expected = (recorded.folder / name).read_bytes()
-    got = await chromium.eval(page, DOWNLOAD, {"urlParams": f"channel=0&file_name={name}&offset=0"})
+    whole = {"urlParams": f"channel=0&file_name={name}&offset=0", "keepLink": True}
+    got = await chromium.eval(page, DOWNLOAD, whole)
     kinds = [c[0] for c in got["calls"]]
     assert kinds == ["headers", "success", "complete"], got["calls"]
     headers = got["calls"][0][2]
@@ -91,18 +92,27 @@ async def test_a_download_is_byte_exact(
     # Resumed from an offset: the rest, byte for byte.
     offset = len(expected) // 3
     rest = await chromium.eval(
-        page, DOWNLOAD, {"urlParams": f"channel=0&file_name={name}&offset={offset}"}
+        page,
+        DOWNLOAD,
+        {"urlParams": f"channel=0&file_name={name}&offset={offset}", "keepLink": True},
     )
     assert rest["sha256"] == hashlib.sha256(expected[offset:]).hexdigest()
 
     # A missing file: onFailure with the device's 404 and reason, then onComplete.
-    missing = await chromium.eval(page, DOWNLOAD, {"urlParams": "channel=0&file_name=nope.flv"})
+    missing = await chromium.eval(
+        page, DOWNLOAD, {"urlParams": "channel=0&file_name=nope.flv", "keepLink": True}
+    )
     assert [c[0] for c in missing["calls"]] == ["headers", "failure", "complete"]
     _, status, errcode, errmsg, data = missing["calls"][1]
     assert (status, errcode) == (404, -2701) and "no such file" in errmsg and data == errmsg
     # urlParams that cannot name a download are refused before anything is sent.
     bad = await chromium.eval(page, DOWNLOAD, {"urlParams": "channel=0&action=live"})
     assert bad["calls"] == [["threw", -2000]]
+    # Without keepLink the link closes once onComplete has run, as the guide says.
+    last = await chromium.eval(page, DOWNLOAD, {"urlParams": f"channel=0&file_name={name}"})
+    assert [c[0] for c in last["calls"]] == ["headers", "success", "complete"]
+    after = await chromium.eval(page, COMMAND, "action=inner_define&channel=0&cmd=get_device_st")
+    assert after["type"] == "error" and "no link" in after["errmsg"], after
 
 
 #: A playback pull whose bytes the page keeps; `mark()` returns how many arrived so far.
