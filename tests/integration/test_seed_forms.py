@@ -45,6 +45,14 @@ async def test_the_seed_1v1_url_names_the_pull(stack: Stack, module: P2PModule) 
     await module.start_p2p_service("auto", info, auto.on_msg, auto.on_data)
     await auto.wait_bytes(20_000)
     assert requests(auto) == ["/ipc.flv?action=live&channel=0&quality=standard"]
+    # The async-iterator form pulls what the url names too.
+    await module.stop_p2p_service("auto")
+    await module.start_p2p_service("iter", info, msg_callback=rec.on_msg)
+    rec.events.clear()
+    async with module.stream("iter") as chunks:
+        async for _chunk in chunks:
+            break
+    assert requests(rec) == ["/ipc.flv?action=live&channel=0&quality=standard"]
 
 
 async def test_one_link_per_device(stack: Stack, module: P2PModule) -> None:

@@ -716,8 +716,10 @@ class P2PModule:
                     ...
 
         Leaving the ``async with`` block stops the pull; the iteration ends at eof,
-        disconnect or failure."""
-        return LiveStream(self._any_service(service_id), flv or FlvParams())
+        disconnect or failure. Without ``flv`` the pull is ``start_stream``'s default: the
+        one the service's ``StreamInfo.url`` names, else the default live."""
+        service = self._any_service(service_id)
+        return LiveStream(service, flv or service.info.flv or FlvParams())
 
 
 def _nat_differs(old: NatBehaviour, new: NatBehaviour) -> bool:
