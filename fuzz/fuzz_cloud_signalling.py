@@ -5,7 +5,11 @@
   proof checked (``verify_device_proof``: True or False, never an exception), an ``answer``
   or ``reject`` settling an offer waiting in a real ``SignallingHub`` (a ``request_id`` of
   ``"@"`` names the waiting one) and the app's HTTP answer made from it.
+  A ``link_up`` frame is checked against a hub that answered one offer: it counts (True)
+  only for that offer's id, once.
 * ``c`` + bytes: an app's ``POST .../connect`` body as the cloud reads it (ApiError 400).
+* ``m`` + text: an ``Authorization`` header at ``GET /metrics`` (``MetricsAccess.allows``:
+  True only for the operator's exact bearer token, never an exception).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ with atheris.instrument_imports(include=["xp2p.cloud", "xp2p.auth"]):
     from xp2p.cloud.app import MAX_OFFER_SIZE, ApiError, json_object
     from xp2p.cloud.device_ws import BadMessage, parse_device_frame
     from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
+    from xp2p.cloud.metrics import MetricsAccess
+
+_METRICS = MetricsAccess("the-operators-metrics-token")
 
 _LOOP = asyncio.new_event_loop()
 _REFUSED_LOG = "device %s/%s refused a connection: %r (%d)"
@@ -88,6 +95,22 @@ def _device_frame(text: str) -> None:
         assert valid is False
     elif kind in ("answer", "reject"):
         _LOOP.run_until_complete(_settle(doc))
+    elif kind == "link_up":
+        _LOOP.run_until_complete(_link_up(doc))
+
+
+async def _link_up(doc: dict[str, Any]) -> None:
+    hub = SignallingHub()
+    device = StandInDevice()
+    hub.attach(device)
+    offer = asyncio.ensure_future(hub.relay_offer("DEMO", "cam1", "app", {"v": 1}, 5.0))
+    await asyncio.sleep(0)
+    answered = device.sent[0]["request_id"]
+    assert hub.answer(device, answered, {})
+    await offer
+    rid = answered if doc["request_id"] == "@" else doc["request_id"]
+    assert hub.link_up(device, rid) == (rid == answered)
+    assert not hub.link_up(device, rid)  # once
 
 
 def _connect_body(body: bytes) -> None:
@@ -106,6 +129,11 @@ def TestOneInput(data: bytes) -> None:
         _device_frame(harness.text(body))
     elif kind == b"c":
         _connect_body(body)
+    elif kind == b"m":
+        header = harness.text(body)
+        if _METRICS.allows("127.0.0.1", header):  # loopback does not matter with a token
+            scheme, _, given = header.partition(" ")
+            assert scheme.lower() == "bearer" and given.strip() == _METRICS.token
 
 
 if __name__ == "__main__":

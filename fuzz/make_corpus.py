@@ -206,9 +206,16 @@ def cloud_signalling() -> list[bytes]:
         {"type": "answer", "request_id": "@", "answer": {"v": 1, "certificate": "PEM"}},
         {"type": "reject", "request_id": "@", "code": 503, "reason": "busy"},
         {"type": "answer", "request_id": "0123456789abcdef", "answer": {}},
+        {"type": "link_up", "request_id": "@", "mode": "direct"},
+        {"type": "link_up", "request_id": "0123456789abcdef", "mode": "relay"},
     ]
     connect = {"offer": {"v": 1, "ice": {"ufrag": "u", "pwd": "p", "candidates": []}}}
-    return [b"d" + json.dumps(f).encode() for f in frames] + [b"c" + json.dumps(connect).encode()]
+    metrics = [b"mBearer the-operators-metrics-token", b"mbearer  wrong", b"m"]
+    return [
+        *(b"d" + json.dumps(f).encode() for f in frames),
+        b"c" + json.dumps(connect).encode(),
+        *metrics,
+    ]
 
 
 #: A TURN entry as the cloud mints them: REST API credentials, "<expiry>:<user>".

@@ -398,3 +398,39 @@ async def test_a_device_pins_the_tls_cloud_by_fingerprint(
         for session in sessions:
             await session.close()
         await cloud.stop()
+
+
+async def test_link_up_counts_once_per_answered_offer_of_that_device(
+    server: CloudServer, config: CloudConfig
+) -> None:
+    """``link_up`` feeds xp2p_links_total: only for an offer this device answered, once;
+    a replay, a made-up id, another device's offer and a bad mode count nothing."""
+    app = config.apps[0]
+
+    def links(mode: str) -> float:
+        return server.metrics.registry.get_sample_value("xp2p_links_total", {"mode": mode}) or 0
+
+    async with aiohttp.ClientSession() as http:
+        cam1 = await http.ws_connect(_ws_url(server))
+        assert (await _sign_in(cam1))["reports"] == ["link_up"]
+        cam2 = await http.ws_connect(_ws_url(server))
+        await _sign_in(cam2, "cam2", SECRET * 2)
+        async with CloudClient(server.url, app.key, app.secret) as client:
+            task = asyncio.create_task(client.connect("DEMO", "cam1", {}))
+            offer = await _json(cam1)
+            request_id = offer["request_id"]
+            await cam1.send_json({"type": "answer", "request_id": request_id, "answer": {}})
+            await task
+        up = {"type": "link_up", "request_id": request_id, "mode": "relay"}
+        await cam2.send_json(up)  # not cam2's offer
+        await cam1.send_json({**up, "request_id": "0123456789abcdef"})  # never sent
+        await cam1.send_json({**up, "mode": "teleport"})
+        assert (await _json(cam1))["code"] == "bad_message"
+        await cam1.send_json(up)
+        await cam1.send_json(up)  # a replay
+        await wait_until(lambda: links("relay") >= 1, what="the report")
+        await cam1.send_json({"type": "xp2p_info", "xp2p_info": "XP2Pz%1.0"})
+        assert (await _json(cam1))["type"] == "xp2p_info_ok"  # every frame above was read
+        assert (links("relay"), links("direct")) == (1, 0)
+        await cam1.close()
+        await cam2.close()

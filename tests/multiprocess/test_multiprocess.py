@@ -187,3 +187,34 @@ allowed_sources = ["http://127.0.0.1:{origin_port}"]
         assert proc.stop() == 0, proc.text()
         assert "Traceback" not in proc.text()
         assert "app-secret-0123456789abcdef" not in proc.text()
+
+
+@pytest.mark.timeout(60)
+def test_cloud_logs_json_lines_and_serves_metrics(tmp_path: Path, procs: list[Proc]) -> None:
+    """``xp2p cloud --log-format json``: every log line a JSON object (the status lines the
+    command prints for a person stay text on stdout); ``/metrics`` from this machine."""
+    http_port, stun_port = free_port(), free_port(socket.SOCK_DGRAM)
+    cloud = _xp2p(
+        "cloud",
+        [
+            *("cloud", "--log-format", "json", "--port", str(http_port)),
+            *("--stun-port", str(stun_port)),
+        ],
+        {},
+        tmp_path / "cloud.log",
+    )
+    procs.append(cloud)
+    cloud.wait_line(rf"metrics: http://127\.0\.0\.1:{http_port}/metrics \(Prometheus; this machine")
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    assert "xp2p_devices_online 0.0" in body
+    cloud.wait_line(r'"logger": "aiohttp.access"|"message": "cloud listening', timeout=10)
+    assert cloud.stop() == 0
+    logged = [line for line in cloud.text().splitlines() if line.startswith("{")]
+    assert logged, cloud.text()
+    for line in logged:
+        doc = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= set(doc)
+    assert any(json.loads(line)["message"].startswith("cloud listening") for line in logged)

@@ -22,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logs (-vv adds ICE/QUIC internals)"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text (default) or one JSON object each, for log shippers",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (serve, edge, origin, cmd, talk, download, records):
         module.register(commands)
@@ -30,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format)
     try:
         asyncio.run(run_until_stopped(lambda stop: args.run(args, stop)))
     except (XP2PError, OSError) as exc:

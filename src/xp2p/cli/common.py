@@ -33,14 +33,30 @@ Runner = Callable[[argparse.Namespace, asyncio.Event], Awaitable[None]]
 Subparsers = Any
 
 
-def setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    if log_format == "json":
+        from xp2p.log_format import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     # Third-party chatter only when asked for twice.
     for noisy in ("aioice", "quic", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def add_log_format_arg(parser: argparse.ArgumentParser) -> None:
+    """``--log-format`` after a subcommand too (``xp2p cloud --log-format json``), where an
+    operator looks for it; SUPPRESS keeps the top-level value when it is not given here."""
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="log lines as text (default) or one JSON object each, for log shippers",
+    )
 
 
 def console(*, stderr: bool = False) -> Console:

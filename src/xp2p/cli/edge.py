@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xp2p.cli.common import Subparsers
+from xp2p.cli.common import Subparsers, add_log_format_arg
 
 if TYPE_CHECKING:
     from xp2p.cloud.edge import EdgeConfig
@@ -92,6 +92,7 @@ def register(commands: Subparsers) -> None:
         "its [edge] table holds the edge's own settings.",
     )
     edge.add_argument("--config", type=Path, required=True, help="the cloud's TOML config")
+    add_log_format_arg(edge)
     edge.add_argument("--host", help="listen address (the config's host)")
     edge.add_argument("--port", type=int, help="HTTP port (the [edge] table's, else 8090)")
     edge.add_argument(

@@ -17,6 +17,7 @@ from xp2p.cli.common import (
     Subparsers,
     add_app_args,
     add_cloud_trust_args,
+    add_log_format_arg,
     add_source_args,
     add_turn_ca_arg,
     app_params,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 #: ``xp2p demo``'s cloud port (the web app's address) unless ``--cloud-port``; if it is taken,
 #: any free port: the printed address names it, and a newcomer has nothing to choose.
 DEMO_CLOUD_PORT = 8080
+#: The bearer token a Prometheus scraper sends for ``/metrics``; without it, loopback only.
+METRICS_TOKEN_ENV = "XP2P_METRICS_TOKEN"
 
 # ---- commands ---------------------------------------------------------------------------
 
@@ -49,13 +52,16 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import ConfigError
     from xp2p.cloud.demo_login import DemoLogin
+    from xp2p.cloud.metrics import MetricsAccess
 
+    # Like every secret: from the environment, never argv (visible in ps) or the config file.
+    metrics = MetricsAccess(os.environ.get(METRICS_TOKEN_ENV, ""))
     try:
         config = _cloud_config(args)
         edge = edge_config(args)
         # Demo accounts: the web app signs in as the demo app with a code in its address.
         login = None if args.config else DemoLogin(config.apps[0].key)
-        server = CloudServer(config, edge=edge, demo_login=login)
+        server = CloudServer(config, edge=edge, demo_login=login, metrics_access=metrics)
     except ConfigError as exc:  # the operator gets the setting and the problem, no traceback
         raise SystemExit(f"xp2p cloud: {exc}") from None
     try:
@@ -74,6 +80,8 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
         print(f"  1vN edge: {server.url}/api/v1/swarm (linger {edge.linger:g} s)", flush=True)
     for entry in config.turn:
         print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
+    who = f"bearer ${METRICS_TOKEN_ENV}" if metrics.token else "this machine only"
+    print(f"  metrics: {server.url}/metrics (Prometheus; {who})", flush=True)
     await stop.wait()
     await server.stop()
 
@@ -504,8 +512,11 @@ def register(commands: Subparsers) -> None:
         "cloud",
         help="the cloud service: accounts, presence, signalling, STUN",
         description="Run the cloud: app and device accounts, device presence and xp2pInfo, "
-        "access grants, the signalling hub, and a STUN responder on UDP.",
+        "access grants, the signalling hub, and a STUN responder on UDP. GET /metrics is "
+        "Prometheus' text format: for a scraper holding $XP2P_METRICS_TOKEN (Authorization: "
+        "Bearer), or, with no token set, for clients on this machine only.",
     )
+    add_log_format_arg(cloud)
     cloud.add_argument(
         "--config",
         type=Path,

@@ -58,6 +58,7 @@ from xp2p.cloud.edge.device_source import CloudDeviceSource
 from xp2p.cloud.edge.service import apps_allow
 from xp2p.cloud.hub import DeviceRefused, RelayError, SignallingHub
 from xp2p.cloud.limits import RateLimiter
+from xp2p.cloud.metrics import CONTENT_TYPE_LATEST, CloudMetrics, MetricsAccess
 from xp2p.cloud.registry import DeviceRegistry, MemoryRegistry
 from xp2p.cloud.signin_throttle import SignInThrottle
 from xp2p.cloud.stun import StunServer, start_stun_server
@@ -72,6 +73,7 @@ from xp2p.cloud.viewer_token import (
 from xp2p.cloud.webapp import WebApp
 from xp2p.httpd import ConnectionLimits, ThrottledLog, host_in_url, start_site
 from xp2p.link.config import StunInfo
+from xp2p.swarm.edge_messages import RoomStats
 from xp2p.trust import server_ssl_context
 from xp2p.web_assets import WEB_DIR
 
@@ -110,6 +112,8 @@ CORS_MAX_AGE = 600
 #: Where a request's verified viewer token (or the app of an expired one) is kept.
 _TOKEN_KEY = web.RequestKey("xp2p_viewer_token", ViewerToken)
 _TOKEN_APP_KEY = web.RequestKey("xp2p_viewer_token_app", str)
+#: The cloud's metrics, where the error middleware (a function, not a method) finds them.
+METRICS_KEY = web.AppKey("xp2p_metrics", CloudMetrics)
 
 
 class RedactedAccessLog(AbstractAccessLogger):
@@ -148,9 +152,12 @@ def error_response(
 async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    metrics = request.app.get(METRICS_KEY)
     try:
         return await handler(request)
     except ApiError as exc:
+        if metrics is not None:
+            metrics.errors.labels(exc.code).inc()
         retry = exc.extra.get("retry_after")
         headers = {"Retry-After": str(math.ceil(retry))} if retry is not None else None
         return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
@@ -159,8 +166,12 @@ async def _json_errors(
             raise
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         code = _HTTP_CODES.get(exc.status, "http_error")
+        if metrics is not None:
+            metrics.errors.labels(code).inc()
         return error_response(exc.status, code, exc.reason, headers=allow)
     except Exception:
+        if metrics is not None:
+            metrics.errors.labels("internal_error").inc()
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal server error")
 
@@ -207,10 +218,14 @@ class CloudServer:
         edge: EdgeConfig | None = None,
         web_dir: Path | None = WEB_DIR,
         demo_login: DemoLogin | None = None,
+        metrics_access: MetricsAccess | None = None,
     ) -> None:
         self.config = config
         self.registry: DeviceRegistry = registry or MemoryRegistry()
         self.hub = SignallingHub()
+        #: ``GET /metrics`` (xp2p.cloud.metrics): a bearer token, or loopback clients only
+        self.metrics = CloudMetrics(lambda: self.hub.online, self._room_stats)
+        self._metrics_access = metrics_access or MetricsAccess()
         self._clock = clock
         self._offers = RateLimiter(config.offer_rate, config.offer_burst)
         #: one line per key per interval for refusals an attacker can repeat at will
@@ -240,7 +255,7 @@ class CloudServer:
         # Plain HTTP only on loopback (ConfigError naming host otherwise): issue 10 item 3.
         config.check_transport()
         self._gateway = DeviceGateway(
-            config, self.registry, self.hub, self._device_welcome, clock=clock
+            config, self.registry, self.hub, self._device_welcome, clock=clock, metrics=self.metrics
         )
         #: the web app and the SDK as static files (/app/, /sdk/); None: not served
         self.webapp = WebApp(web_dir) if web_dir is not None else None
@@ -393,8 +408,10 @@ class CloudServer:
             client_max_size=MAX_BODY_SIZE,
             middlewares=[self._cors, _no_token_in_query, _json_errors],
         )
+        app[METRICS_KEY] = self.metrics
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/version", self._version)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/api/v1/app/session", self._create_session)
         app.router.add_post("/api/v1/app/viewer-token", self._mint_viewer_token)
         app.router.add_get("/api/v1/app/devices", self._app_devices)
@@ -497,7 +514,11 @@ class CloudServer:
             ttl = turn.ttl if until is None else max(1, min(turn.ttl, until - now))
             username, password = turn_credentials(turn.shared_secret, user, ttl, now=now)
             servers.append({"urls": list(turn.urls), "username": username, "credential": password})
+        self.metrics.turn_credentials.inc(len(self.config.turn))
         return servers
+
+    def _room_stats(self) -> list[RoomStats]:
+        return [room.stats() for room in self.edge.rooms.values()] if self.edge else []
 
     def _session_fields(self, session_id: str, until: int | None = None) -> dict[str, Any]:
         return {
@@ -510,9 +531,20 @@ class CloudServer:
         return {
             "grant_public_key": export_public_key(self.grant_public_key),
             **self._session_fields(session_id),
+            # what the device reports back: each link's path, for the metrics
+            "reports": ["link_up"],
         }
 
     # --- handlers -------------------------------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization", "")
+        if not self._metrics_access.allows(request.remote, authorization):
+            raise ApiError(403, "forbidden", "metrics need the operator's metrics token")
+        return web.Response(
+            body=self.metrics.exposition(),
+            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -893,6 +925,7 @@ class CloudServer:
                 retry_after=round(wait, 3),
             )
         logger.info("offer from app %s to %s/%s", app.key, pid, dev)
+        started = time.monotonic()
         try:
             answer = await self.hub.relay_offer(
                 pid,
@@ -903,9 +936,12 @@ class CloudServer:
                 ice_servers=self._ice_servers(f"{pid}/{dev}"),
             )
         except RelayError as exc:
+            self.metrics.connects.labels(exc.code).inc()
             logger.info("offer from app %s to %s/%s failed: %s", app.key, pid, dev, exc.code)
             extra: dict[str, Any] = {}
             if isinstance(exc, DeviceRefused):
                 extra = {"device_code": exc.device_code, "device_reason": exc.reason}
             raise ApiError(exc.status, exc.code, str(exc), **extra) from None
+        self.metrics.relay_latency.observe(time.monotonic() - started)
+        self.metrics.connects.labels("answered").inc()
         return web.json_response({"answer": answer})

@@ -5,13 +5,15 @@ Protocol (JSON text frames, each with a ``type``)::
     server → {"type": "challenge", "nonce": hex32}
     device → {"type": "auth", "product_id", "device_name", "proof", "nonce": hex32}
     server → {"type": "welcome", "session_id", "grant_public_key", "ice_servers", "stun",
-              "server_time", "mac"}                or {"type": "error", "code": "auth_failed"}
+              "server_time", "reports", "mac"}     or {"type": "error", "code": "auth_failed"}
                                                    or {"type": "error", "code": "auth_throttled",
                                                        "retry_after": seconds}
     device → {"type": "xp2p_info", "xp2p_info"}    server → {"type": "xp2p_info_ok"}
     server → {"type": "offer", "request_id", "app_key", "offer", "ice_servers"}
     device → {"type": "answer", "request_id", "answer"}
            | {"type": "reject", "request_id", "code", "reason"}
+    device → {"type": "link_up", "request_id", "mode": "direct"|"relay"|"webrtc"}
+             (once that offer's link is up, if the welcome's "reports" lists "link_up")
 
 Malformed frames get ``{"type": "error", "code": "bad_message"}``; the tenth closes the socket.
 
@@ -41,6 +43,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from xp2p.auth import verify_device_proof
 from xp2p.cloud.config import CloudConfig
 from xp2p.cloud.hub import SignallingHub
+from xp2p.cloud.metrics import CloudMetrics
 from xp2p.cloud.registry import DeviceRegistry
 from xp2p.cloud.signin_throttle import SignInThrottle
 from xp2p.trust import WELCOME_MAC_FIELD, welcome_mac
@@ -75,6 +78,11 @@ def _str_field(doc: dict[str, Any], name: str, max_len: int) -> str:
     return value
 
 
+#: The paths a device reports its links took (``link_up``): QUIC links' ``Link.link_mode``,
+#: and ``webrtc`` for a browser's (aiortc does not say which pair it chose).
+LINK_MODES = frozenset({"direct", "relay", "webrtc"})
+
+
 def parse_device_frame(text: str) -> dict[str, Any]:
     """Parse and check one frame from a device; raises :class:`BadMessage`."""
     try:
@@ -105,6 +113,10 @@ def parse_device_frame(text: str) -> dict[str, Any]:
             raise BadMessage("code must be an integer")
         if not isinstance(doc.get("reason", ""), str):
             raise BadMessage("reason must be a string")
+    elif kind == "link_up":
+        _str_field(doc, "request_id", 64)
+        if doc.get("mode") not in LINK_MODES:
+            raise BadMessage(f"mode must be one of {', '.join(sorted(LINK_MODES))}")
     else:
         raise BadMessage(f"unknown frame type {kind[:32]!r}")
     return doc
@@ -184,6 +196,7 @@ class DeviceGateway:
         *,
         clock: Callable[[], float] = time.time,
         throttle: SignInThrottle | None = None,
+        metrics: CloudMetrics | None = None,
     ) -> None:
         """``welcome(session_id)`` gives the per-session welcome fields (ICE servers...)."""
         self._config = config
@@ -192,6 +205,7 @@ class DeviceGateway:
         self._welcome = welcome
         self._clock = clock
         self.throttle = throttle or SignInThrottle()
+        self._metrics = metrics
         self._sockets: set[web.WebSocketResponse] = set()
 
     async def close_all(self) -> None:
@@ -269,6 +283,7 @@ class DeviceGateway:
                 )
             )
             await ws.close(code=_CLOSE_THROTTLED, message=b"sign-in throttled")
+            self._count_sign_in("auth_throttled")
             return None
         device = self._config.device(product_id, device_name)
         # Check a dummy secret for unknown devices so that timing does not tell them apart.
@@ -282,9 +297,15 @@ class DeviceGateway:
             )
             await _send_error(ws, "auth_failed", "device authentication failed")
             await ws.close(code=_CLOSE_AUTH_FAILED, message=b"auth failed")
+            self._count_sign_in("auth_failed")
             return None
         self.throttle.succeeded(identity, source)
+        self._count_sign_in("ok")
         return _SignIn(product_id, device_name, challenge, bytes.fromhex(auth["nonce"]), secret)
+
+    def _count_sign_in(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.sign_ins.labels(outcome).inc()
 
     async def _register(self, link: _SocketLink, sign_in: _SignIn, remote: str | None) -> None:
         pid, dev, session_id = link.product_id, link.device_name, link.session_id
@@ -333,6 +354,9 @@ class DeviceGateway:
         elif kind == "answer":
             if not self._hub.answer(link, doc["request_id"], doc["answer"]):
                 logger.debug("late or unknown answer from %s/%s", link.product_id, link.device_name)
+        elif kind == "link_up":
+            if self._hub.link_up(link, doc["request_id"]) and self._metrics is not None:
+                self._metrics.links.labels(doc["mode"]).inc()
         elif kind == "reject":
             code, reason = doc["code"], doc.get("reason", "")[:200]
             if self._hub.refuse(link, doc["request_id"], code, reason):

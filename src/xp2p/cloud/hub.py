@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,9 @@ logger = logging.getLogger("xp2p.cloud")
 #: Offers waiting for one device's answer; more are refused (a slow or hostile device must
 #: not make the cloud hold unbounded state).
 MAX_PENDING_PER_DEVICE = 64
+#: Answered offers remembered for their ``link_up`` report: links come up within the connect
+#: timeout, so a few seconds of offers at the fastest rate the cloud admits is plenty.
+MAX_ANSWERED = 4096
 
 
 class DeviceLink(Protocol):
@@ -72,6 +76,14 @@ class SignallingHub:
         self._links: dict[tuple[str, str], DeviceLink] = {}
         self._pending: dict[str, _Pending] = {}
         self._max_pending = max_pending_per_device
+        #: answered offers whose link may still report its path (``link_up``), oldest first:
+        #: a device can only report on offers it was sent, each once
+        self._answered: OrderedDict[str, DeviceLink] = OrderedDict()
+
+    @property
+    def online(self) -> int:
+        """Devices signed in to this node."""
+        return len(self._links)
 
     def attach(self, link: DeviceLink) -> DeviceLink | None:
         """Make ``link`` the device's current link; returns the one it replaces, if any."""
@@ -145,6 +157,16 @@ class SignallingHub:
         if future is None:
             return False
         future.set_result(answer)
+        self._answered[request_id] = link
+        while len(self._answered) > MAX_ANSWERED:
+            self._answered.popitem(last=False)
+        return True
+
+    def link_up(self, link: DeviceLink, request_id: str) -> bool:
+        """Whether ``link``'s device may report the link of offer ``request_id`` (once)."""
+        if self._answered.get(request_id) is not link:
+            return False
+        del self._answered[request_id]
         return True
 
     def refuse(self, link: DeviceLink, request_id: str, code: int, reason: str) -> bool:

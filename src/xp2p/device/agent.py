@@ -257,7 +257,7 @@ class DeviceAgent:
         woken = asyncio.Event()
         if transport == "webrtc":
             return await self._accept_webrtc(
-                offer_sdp, link_config, handler, label, slot, watch, woken
+                offer_sdp, link_config, handler, label, slot, watch, woken, request.request_id
             )
         try:
             pending = await accept_link(
@@ -270,7 +270,9 @@ class DeviceAgent:
             self.admission.release(slot)
             raise
         self._pending.add(pending.link)
-        self._tasks.spawn(self._adopt(pending.link, label, slot, watch, woken), "adopt-link")
+        self._tasks.spawn(
+            self._adopt(pending.link, label, slot, watch, woken, request.request_id), "adopt-link"
+        )
         return pending.answer
 
     async def _on_reoffer(self, request: OfferRequest) -> dict[str, Any]:
@@ -307,6 +309,7 @@ class DeviceAgent:
         slot: Slot,
         watch: LinkWatch,
         woken: asyncio.Event,
+        request_id: str,
     ) -> dict[str, Any]:
         """A browser's offer: the same slot, grant watch and handler as a QUIC link."""
         from xp2p.link.webrtc import accept_webrtc
@@ -324,7 +327,7 @@ class DeviceAgent:
             raise
         self._pending_webrtc.add(pending.link)
         self._tasks.spawn(
-            self._adopt_webrtc(pending.link, label, slot, watch, woken), "adopt-webrtc"
+            self._adopt_webrtc(pending.link, label, slot, watch, woken, request_id), "adopt-webrtc"
         )
         return pending.answer
 
@@ -335,6 +338,7 @@ class DeviceAgent:
         slot: Slot,
         watch: LinkWatch,
         woken: asyncio.Event,
+        request_id: str,
     ) -> None:
         try:
             try:
@@ -345,6 +349,7 @@ class DeviceAgent:
             finally:
                 self._pending_webrtc.discard(future)
             self.admission.opened(slot)
+            self._session.report_link_up(request_id, link.link_mode)
             self.webrtc_links.add(link)
             try:
                 await self._supervise(link, watch, woken)
@@ -403,6 +408,7 @@ class DeviceAgent:
         slot: Slot,
         watch: LinkWatch,
         woken: asyncio.Event,
+        request_id: str,
     ) -> None:
         try:
             try:
@@ -413,6 +419,7 @@ class DeviceAgent:
             finally:
                 self._pending.discard(future)
             self.admission.opened(slot)
+            self._session.report_link_up(request_id, link.link_mode)
             self.links.add(link)
             self._link_apps[link] = slot.app_key
             try:

@@ -63,6 +63,9 @@ class SignInInfo:
     ice_servers: tuple[IceServer, ...]
     stun: StunInfo
     server_time: int
+    #: What the cloud asks devices to report ("link_up": each link's path, for its
+    #: metrics); a cloud that does not ask is sent nothing it would not understand.
+    reports: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,7 @@ class DeviceCloudSession:
                 ice_servers=parse_ice_servers(welcome["ice_servers"]),
                 stun=StunInfo.from_json(welcome["stun"]),
                 server_time=server_time,
+                reports=_reports(welcome.get("reports")),
             )
             offered = None if offered_key is None else import_public_key(offered_key)
         except (KeyError, TypeError, ValueError) as exc:
@@ -435,12 +439,31 @@ class DeviceCloudSession:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._send(reply)
 
+    def report_link_up(self, request_id: str, mode: str) -> None:
+        """Tell the cloud which path the link of its offer ``request_id`` took (``direct``,
+        ``relay`` or ``webrtc``): its connects-by-link-mode metric. Never raises, never waits."""
+        if self.info is None or "link_up" not in self.info.reports:
+            return
+        frame = {"type": "link_up", "request_id": request_id, "mode": mode}
+
+        async def send() -> None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._send(frame)
+
+        self._offers.spawn(send(), "link-up")
+
     async def _send(self, message: dict[str, Any]) -> None:
         ws = self._ws
         if ws is None or ws.closed:
             raise ConnectionError("not connected to the cloud")
         # Offer tasks and the main loop may send at once: aiohttp's writer serialises frames.
         await ws.send_str(json.dumps(message))
+
+
+def _reports(value: object) -> frozenset[str]:
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(v for v in value if isinstance(v, str))
 
 
 def _same_key(a: Ed25519PublicKey, b: Ed25519PublicKey) -> bool:
