@@ -27,6 +27,7 @@ from xp2p.cloud import AppConfig, CloudConfig, CloudServer
 from xp2p.cloud.edge.device_source import CloudDeviceSource
 from xp2p.device import DeviceAgent
 from xp2p.device.capacity import ViewerSlots, slots
+from xp2p.flv import FlvReader
 from xp2p.player.server import PlayerServer
 from xp2p.swarm.device_url import DeviceUrl, parse_device_url
 from xp2p.swarm.edge_routes import room_id
@@ -55,6 +56,13 @@ class Viewer:
     def mode(self) -> str | None:
         modes = [d.get("mode") for e, s, d in self.events if (e, s) == ("notify", "connected")]
         return modes[-1] if modes else None
+
+
+def whole_tags(data: bytes) -> bytes:
+    """The stream up to its last whole tag: a 1v1 viewer's data callback gets the link's
+    chunks, which end anywhere, and ffprobe rightly calls a cut-off last tag invalid."""
+    reader = FlvReader()
+    return b"".join(item.encode() for item in reader.feed(data))
 
 
 # ---- the decision (sans-IO) ----------------------------------------------------------------
@@ -175,7 +183,7 @@ async def test_a_full_camera_moves_later_viewers_to_one_swarm(
         )
         assert state.data == [{"status": "0", "appConnectNum": str(MAX_VIEWERS + 1)}]
         for v in viewers:
-            assert ffprobe_frames(bytes(v.data)) > 10, v.name
+            assert ffprobe_frames(whole_tags(bytes(v.data))) > 10, v.name
         stats = room.stats()
         print(
             f"\nedge egress {stats.edge_egress_copies:.2f} copies for "

@@ -223,6 +223,8 @@ async def test_token_in_query_is_refused_and_never_logged(
     server: CloudServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # Its own level too: an in-process CLI test (setup_logging) may have quieted it.
+    caplog.set_level(logging.DEBUG, logger="aiohttp.access")
     token = await _mint(server, devices=[("DEMO", "cam1")])
     for query in (f"token={token}", f"access_token={token}", f"x={token}"):
         status, _, doc = await _raw(
