@@ -193,6 +193,18 @@ def signalling() -> list[bytes]:
     return [b"o" + json.dumps(offer).encode(), b"a" + json.dumps(answer).encode(), b"g" + raw]
 
 
+def admin() -> list[bytes]:
+    key = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"  # RFC 8032's test 1 public key
+    docs: list[Any] = [
+        {"key": "my-app", "products": ["DEMO", "*"], "permissions": ["live", "command"]},
+        {"key": "web", "cors_origins": ["https://app.example:8443"]},
+        {"product_id": "DEMO", "device_name": "cam7", "public_key": key},
+        {"public_key": key},
+        [],
+    ]
+    return [b"b" + json.dumps(d).encode() for d in docs] + [b"k" + key.encode(), b"kAAAA"]
+
+
 def cloud_signalling() -> list[bytes]:
     frames: list[dict[str, Any]] = [
         {
@@ -348,6 +360,7 @@ TARGETS = {
     "edge_messages": edge_messages,
     "stun": stun_,
     "signalling": signalling,
+    "admin": admin,
     "cloud_signalling": cloud_signalling,
     "device_session": device_session,
     "player_access": player_access,

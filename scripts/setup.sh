@@ -2,8 +2,9 @@
 # Installs what xp2p needs on a fresh Debian/Ubuntu machine: FFmpeg's tools (ffprobe/ffplay,
 # used by tests and to watch), coturn (the TURN relay the tests start), the network tools the
 # NAT lab builds its routers with (iproute2, iptables, conntrack, ethtool; libnetfilter-queue
-# for its user-space delay), Chromium and npm (the browser tests, the JS SDK in web/) and a
-# virtualenv in .venv with xp2p and its test tools.
+# for its user-space delay), Chromium and npm (the browser tests, the JS SDK in web/),
+# PostgreSQL (the registry's tests start their own server) and a virtualenv in .venv with
+# xp2p and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 # Debian's Chromium for the browser tests (tests/browser); node/npm for the JS SDK in web/.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# A real PostgreSQL server for the registry's tests (tests/support/postgres.py starts its own).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     echo "setup: installing ${need_apt[*]} with apt-get"

@@ -423,6 +423,7 @@ class RequestVerifier:
 # --- device sign-in proof -----------------------------------------------------------------
 
 _PROOF_DOMAIN = b"xp2p-device-proof-v1"
+_KEY_PROOF_DOMAIN = b"xp2p-device-key-proof-v1"
 
 
 def length_prefixed(*parts: bytes) -> bytes:
@@ -435,6 +436,40 @@ def device_proof(device_secret: str, challenge: bytes, product_id: str, device_n
     """Hex HMAC-SHA256 proving possession of ``device_secret`` for this challenge and device."""
     message = length_prefixed(_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge)
     return hmac.new(device_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _key_proof_message(challenge: bytes, product_id: str, device_name: str) -> bytes:
+    return length_prefixed(_KEY_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge)
+
+
+def device_key_proof(
+    device_key: Ed25519PrivateKey, challenge: bytes, product_id: str, device_name: str
+) -> str:
+    """Hex Ed25519 signature proving possession of a provisioned device's private key; its
+    own domain, so it never doubles as an HMAC proof's message or a grant's."""
+    message = length_prefixed(
+        _KEY_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge
+    )
+    return device_key.sign(message).hex()
+
+
+def verify_device_key_proof(
+    public_key: bytes, challenge: bytes, product_id: str, device_name: str, proof: str
+) -> bool:
+    """``public_key``: the raw 32 bytes the registry holds."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public_key)
+        signature = bytes.fromhex(proof)
+    except ValueError:
+        return False
+    message = length_prefixed(
+        _KEY_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge
+    )
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def verify_device_proof(

@@ -32,9 +32,10 @@ from typing import Any
 
 import aiohttp
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -49,6 +50,8 @@ from xp2p.auth import length_prefixed
 WELCOME_DOMAIN = b"xp2p-welcome-v1"
 #: The field of the welcome frame that carries the MAC (left out of what it covers).
 WELCOME_MAC_FIELD = "mac"
+#: The welcome's Ed25519 signature by the grant key, for a device that signs in with a key.
+WELCOME_SIG_FIELD = "sig"
 #: Bytes of the nonce a device sends in ``auth`` (hex on the wire).
 DEVICE_NONCE_BYTES = 16
 
@@ -56,6 +59,26 @@ DEVICE_NONCE_BYTES = 16
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the same bytes on both ends for the same JSON."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def welcome_message(
+    challenge: bytes,
+    device_nonce: bytes,
+    product_id: str,
+    device_name: str,
+    welcome: Mapping[str, Any],
+) -> bytes:
+    """len-prefixed(domain, product, device, challenge, device nonce, canonical JSON of the
+    welcome without its ``mac``/``sig`` field): what the welcome's MAC or signature covers."""
+    body = {k: v for k, v in welcome.items() if k not in (WELCOME_MAC_FIELD, WELCOME_SIG_FIELD)}
+    return length_prefixed(
+        WELCOME_DOMAIN,
+        product_id.encode(),
+        device_name.encode(),
+        challenge,
+        device_nonce,
+        canonical_json(body),
+    )
 
 
 def welcome_mac(
@@ -66,18 +89,46 @@ def welcome_mac(
     device_name: str,
     welcome: Mapping[str, Any],
 ) -> str:
-    """Hex HMAC-SHA256(device_secret, len-prefixed(domain, product, device, challenge,
-    device nonce, canonical JSON of the welcome without its ``mac`` field))."""
-    body = {k: v for k, v in welcome.items() if k != WELCOME_MAC_FIELD}
-    message = length_prefixed(
-        WELCOME_DOMAIN,
-        product_id.encode(),
-        device_name.encode(),
-        challenge,
-        device_nonce,
-        canonical_json(body),
-    )
+    """Hex HMAC-SHA256(device_secret, ``welcome_message``): a secret-holding device's."""
+    message = welcome_message(challenge, device_nonce, product_id, device_name, welcome)
     return hmac.new(device_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def welcome_signature(
+    grant_key: Ed25519PrivateKey,
+    challenge: bytes,
+    device_nonce: bytes,
+    product_id: str,
+    device_name: str,
+    welcome: Mapping[str, Any],
+) -> str:
+    """Hex Ed25519 signature of ``welcome_message`` by the cloud's grant key: for a device
+    with a key pair, which shares no secret with the cloud but pins the grant key."""
+    message = welcome_message(challenge, device_nonce, product_id, device_name, welcome)
+    return grant_key.sign(message).hex()
+
+
+def verify_welcome_signature(
+    grant_key: Ed25519PublicKey,
+    challenge: bytes,
+    device_nonce: bytes,
+    product_id: str,
+    device_name: str,
+    welcome: Mapping[str, Any],
+) -> bool:
+    given = welcome.get(WELCOME_SIG_FIELD)
+    if not isinstance(given, str) or len(given) != 128:
+        return False
+    try:
+        signature = bytes.fromhex(given)
+    except ValueError:
+        return False
+    message = welcome_message(challenge, device_nonce, product_id, device_name, welcome)
+    try:
+        grant_key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def verify_welcome_mac(

@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from xp2p import __version__
-from xp2p.cli import cmd, download, edge, origin, records, serve, talk
+from xp2p.cli import admin, cmd, download, edge, origin, records, serve, talk
 from xp2p.cli.common import run_until_stopped, setup_logging, status
 from xp2p.errors import XP2PError
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines as text (default) or one JSON object each, for log shippers",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, edge, origin, cmd, talk, download, records):
+    for module in (serve, edge, origin, cmd, talk, download, records, admin):
         module.register(commands)
     return parser
 

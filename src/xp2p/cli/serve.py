@@ -32,8 +32,13 @@ from xp2p.device.config import DeviceConfig
 from xp2p.errors import XP2PError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
+    from xp2p.cloud.account_db import AccountDatabase
+    from xp2p.cloud.accounts import Accounts
     from xp2p.cloud.app import CloudServer
     from xp2p.cloud.config import CloudConfig
     from xp2p.player.server import PlayerServer
@@ -44,6 +49,10 @@ if TYPE_CHECKING:
 DEMO_CLOUD_PORT = 8080
 #: The bearer token a Prometheus scraper sends for ``/metrics``; without it, loopback only.
 METRICS_TOKEN_ENV = "XP2P_METRICS_TOKEN"
+#: The admin API's bearer token (``xp2p admin``); without it, no admin API.
+ADMIN_TOKEN_ENV = "XP2P_ADMIN_TOKEN"
+#: The key app secrets are sealed under in the registry database (or --registry-key-file).
+REGISTRY_KEY_ENV = "XP2P_REGISTRY_KEY"
 
 # ---- commands ---------------------------------------------------------------------------
 
@@ -60,8 +69,17 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
         config = _cloud_config(args)
         edge = edge_config(args)
         # Demo accounts: the web app signs in as the demo app with a code in its address.
-        login = None if args.config else DemoLogin(config.apps[0].key)
-        server = CloudServer(config, edge=edge, demo_login=login, metrics_access=metrics)
+        login = None if args.config or args.db else DemoLogin(config.apps[0].key)
+        registry_db, accounts = await _open_registry(args, config)
+        server = CloudServer(
+            config,
+            edge=edge,
+            demo_login=login,
+            metrics_access=metrics,
+            accounts=accounts,
+            registry_db=registry_db,
+            admin_token=os.environ.get(ADMIN_TOKEN_ENV, ""),
+        )
     except ConfigError as exc:  # the operator gets the setting and the problem, no traceback
         raise SystemExit(f"xp2p cloud: {exc}") from None
     try:
@@ -82,8 +100,57 @@ async def _cmd_cloud(args: argparse.Namespace, stop: asyncio.Event) -> None:
         print(f"  TURN {', '.join(entry.urls)} (credentials valid {entry.ttl} s)", flush=True)
     who = f"bearer ${METRICS_TOKEN_ENV}" if metrics.token else "this machine only"
     print(f"  metrics: {server.url}/metrics (Prometheus; {who})", flush=True)
+    if registry_db is not None:
+        admin = f"{server.url}/api/v1/admin" if os.environ.get(ADMIN_TOKEN_ENV) else "off"
+        print(f"  registry: {registry_db!r}; admin API: {admin}", flush=True)
     await stop.wait()
     await server.stop()
+    if registry_db is not None:
+        await registry_db.close()
+
+
+async def _open_registry(
+    args: argparse.Namespace, config: CloudConfig
+) -> tuple[AccountDatabase | None, Accounts | None]:
+    """``--db``: the registry database, migrated, seeded from the TOML's accounts."""
+    if not args.db:
+        if os.environ.get(ADMIN_TOKEN_ENV):
+            print(f"  (${ADMIN_TOKEN_ENV} is set, but the admin API needs --db)", flush=True)
+        return None, None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from xp2p.cloud.account_db import AccountDatabase
+    from xp2p.cloud.admin import MIN_TOKEN_LENGTH
+    from xp2p.cloud.secret_box import SecretBox, SecretBoxError
+
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise SystemExit(f"xp2p cloud: ${ADMIN_TOKEN_ENV} must be {MIN_TOKEN_LENGTH}+ characters")
+    try:
+        box = SecretBox.from_env_or_file(REGISTRY_KEY_ENV, args.registry_key_file)
+        db = AccountDatabase(args.db, box)
+    except (SecretBoxError, ValueError, OSError) as exc:
+        raise SystemExit(f"xp2p cloud: --db: {exc}") from None
+    try:
+        await db.migrate()
+        added = await db.seed(config)
+        accounts = await db.accounts()
+    except (SQLAlchemyError, SecretBoxError, OSError) as exc:
+        await db.close()
+        text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        raise SystemExit(f"xp2p cloud: the registry database: {text}") from None
+    print(
+        f"  registry: {len(accounts.apps)} apps, {len(accounts.devices)} devices "
+        f"({added} added from the config)",
+        flush=True,
+    )
+    if config.grant_key_file is None:
+        print(
+            "  WARNING: no grant_key_file: a new grant key every start, and provisioned "
+            "devices pin it, so after a restart they cannot sign in; set grant_key_file",
+            flush=True,
+        )
+    return db, accounts
 
 
 def _print_trust(config: CloudConfig, grant_key: Ed25519PublicKey, export_to: Path | None) -> None:
@@ -139,6 +206,8 @@ def _cloud_config(args: argparse.Namespace) -> CloudConfig:
     }
     if args.config:
         config = dataclasses.replace(CloudConfig.from_toml(args.config), **overrides)
+    elif getattr(args, "db", None):
+        config = CloudConfig(**overrides)  # the registry holds the accounts
     else:
         config = CloudConfig.demo(**overrides)
         app = config.apps[0]
@@ -164,13 +233,14 @@ def _cloud_config(args: argparse.Namespace) -> CloudConfig:
 async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from xp2p.device import ChannelConfig, DeviceAgent
 
-    product, device = split_device(args.device)
+    cloud, product, device, device_secret, device_key, grant_key = _device_identity(args)
     config = DeviceConfig(
-        cloud_url=args.cloud,
+        cloud_url=cloud,
         product_id=product,
         device_name=device,
-        device_secret=secret(args, "XP2P_DEVICE_SECRET", "device secret"),
-        grant_public_key=_grant_key(args),
+        device_secret=device_secret,
+        device_key=device_key,
+        grant_public_key=grant_key,
         cloud_trust=cloud_trust(args),
         channels={0: ChannelConfig(default=source_factory(args))},
         link=link_config(args),
@@ -179,11 +249,41 @@ async def _cmd_device(args: argparse.Namespace, stop: asyncio.Event) -> None:
     await agent.start()
     try:
         await agent.wait_signed_in(timeout=15.0)
-        print(f"device {product}/{device} signed in to {args.cloud}", flush=True)
+        print(f"device {product}/{device} signed in to {cloud}", flush=True)
     except Exception as exc:  # keep retrying in the background; say why now
         print(f"device {product}/{device}: not signed in yet ({exc}); retrying", flush=True)
     await stop.wait()
     await agent.close()
+
+
+def _device_identity(
+    args: argparse.Namespace,
+) -> tuple[str, str, str, str, Ed25519PrivateKey | None, Ed25519PublicKey]:
+    """(cloud URL, product, device, secret, key, grant key): from ``--provisioning FILE``
+    (a key-pair camera, as ``xp2p admin device add`` wrote it) or from the arguments and
+    $XP2P_DEVICE_SECRET (a camera the cloud's TOML names)."""
+    if args.provisioning is None:
+        if args.device is None:
+            raise SystemExit("xp2p device: give PRODUCT/DEVICE, or --provisioning FILE")
+        product, device = split_device(args.device)
+        device_secret = secret(args, "XP2P_DEVICE_SECRET", "device secret")
+        return args.cloud, product, device, device_secret, None, _grant_key(args)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from xp2p.auth import b64url_decode
+    from xp2p.cli.admin import read_provisioning
+    from xp2p.trust import load_grant_public_key
+
+    try:
+        doc = read_provisioning(args.provisioning)
+        key = Ed25519PrivateKey.from_private_bytes(b64url_decode(doc["device_key"]))
+        grant_key = load_grant_public_key(doc["grant_public_key"])
+    except ValueError as exc:
+        raise SystemExit(f"xp2p device: --provisioning: {exc}") from None
+    if args.device is not None and args.device != f"{doc['product_id']}/{doc['device_name']}":
+        raise SystemExit(f"xp2p device: {args.provisioning} is not for {args.device}")
+    cloud = doc["cloud_url"] if args.cloud == DEFAULT_CLOUD else args.cloud
+    return cloud, doc["product_id"], doc["device_name"], "", key, grant_key
 
 
 def _grant_key(args: argparse.Namespace) -> Ed25519PublicKey:
@@ -574,6 +674,21 @@ def register(commands: Subparsers) -> None:
         metavar="SECONDS",
         help="lifetime of the TURN credentials handed out (3600)",
     )
+    registry = cloud.add_argument_group("registry (apps and devices in a database)")
+    registry.add_argument(
+        "--db",
+        metavar="URL",
+        help="sqlite:///PATH (one node) or postgresql://USER@HOST/DB (several nodes): apps "
+        "and devices there, provisioned with xp2p admin while running; --config's accounts "
+        "seed it. Without --db: the config's accounts, in memory",
+    )
+    registry.add_argument(
+        "--registry-key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"the key app secrets are sealed under (else ${REGISTRY_KEY_ENV}; "
+        "xp2p admin keygen makes one). The admin API is on when $XP2P_ADMIN_TOKEN is set",
+    )
     add_edge_args(cloud)
     cloud.add_argument(
         "--no-edge", action="store_true", help="without the 1vN edge routes (/api/v1/swarm)"
@@ -590,7 +705,14 @@ def register(commands: Subparsers) -> None:
         description="Sign in to the cloud as PRODUCT/DEVICE and serve live video over P2P "
         "links. The device secret comes from $XP2P_DEVICE_SECRET or --secret-file.",
     )
-    device.add_argument("device", metavar="PRODUCT/DEVICE")
+    device.add_argument("device", metavar="PRODUCT/DEVICE", nargs="?")
+    device.add_argument(
+        "--provisioning",
+        type=Path,
+        metavar="FILE",
+        help="sign in with the key pair of this provisioning file (xp2p admin device add "
+        "writes it: device, key, cloud URL, grant key) instead of a secret",
+    )
     device.add_argument("--cloud", default=DEFAULT_CLOUD, help=f"cloud URL ({DEFAULT_CLOUD})")
     device.add_argument("--secret-file", help="file holding the device secret")
     device.add_argument(

@@ -25,6 +25,7 @@ status; no handler failure takes the server down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -50,6 +51,9 @@ from xp2p.auth import (
     normalise_permissions,
     turn_credentials,
 )
+from xp2p.cloud.account_db import AccountDatabase
+from xp2p.cloud.accounts import Accounts
+from xp2p.cloud.admin import AdminApi
 from xp2p.cloud.config import NAME_RE, WILDCARD_HOSTS, AppConfig, CloudConfig, ConfigError
 from xp2p.cloud.demo_login import DemoLogin, LoginBodyError, parse_login_body
 from xp2p.cloud.device_ws import DeviceGateway
@@ -219,8 +223,18 @@ class CloudServer:
         web_dir: Path | None = WEB_DIR,
         demo_login: DemoLogin | None = None,
         metrics_access: MetricsAccess | None = None,
+        accounts: Accounts | None = None,
+        registry_db: AccountDatabase | None = None,
+        admin_token: str = "",
     ) -> None:
         self.config = config
+        #: the apps and devices every request checks: the TOML's, or the database's (--db),
+        #: replaced whole by its watcher when an admin changes them
+        self.accounts = accounts or Accounts.from_config(config)
+        #: with --db: the database ``accounts`` is reloaded from, and the admin API on it
+        self.registry_db = registry_db
+        self._admin_token = admin_token
+        self._registry_watch: asyncio.Task[None] | None = None
         self.registry: DeviceRegistry = registry or MemoryRegistry()
         self.hub = SignallingHub()
         #: ``GET /metrics`` (xp2p.cloud.metrics): a bearer token, or loopback clients only
@@ -235,7 +249,7 @@ class CloudServer:
         #: viewer tokens: MAC key derived from the grant key (why: xp2p.cloud.viewer_token)
         self._tokens = ViewerTokenCodec(derive_token_key(grant_key))
         #: replay cache, rate and failure throttle per app (config limits), shared with the edge
-        self._verifier: RequestVerifier = config.request_verifier()
+        self._verifier: RequestVerifier = config.request_verifier(self.accounts.app_secrets)
         edge = edge or EdgeConfig()
         #: the 1vN edge (rooms, tracker), on by default; it signs chunks with the grant key
         self.edge: EdgeService | None = None
@@ -246,16 +260,29 @@ class CloudServer:
                 self._verifier,
                 ice_servers=self._ice_servers,
                 clock=clock,
-                app_allows=apps_allow(config.apps),
+                app_allows=apps_allow(self.accounts.app),
                 # the 1v1→1vN switch: the edge pulls a full camera over its own link
                 device_source=CloudDeviceSource(
-                    config, self.registry, self.hub, self._signer, self._ice_servers, clock=clock
+                    config,
+                    self.accounts,
+                    self.registry,
+                    self.hub,
+                    self._signer,
+                    self._ice_servers,
+                    clock=clock,
                 ),
             )
         # Plain HTTP only on loopback (ConfigError naming host otherwise): issue 10 item 3.
         config.check_transport()
         self._gateway = DeviceGateway(
-            config, self.registry, self.hub, self._device_welcome, clock=clock, metrics=self.metrics
+            config,
+            self.accounts,
+            self.registry,
+            self.hub,
+            self._device_welcome,
+            grant_key=grant_key,
+            clock=clock,
+            metrics=self.metrics,
         )
         #: the web app and the SDK as static files (/app/, /sdk/); None: not served
         self.webapp = WebApp(web_dir) if web_dir is not None else None
@@ -303,9 +330,18 @@ class CloudServer:
             self._stun.close()
             self._stun = None
             raise
+        if self.registry_db is not None:
+            self._registry_watch = asyncio.get_running_loop().create_task(
+                self.registry_db.watch(self.accounts), name="registry-watch"
+            )
         logger.info("cloud listening on %s, STUN on %s:%d", self.url, *self.stun_address)
 
     async def stop(self) -> None:
+        if self._registry_watch is not None:
+            self._registry_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registry_watch
+            self._registry_watch = None
         if self._runner is not None:
             await self._runner.cleanup()  # on_shutdown closes device sockets first
             self._runner = None
@@ -371,12 +407,12 @@ class CloudServer:
 
     def _demo_scope(self, login: DemoLogin) -> tuple[str, ...]:
         """The products a demo token covers: those of the app's configured devices."""
-        app = self.config.app(login.app_key)
+        app = self.accounts.app(login.app_key)
         if app is None:
             raise ConfigError(f"demo_login: no app {login.app_key!r} is configured")
         if login.token_ttl > self.config.viewer_token_max_ttl:
             raise ConfigError("demo_login: token_ttl exceeds viewer_token_max_ttl")
-        products = sorted({d.product_id for d in self.config.devices if app.allows(d.product_id)})
+        products = sorted({d.product_id for d in self.accounts.devices if app.allows(d.product_id)})
         if not 1 <= len(products) <= MAX_SCOPE_ENTRIES:
             raise ConfigError(
                 f"demo_login: app {app.key!r} must cover 1 to {MAX_SCOPE_ENTRIES} products "
@@ -409,6 +445,14 @@ class CloudServer:
             middlewares=[self._cors, _no_token_in_query, _json_errors],
         )
         app[METRICS_KEY] = self.metrics
+        if self.registry_db is not None and self._admin_token:
+            AdminApi(
+                self.registry_db,
+                self._admin_token,
+                export_public_key(self.grant_public_key),
+                ApiError,
+                clock=self._clock,
+            ).add_routes(app)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/version", self._version)
         app.router.add_get("/metrics", self._metrics)
@@ -440,9 +484,9 @@ class CloudServer:
     def _origin_allowed(self, origin: str, app_key: str | None) -> bool:
         """``origin`` is one of ``app_key``'s, or with no app known, of any app's."""
         apps = (
-            self.config.apps
+            self.accounts.apps
             if app_key is None
-            else [a for a in self.config.apps if a.key == app_key]
+            else [a for a in self.accounts.apps if a.key == app_key]
         )
         return any(origin in a.cors_origins for a in apps)
 
@@ -620,7 +664,7 @@ class CloudServer:
             if exc.app_key is not None:
                 request[_TOKEN_APP_KEY] = exc.app_key
             raise ApiError(401, exc.code, exc.message) from None
-        app = self.config.app(token.app_key)
+        app = self.accounts.app(token.app_key)
         if app is None:  # the app was removed from the config since
             raise ApiError(401, "token_invalid", "viewer token of an unknown app")
         request[_TOKEN_APP_KEY] = app.key
@@ -634,7 +678,7 @@ class CloudServer:
         return app
 
     def _app(self, app_key: str) -> AppConfig:
-        app = self.config.app(app_key)
+        app = self.accounts.app(app_key)
         assert app is not None  # the verifier only knows configured apps
         return app
 
@@ -652,7 +696,7 @@ class CloudServer:
             if not app.allows(pid):
                 raise ApiError(403, "forbidden", "this app may not access that product")
             if not (NAME_RE.fullmatch(pid) and NAME_RE.fullmatch(dev)) or (
-                self.config.device(pid, dev) is None
+                self.accounts.device(pid, dev) is None
             ):
                 raise ApiError(404, "unknown_device", "no such device")
             if authorise is not None:
@@ -729,7 +773,7 @@ class CloudServer:
                 )
             if not app.allows(pid):
                 raise ApiError(403, "forbidden", "this app may not access that product")
-            if self.config.device(pid, dev) is None:
+            if self.accounts.device(pid, dev) is None:
                 raise ApiError(404, "unknown_device", "no such device")
             devices.add((pid, dev))
         products: set[str] = set()
@@ -771,7 +815,7 @@ class CloudServer:
         token = request.get(_TOKEN_KEY)
         names = sorted(
             (d.product_id, d.device_name)
-            for d in self.config.devices
+            for d in self.accounts.devices
             if app.allows(d.product_id)
             and (token is None or token.covers(d.product_id, d.device_name))
         )

@@ -66,6 +66,7 @@ import ipaddress
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,11 +311,12 @@ class CloudConfig:
             return self.advertised_host
         return self.host
 
-    def request_verifier(self) -> RequestVerifier:
+    def request_verifier(self, app_secrets: Mapping[str, str] | None = None) -> RequestVerifier:
         """The app request verifier with this config's limits (the cloud and a standalone
-        edge build theirs here, so both enforce the same ones)."""
+        edge build theirs here, so both enforce the same ones); ``app_secrets`` is a live
+        view of the registry's (``Accounts.app_secrets``), else this config's apps."""
         return RequestVerifier(
-            {a.key: a.secret for a in self.apps},
+            {a.key: a.secret for a in self.apps} if app_secrets is None else app_secrets,
             future_skew=self.clock_skew,
             max_nonces=self.nonce_quota,
             request_rate=self.request_rate,

@@ -39,14 +39,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from xp2p.auth import verify_device_proof
+from xp2p.auth import verify_device_key_proof, verify_device_proof
+from xp2p.cloud.accounts import Accounts
 from xp2p.cloud.config import CloudConfig
 from xp2p.cloud.hub import SignallingHub
 from xp2p.cloud.metrics import CloudMetrics
 from xp2p.cloud.registry import DeviceRegistry
 from xp2p.cloud.signin_throttle import SignInThrottle
-from xp2p.trust import WELCOME_MAC_FIELD, welcome_mac
+from xp2p.trust import WELCOME_MAC_FIELD, WELCOME_SIG_FIELD, welcome_mac, welcome_signature
 
 logger = logging.getLogger("xp2p.cloud")
 
@@ -58,6 +60,8 @@ HEARTBEAT = 10.0
 AUTH_TIMEOUT = 10.0
 _CLOSE_AUTH_FAILED = 4001
 _CLOSE_REPLACED = 4002
+#: An admin rotated, disabled or removed the device's credentials (docs/protocol.md §6).
+_CLOSE_CREDENTIALS = 4005
 _CLOSE_BAD_FRAMES = 4003
 _CLOSE_THROTTLED = 4004
 _NONCE_RE = re.compile(r"[0-9a-fA-F]{32}")
@@ -171,8 +175,8 @@ class _SocketLink:
         # serialises frames.
         await self._ws.send_str(json.dumps(message))
 
-    async def close(self, reason: str) -> None:
-        await self._ws.close(code=_CLOSE_REPLACED, message=reason.encode())
+    async def close(self, reason: str, code: int = _CLOSE_REPLACED) -> None:
+        await self._ws.close(code=code, message=reason.encode())
 
 
 @dataclass(frozen=True)
@@ -183,23 +187,31 @@ class _SignIn:
     device_name: str
     challenge: bytes
     device_nonce: bytes
-    secret: str = field(repr=False)
+    #: the shared secret the welcome's MAC is made with; None: a key-pair device, whose
+    #: welcome the cloud signs with its grant key instead
+    secret: str | None = field(repr=False)
 
 
 class DeviceGateway:
     def __init__(
         self,
         config: CloudConfig,
+        accounts: Accounts,
         registry: DeviceRegistry,
         hub: SignallingHub,
         welcome: Callable[[str], dict[str, Any]],
         *,
+        grant_key: Ed25519PrivateKey | None = None,
         clock: Callable[[], float] = time.time,
         throttle: SignInThrottle | None = None,
         metrics: CloudMetrics | None = None,
     ) -> None:
-        """``welcome(session_id)`` gives the per-session welcome fields (ICE servers...)."""
+        """``welcome(session_id)`` gives the per-session welcome fields (ICE servers...);
+        ``grant_key`` signs the welcome of a device that signs in with a key pair."""
         self._config = config
+        self._accounts = accounts
+        self._grant_key = grant_key
+        accounts.on_device_change(self._credentials_changed)
         self._registry = registry
         self._hub = hub
         self._welcome = welcome
@@ -207,6 +219,7 @@ class DeviceGateway:
         self.throttle = throttle or SignInThrottle()
         self._metrics = metrics
         self._sockets: set[web.WebSocketResponse] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def close_all(self) -> None:
         for ws in list(self._sockets):
@@ -285,11 +298,18 @@ class DeviceGateway:
             await ws.close(code=_CLOSE_THROTTLED, message=b"sign-in throttled")
             self._count_sign_in("auth_throttled")
             return None
-        device = self._config.device(product_id, device_name)
-        # Check a dummy secret for unknown devices so that timing does not tell them apart.
-        secret = device.secret if device is not None else secrets.token_hex(16)
+        device = self._accounts.device(product_id, device_name)
         challenge = bytes.fromhex(nonce)
-        valid = verify_device_proof(secret, challenge, product_id, device_name, auth["proof"])
+        if device is not None and device.public_key is not None:
+            secret = None
+            valid = self._grant_key is not None and verify_device_key_proof(
+                device.public_key, challenge, product_id, device_name, auth["proof"]
+            )
+        else:
+            # A dummy secret for unknown devices, so that timing does not tell them apart.
+            secret = device.secret if device is not None and device.secret else None
+            checked = secret or secrets.token_hex(16)
+            valid = verify_device_proof(checked, challenge, product_id, device_name, auth["proof"])
         if device is None or not valid:
             self.throttle.failed(identity, source, self._clock())
             logger.warning(
@@ -317,9 +337,15 @@ class DeviceGateway:
             "session_id": session_id,
             **self._welcome(session_id),
         }
-        welcome[WELCOME_MAC_FIELD] = welcome_mac(
-            sign_in.secret, sign_in.challenge, sign_in.device_nonce, pid, dev, welcome
-        )
+        if sign_in.secret is not None:
+            welcome[WELCOME_MAC_FIELD] = welcome_mac(
+                sign_in.secret, sign_in.challenge, sign_in.device_nonce, pid, dev, welcome
+            )
+        else:
+            assert self._grant_key is not None  # a key-pair proof needs it to pass
+            welcome[WELCOME_SIG_FIELD] = welcome_signature(
+                self._grant_key, sign_in.challenge, sign_in.device_nonce, pid, dev, welcome
+            )
         await link.send(welcome)
         if old is not None:
             if presence.duplicate_identity:
@@ -368,6 +394,20 @@ class DeviceGateway:
                     code,
                 )
         return False
+
+    def _credentials_changed(self, idents: frozenset[tuple[str, str]]) -> None:
+        """An admin rotated, disabled or removed these devices: a session signed in with the
+        old credentials ends now (its device signs in again, with the new ones if it has
+        them)."""
+        for ident in idents:
+            link = self._hub.link(*ident)
+            if isinstance(link, _SocketLink):
+                logger.info("device %s/%s: its credentials changed; closing its session", *ident)
+                task = asyncio.get_running_loop().create_task(
+                    link.close("credentials changed", _CLOSE_CREDENTIALS)
+                )
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     async def _sign_out(self, link: _SocketLink) -> None:
         self._hub.detach(link)

@@ -92,6 +92,10 @@ class SignallingHub:
         self._links[key] = link
         return old if old is not link else None
 
+    def link(self, product_id: str, device_name: str) -> DeviceLink | None:
+        """The device's current session on this node, if it is signed in here."""
+        return self._links.get((product_id, device_name))
+
     def detach(self, link: DeviceLink) -> bool:
         """Forget ``link``; offers waiting on it fail at once. True if it was current."""
         for request_id, pending in list(self._pending.items()):

@@ -106,6 +106,7 @@ class DeviceAgent:
             config.product_id,
             config.device_name,
             config.device_secret,
+            device_key=config.device_key,
             grant_public_key=config.grant_public_key,
             trust=config.cloud_trust,
             on_offer=self._on_offer,

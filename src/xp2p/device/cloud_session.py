@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from yarl import URL
 
-from xp2p.auth import device_proof, import_public_key
+from xp2p.auth import device_key_proof, device_proof, import_public_key
 from xp2p.link.config import IceServer, StunInfo, parse_ice_servers
 from xp2p.tasks import TaskSet
 from xp2p.trust import (
@@ -38,6 +38,7 @@ from xp2p.trust import (
     tls_failure,
     tls_failure_message,
     verify_welcome_mac,
+    verify_welcome_signature,
 )
 
 logger = logging.getLogger("xp2p.device")
@@ -124,6 +125,7 @@ class DeviceCloudSession:
         device_name: str,
         device_secret: str,
         *,
+        device_key: Ed25519PrivateKey | None = None,
         grant_public_key: Ed25519PublicKey,
         on_offer: OfferHandler,
         xp2p_info_factory: Xp2pInfoFactory,
@@ -143,6 +145,10 @@ class DeviceCloudSession:
         self.product_id = product_id
         self.device_name = device_name
         self._secret = device_secret
+        #: a provisioned device signs in with this key instead of the secret
+        self._key = device_key
+        if not device_secret and device_key is None:
+            raise ValueError("a device needs its secret or its key")
         self._on_offer = on_offer
         self._xp2p_info_factory = xp2p_info_factory
         self._heartbeat = heartbeat
@@ -340,7 +346,11 @@ class DeviceCloudSession:
                 nonce = bytes.fromhex(challenge["nonce"])
             except (KeyError, TypeError, ValueError):
                 raise SessionProtocolError("malformed challenge") from None
-            proof = device_proof(self._secret, nonce, self.product_id, self.device_name)
+            proof = (
+                device_key_proof(self._key, nonce, self.product_id, self.device_name)
+                if self._key is not None
+                else device_proof(self._secret, nonce, self.product_id, self.device_name)
+            )
             # The device's own nonce: the welcome's MAC covers it, so a welcome recorded from
             # an earlier sign-in (or made for another one) never verifies.
             device_nonce = self._new_device_nonce()
@@ -384,10 +394,16 @@ class DeviceCloudSession:
         except (KeyError, TypeError, ValueError) as exc:
             raise SessionProtocolError(f"malformed welcome: {exc}") from None
         # Checked after parsing (so malformed frames get their own error), before any of it
-        # is used: only the holder of the device secret can make this MAC.
-        if not verify_welcome_mac(
-            self._secret, nonce, device_nonce, self.product_id, self.device_name, welcome
-        ):
+        # is used: only the holder of the device secret can make this MAC, and only the
+        # holder of the pinned grant key this signature (a key-pair device's welcome).
+        ident = (nonce, device_nonce, self.product_id, self.device_name, welcome)
+        if self._key is not None:
+            if not verify_welcome_signature(self._grant_key, *ident):
+                raise WelcomeRefused(
+                    "its signature does not verify under the pinned grant key (not our "
+                    "cloud, or rewritten on the way)"
+                )
+        elif not verify_welcome_mac(self._secret, *ident):
             raise WelcomeRefused(
                 "its MAC does not verify under this device's secret (not our cloud, or "
                 "rewritten on the way)"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from xp2p.device.voice_sink import VoiceSinkFactory
 from xp2p.link import LinkConfig
@@ -32,6 +32,8 @@ class DeviceConfig:
     cloud_url: str
     product_id: str
     device_name: str
+    #: The shared secret of a device the cloud's TOML names; "" for a provisioned one, which
+    #: signs in with ``device_key`` (``xp2p admin device add`` writes both into its file).
     device_secret: str = field(repr=False)
     #: The cloud's grant-signing public key, pinned at provisioning (``xp2p cloud
     #: --export-grant-key``). Required: a device never learns it from the network, so a
@@ -39,6 +41,8 @@ class DeviceConfig:
     grant_public_key: Ed25519PublicKey | None = None
     #: How the cloud's https:// certificate is verified (system store, pinned CA, fingerprint).
     cloud_trust: CloudTrust = field(default_factory=CloudTrust)
+    #: A provisioned device's private key (its public half is all the cloud holds).
+    device_key: Ed25519PrivateKey | None = field(default=None, repr=False)
     channels: dict[int, ChannelConfig] = field(default_factory=dict)
     link: LinkConfig = field(default_factory=LinkConfig)
     #: How far behind live a viewer may fall before it skips to the next keyframe.

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from xp2p.auth import RELAY, AccessGrant, GrantSigner
+from xp2p.cloud.accounts import Accounts
 from xp2p.cloud.config import CloudConfig
 from xp2p.cloud.hub import RelayError, SignallingHub
 from xp2p.cloud.registry import DeviceRegistry
@@ -61,6 +62,7 @@ class CloudDeviceSource:
     def __init__(
         self,
         config: CloudConfig,
+        accounts: Accounts,
         registry: DeviceRegistry,
         hub: SignallingHub,
         signer: GrantSigner,
@@ -69,6 +71,7 @@ class CloudDeviceSource:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._accounts = accounts
         self._registry = registry
         self._hub = hub
         self._signer = signer
@@ -78,11 +81,11 @@ class CloudDeviceSource:
         self.links: dict[str, Link] = {}
 
     def authorise(self, app_key: str, url: DeviceUrl) -> None:
-        app = self._config.app(app_key)
+        app = self._accounts.app(app_key)
         pid, dev = url.product_id, url.device_name
         if app is None or not app.allows(pid) or "live" not in app.permissions:
             raise SourceError(f"app {app_key} may not watch {pid} live", refused=True)
-        if self._config.device(pid, dev) is None:
+        if self._accounts.device(pid, dev) is None:
             raise SourceError(f"no device {pid}/{dev}", refused=True)
 
     def _grant(self, app_key: str, url: DeviceUrl) -> tuple[str, int]:

@@ -42,7 +42,7 @@ class EdgeServer:
             cloud.load_grant_key(),
             cloud.request_verifier(),
             ice_servers=self._ice_servers,
-            app_allows=apps_allow(cloud.apps),
+            app_allows=apps_allow(cloud.app),
         )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None

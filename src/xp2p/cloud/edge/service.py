@@ -22,7 +22,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -55,12 +55,12 @@ SOURCE_UNAVAILABLE = "source unavailable"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def apps_allow(apps: Iterable[AppConfig]) -> AppAllows:
-    """`AppAllows` from the cloud's app accounts (their ``products``)."""
-    by_key = {a.key: a for a in apps}
+def apps_allow(app_of: Callable[[str], AppConfig | None]) -> AppAllows:
+    """`AppAllows` from the cloud's app accounts (their ``products``), looked up per call so
+    that a registry change applies to rooms already open."""
 
     def allows(app_key: str, product: str) -> bool:
-        app = by_key.get(app_key)
+        app = app_of(app_key)
         return app is not None and app.allows(product)
 
     return allows

@@ -1,0 +1,1 @@
+"""The registry's schema migrations (alembic), run by ``AccountDatabase.migrate``."""
