@@ -138,6 +138,10 @@ async def running_app_stack(
     cloud = CloudServer(config, demo_login=DemoLogin(config.apps[0].key))
     await cloud.start()
     t0 = int(time.time()) - 7200
+    # The recordings and the picture (200 s later) must fall on one UTC day, the one the
+    # tests pick in the calendar: never within 400 s before midnight.
+    if t0 % 86400 > 86400 - 400:
+        t0 -= 600
     folder = tmp_path / "rec" / "ch0"
     segments = record(folder, t0 * 1000 + 500, seconds=12.0)
     (folder / PICTURE).write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(70_000))
