@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.chromium import Chromium
+from tests.browser.chromium import BrowserError, Chromium
 from tests.browser.sdk_site import PLAY, START
 
 from .lab import NAT_KINDS, NatKind, NatLab, direct_possible
@@ -218,14 +218,31 @@ def table_lines(table: dict[tuple[NatKind, NatKind], dict[str, Any]]) -> list[st
     return lines
 
 
+async def boot_page(chromium: Chromium) -> tuple[int, list[str]]:
+    """A page with the SDK loaded. Seen in 1 clean-clone run of 3: a fresh Chromium's first
+    page behind a lab NAT gets a few of the module graph's fetches failed at once (status 0,
+    ~35 ms), and a failed module import stays failed in that page.
+    One new page is tried, and said; a second failure fails the test. The lab's TCP path
+    (not the SDK, which a real page loads on an ordinary network) is where to look."""
+    for attempt in (1, 2):
+        page, status = await chromium.open(f"{CLOUD_URL}/sdk/index.js")
+        assert status == 200, f"the cloud served /sdk/index.js with {status}"
+        try:
+            return page, list(await chromium.eval(page, BOOT))
+        except BrowserError as exc:
+            await chromium.close_page(page)
+            if attempt == 2 or "Failed to fetch dynamically imported module" not in str(exc):
+                raise
+            print(f"\nthe SDK did not load in a fresh page, once more: {exc}")
+    raise AssertionError("unreachable")
+
+
 async def play_pair(
     chromium: Chromium, token: dict[str, Any], camera: str, direct: bool
 ) -> dict[str, Any]:
     """One page: the SDK reaches ``camera`` and plays it; what it measured."""
-    page, status = await chromium.open(f"{CLOUD_URL}/sdk/index.js")
-    assert status == 200, f"the cloud served /sdk/index.js with {status}"
+    page, exports = await boot_page(chromium)
     try:
-        exports = await chromium.eval(page, BOOT)
         assert "XP2PModule" in exports, exports
         device = {"productId": PRODUCT, "deviceName": camera}
         started = await chromium.eval(
