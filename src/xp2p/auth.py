@@ -447,10 +447,7 @@ def device_key_proof(
 ) -> str:
     """Hex Ed25519 signature proving possession of a provisioned device's private key; its
     own domain, so it never doubles as an HMAC proof's message or a grant's."""
-    message = length_prefixed(
-        _KEY_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge
-    )
-    return device_key.sign(message).hex()
+    return device_key.sign(_key_proof_message(challenge, product_id, device_name)).hex()
 
 
 def verify_device_key_proof(
@@ -459,15 +456,19 @@ def verify_device_key_proof(
     """``public_key``: the raw 32 bytes the registry holds."""
     try:
         key = Ed25519PublicKey.from_public_bytes(public_key)
-        signature = bytes.fromhex(proof)
     except ValueError:
         return False
-    message = length_prefixed(
-        _KEY_PROOF_DOMAIN, product_id.encode(), device_name.encode(), challenge
-    )
+    return verify_hex_signature(key, proof, _key_proof_message(challenge, product_id, device_name))
+
+
+def verify_hex_signature(key: Ed25519PublicKey, signature: object, message: bytes) -> bool:
+    """Whether ``signature`` is 128 hex digits of ``key``'s Ed25519 signature of ``message``;
+    False (never an exception) for anything else a peer might send."""
+    if not isinstance(signature, str) or len(signature) != 128:
+        return False
     try:
-        key.verify(signature, message)
-    except InvalidSignature:
+        key.verify(bytes.fromhex(signature), message)
+    except (ValueError, InvalidSignature):
         return False
     return True
 

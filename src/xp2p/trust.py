@@ -32,7 +32,6 @@ from typing import Any
 
 import aiohttp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -43,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
-from xp2p.auth import length_prefixed
+from xp2p.auth import length_prefixed, verify_hex_signature
 
 # --- the welcome MAC ----------------------------------------------------------------------
 
@@ -116,19 +115,8 @@ def verify_welcome_signature(
     device_name: str,
     welcome: Mapping[str, Any],
 ) -> bool:
-    given = welcome.get(WELCOME_SIG_FIELD)
-    if not isinstance(given, str) or len(given) != 128:
-        return False
-    try:
-        signature = bytes.fromhex(given)
-    except ValueError:
-        return False
     message = welcome_message(challenge, device_nonce, product_id, device_name, welcome)
-    try:
-        grant_key.verify(signature, message)
-    except InvalidSignature:
-        return False
-    return True
+    return verify_hex_signature(grant_key, welcome.get(WELCOME_SIG_FIELD), message)
 
 
 def verify_welcome_mac(

@@ -24,6 +24,7 @@ from xp2p.cli.common import (
     status,
 )
 
+#: The cloud's admin token, set where it runs and where the operator runs this.
 ADMIN_TOKEN_ENV = "XP2P_ADMIN_TOKEN"
 PROVISIONING_VERSION = 1
 

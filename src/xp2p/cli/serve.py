@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from xp2p import __version__
+from xp2p.cli.admin import ADMIN_TOKEN_ENV
 from xp2p.cli.common import (
     DEFAULT_CLOUD,
     Subparsers,
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 DEMO_CLOUD_PORT = 8080
 #: The bearer token a Prometheus scraper sends for ``/metrics``; without it, loopback only.
 METRICS_TOKEN_ENV = "XP2P_METRICS_TOKEN"
-#: The admin API's bearer token (``xp2p admin``); without it, no admin API.
-ADMIN_TOKEN_ENV = "XP2P_ADMIN_TOKEN"
 #: The key app secrets are sealed under in the registry database (or --registry-key-file).
 REGISTRY_KEY_ENV = "XP2P_REGISTRY_KEY"
 
@@ -119,7 +118,7 @@ async def _open_registry(
         return None, None
     from sqlalchemy.exc import SQLAlchemyError
 
-    from xp2p.cloud.account_db import AccountDatabase
+    from xp2p.cloud.account_db import AccountDatabase, short_error
     from xp2p.cloud.admin import MIN_TOKEN_LENGTH
     from xp2p.cloud.secret_box import SecretBox, SecretBoxError
 
@@ -137,8 +136,7 @@ async def _open_registry(
         accounts = await db.accounts()
     except (SQLAlchemyError, SecretBoxError, OSError) as exc:
         await db.close()
-        text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
-        raise SystemExit(f"xp2p cloud: the registry database: {text}") from None
+        raise SystemExit(f"xp2p cloud: the registry database: {short_error(exc)}") from None
     print(
         f"  registry: {len(accounts.apps)} apps, {len(accounts.devices)} devices "
         f"({added} added from the config)",

@@ -228,7 +228,7 @@ class AccountDatabase:
                 failing = False
             except (SQLAlchemyError, OSError) as exc:
                 if not failing:
-                    logger.warning("cannot read the registry database: %s", _short(exc))
+                    logger.warning("cannot read the registry database: %s", short_error(exc))
                 failing = True
 
     async def _current(self, conn: Any) -> int:
@@ -418,7 +418,7 @@ def _upgrade(connection: Connection) -> None:
     alembic.command.upgrade(config, "head")
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     """A database error in one line, without the SQL and parameters SQLAlchemy appends."""
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0][:200]
